@@ -1,0 +1,203 @@
+"""The typed, validated configuration of dendritic optimization."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+MODES = ("gd", "pb")
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+CHECKPOINT_POLICIES = ("memory", "disk")
+
+
+@dataclass
+class Config:
+    """Everything that steers wrapping and growth. Bad values raise :class:`ConfigError`.
+
+    Scores are compared with ``improvement_threshold`` (relative to the best score) and
+    ``improvement_threshold_abs`` (an absolute floor): a new score counts as an improvement
+    only when it beats the best by more than both.
+    """
+
+    mode: str = "gd"
+    """"gd": dendrites train by backprop with everything else; "pb": Perforated
+    Backpropagation, correlation-trained dendrites in their own phase."""
+    patience: int = 10
+    """Epochs without improvement before the network grows."""
+    improvement_threshold: float = 1e-4
+    improvement_threshold_abs: float = 0.0
+    maximize: bool = True
+    """True for accuracy-like scores, False for losses."""
+    max_dendrites: int = 4
+    max_growth_retries: int = 1
+    """Fresh re-tries of a growth step that did not beat the best score."""
+    dendrite_activation: str = "sigmoid"
+    init_scale: float = 1.0
+    """Scale of a new dendrite's weights relative to the layer's default initialisation."""
+    include: list[str] = field(default_factory=lambda: ["*"])
+    """Glob patterns of module names to wrap."""
+    exclude: list[str] = field(default_factory=list)
+    neuron_axis: dict[str, int] = field(default_factory=dict)
+    """Per-layer override of the output's neuron axis: {module-name glob: axis}."""
+    seed: int = 0
+    """Seeds every new dendrite (a local generator; global RNG is untouched)."""
+    # --- pb only ---
+    candidates: int = 1
+    dendrite_patience: int = 3
+    dendrite_max_epochs: int = 20
+    correlation_decay: float = 0.9
+    """EMA decay of the per-batch correlation score during the dendrite phase."""
+    correlation_improvement: float = 0.01
+    """Relative rise of the summed candidate score that resets ``dendrite_patience``."""
+    correlation_floor: float = 0.05
+    """Layers whose best candidate correlation stays below this are reported as weak."""
+    # --- outputs ---
+    checkpoint_best: str = "memory"
+    """"memory": keep the best model in memory, write best.pt at growth events and at the
+    end; "disk": also write best.pt whenever the best score changes."""
+    checkpoint_every: int = 1
+    """Write the resume state every N epochs (0: never; the run then cannot be resumed)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        _choice("mode", self.mode, MODES)
+        _choice("dendrite_activation", self.dendrite_activation, ACTIVATIONS)
+        _choice("checkpoint_best", self.checkpoint_best, CHECKPOINT_POLICIES)
+        _int("patience", self.patience, 1)
+        _int("max_dendrites", self.max_dendrites, 0)
+        _int("max_growth_retries", self.max_growth_retries, 0)
+        _int("candidates", self.candidates, 1)
+        _int("dendrite_patience", self.dendrite_patience, 1)
+        _int("dendrite_max_epochs", self.dendrite_max_epochs, 1)
+        _int("checkpoint_every", self.checkpoint_every, 0)
+        _int("seed", self.seed, 0)
+        _number("improvement_threshold", self.improvement_threshold, 0.0)
+        _number("improvement_threshold_abs", self.improvement_threshold_abs, 0.0)
+        _number("init_scale", self.init_scale, 0.0, strict=True)
+        _number("correlation_floor", self.correlation_floor, 0.0)
+        _number("correlation_improvement", self.correlation_improvement, 0.0)
+        _number("correlation_decay", self.correlation_decay, 0.0)
+        if self.correlation_decay >= 1.0:
+            raise ConfigError("correlation_decay must be in [0, 1); got "
+                              f"{self.correlation_decay!r}")
+        if not isinstance(self.maximize, bool):
+            raise ConfigError(f"maximize must be true or false; got {self.maximize!r}")
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [value]
+                setattr(self, name, value)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+                raise ConfigError(f"{name} must be a list of module-name glob patterns "
+                                  f"like ['encoder.*']; got {value!r}")
+            setattr(self, name, list(value))
+        if not isinstance(self.neuron_axis, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in self.neuron_axis.items()
+        ):
+            raise ConfigError("neuron_axis must map module-name glob patterns to an int "
+                              f"axis, e.g. {{'encoder.*': -1}}; got {self.neuron_axis!r}")
+
+    def better(self, score: float, reference: float | None) -> bool:
+        """True when ``score`` improves on ``reference`` by more than both thresholds."""
+        if reference is None:
+            return True
+        margin = max(self.improvement_threshold * abs(reference), self.improvement_threshold_abs)
+        return score > reference + margin if self.maximize else score < reference - margin
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build from a mapping; unknown keys raise ConfigError listing the known ones."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping of field names to values; got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known fields are: {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read a .toml, .yaml/.yml or .json file (a ``[perforate]`` table is also accepted)."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        try:
+            if suffix == ".toml":
+                if sys.version_info >= (3, 11):
+                    import tomllib
+                else:  # pragma: no cover
+                    import tomli as tomllib
+                data = tomllib.loads(text)
+            elif suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            elif suffix == ".json":
+                data = json.loads(text)
+            else:
+                raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+        if isinstance(data, dict) and set(data) == {"perforate"}:
+            data = data["perforate"]
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as .toml, .yaml/.yml or .json, chosen by the file's suffix."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        data = self.to_dict()
+        if suffix == ".toml":
+            import tomli_w
+
+            path.write_text(tomli_w.dumps(data))
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+        elif suffix == ".json":
+            path.write_text(json.dumps(data, indent=2))
+        else:
+            raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}; got {value!r}")
+
+
+def _int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _number(name: str, value: Any, minimum: float, strict: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{name} must be a finite number {relation} {minimum}; got {value!r}")

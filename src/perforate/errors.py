@@ -1,0 +1,41 @@
+"""Typed errors. Every message says what to change."""
+
+
+class PerforateError(Exception):
+    """Base class of every error raised by perforate."""
+
+
+class ConfigError(PerforateError, ValueError):
+    """A configuration field has a bad value or an unknown name."""
+
+
+class WrapError(PerforateError, TypeError):
+    """A model or module cannot be wrapped as asked."""
+
+
+class CheckpointError(PerforateError, ValueError):
+    """A checkpoint cannot be written, read or matched to the given model."""
+
+
+class GrowthError(PerforateError, RuntimeError):
+    """The growth controller was used in a way it cannot honour."""
+
+
+class MissingExtraError(PerforateError, ImportError):
+    """An optional dependency is missing; the message names the pip command."""
+
+
+class ExperimentError(PerforateError, ValueError):
+    """An experiment was asked for an unknown dataset, model or arm, or cannot write its output."""
+
+
+def require_extra(module: str, extra: str):
+    """Import ``module`` or raise MissingExtraError naming ``pip install perforate[extra]``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtraError(
+            f"'{module}' is not installed; run: pip install 'perforate[{extra}]'"
+        ) from exc

@@ -1,0 +1,115 @@
+"""Run outputs: history.csv (appended per epoch), summary.json and growth.png (at events)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event"]
+
+
+class HistoryWriter:
+    """Appends one CSV row per epoch; rewrites the file only when a new column appears."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] = []
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Make the file hold ``rows``; cheap when only the last row is new."""
+        columns = list(BASE_COLUMNS)
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        if columns != self.columns or not self.path.exists():
+            self.columns = columns
+            with open(self.path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=columns).writerow(rows[-1])
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def _dendrite_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    spans, start = [], None
+    for row in history:
+        if row["phase"] == "dendrite" and start is None:
+            start = row["epoch"] - 0.5
+        elif row["phase"] != "dendrite" and start is not None:
+            spans.append((start, row["epoch"] - 0.5))
+            start = None
+    if start is not None:
+        spans.append((start, history[-1]["epoch"] + 0.5))
+    return spans
+
+
+def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Draw scores per epoch with growth points marked, dendrite phases shaded, parameters
+    over time, and (pb) the candidates' correlation by layer. Uses no pyplot global state."""
+    if not history:
+        return
+    correlation_cols = sorted({k for row in history for k in row if k.startswith("corr/")})
+    extra_cols = sorted({k for row in history for k in row
+                         if k not in BASE_COLUMNS and not k.startswith("corr/")
+                         and isinstance(row[k], (int, float)) and not isinstance(row[k], bool)})
+    panels = 3 if correlation_cols else 2
+    fig = Figure(figsize=(9, 2.6 * panels + 0.6), dpi=90)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    epochs = [row["epoch"] for row in history]
+    ax = axes[0]
+    ax.plot(epochs, [row["score"] for row in history], label="validation score", color="C0", lw=1.8)
+    for i, col in enumerate(extra_cols):
+        pts = [(row["epoch"], row[col]) for row in history if isinstance(row.get(col), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts), label=col, color=f"C{i + 2}", lw=1, alpha=0.8)
+    growth = [row["epoch"] for row in history if row.get("event") in ("grow", "retry", "join")]
+    rollback = [row["epoch"] for row in history if row.get("event") == "done"]
+    for ax_i in axes:
+        for a, b in _dendrite_spans(history):
+            ax_i.axvspan(a, b, color="orange", alpha=0.15, lw=0)
+        for e in growth:
+            ax_i.axvline(e, color="green", ls="--", lw=1)
+        for e in rollback:
+            ax_i.axvline(e, color="red", ls=":", lw=1)
+    ax.set_ylabel("score")
+    handles, labels = ax.get_legend_handles_labels()
+    from matplotlib.patches import Patch
+    from matplotlib.lines import Line2D
+    handles += [Line2D([], [], color="green", ls="--"), Patch(color="orange", alpha=0.3),
+                Line2D([], [], color="red", ls=":")]
+    labels += ["growth / join", "dendrite phase", "done (best restored)"]
+    ax.legend(handles, labels, fontsize=7, loc="best")
+    ax.set_title(title or "dendritic growth")
+    axes[1].step(epochs, [row["params"] for row in history], where="post", color="C1")
+    axes[1].set_ylabel("parameters")
+    if correlation_cols:
+        for i, col in enumerate(correlation_cols):
+            pts = [(row["epoch"], row[col]) for row in history if isinstance(row.get(col), (int, float))]
+            if pts:
+                axes[2].plot(*zip(*pts), marker=".", lw=1, label=col[5:], color=f"C{i % 10}")
+        axes[2].set_ylabel("candidate |corr|")
+        axes[2].legend(fontsize=6, ncol=2, loc="best")
+    axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)

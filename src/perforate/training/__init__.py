@@ -1,0 +1,1 @@
+"""The two ways to train dendrites: ``gd`` (gradient) and ``pb`` (correlation, perforated)."""
