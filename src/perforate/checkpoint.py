@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .convert import dendritic_layers
+from .convert import dendritic_layers, replace_module
 from .errors import CheckpointError
 from .layers import DendriticLayer
 
@@ -60,8 +60,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.M
                 if not name:
                     model = layer
                 else:
-                    parent_name, _, child = name.rpartition(".")
-                    setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+                    replace_module(model, module, layer)
         layer.set_num_dendrites(spec["num_dendrites"])
         layer.freeze_dendrites(spec.get("frozen", False))
         layer.candidate_pool = (CandidatePool(layer, spec["candidates"], torch.Generator().manual_seed(0))

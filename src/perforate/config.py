@@ -139,6 +139,8 @@ class Config:
         """Read a .toml, .yaml/.yml or .json file (a ``[perforate]`` table is also accepted)."""
         path = Path(path)
         suffix = path.suffix.lower()
+        if suffix not in (".toml", ".yaml", ".yml", ".json"):
+            raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
         try:
             text = path.read_text()
         except OSError as exc:
@@ -154,12 +156,8 @@ class Config:
                 import yaml
 
                 data = yaml.safe_load(text) or {}
-            elif suffix == ".json":
-                data = json.loads(text)
             else:
-                raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
-        except ConfigError:
-            raise
+                data = json.loads(text)
         except Exception as exc:
             raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
         if isinstance(data, dict) and set(data) == {"perforate"}:

@@ -40,6 +40,15 @@ def dendritic_layers(model: nn.Module) -> dict[str, DendriticLayer]:
     return {name: m for name, m in model.named_modules() if isinstance(m, DendriticLayer)}
 
 
+def replace_module(model: nn.Module, module: nn.Module, replacement: nn.Module) -> None:
+    """Put ``replacement`` wherever ``module`` is registered inside ``model`` (tied modules
+    are registered under several names)."""
+    names = [n for n, m in model.named_modules(remove_duplicate=False) if m is module and n]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
+
+
 def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None) -> DendriticLayer:
     """Wrap one module with the settings ``config`` gives."""
     return DendriticLayer(
@@ -98,12 +107,9 @@ def perforate(model: nn.Module, config: Config | None = None, *,
             "check those patterns against [name for name, _ in model.named_modules()]"
         )
     for name, module in targets:
+        if name == "":
+            return make_layer(module, config, _axis_override(name, config))
         if id(module) not in wrapped:
             wrapped[id(module)] = make_layer(module, config, _axis_override(name, config))
-        layer = wrapped[id(module)]
-        if name == "":
-            return layer
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer)
+            replace_module(model, module, wrapped[id(module)])
     return model

@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from .convert import dendritic_layers
+from .convert import dendritic_layers, replace_module
 from .layers import _ACTIVATIONS, _CONV_TYPES, DendriticLayer
 
 
@@ -116,8 +116,7 @@ def export(model: nn.Module) -> nn.Module:
         replacement = layer.main if layer.num_dendrites == 0 else ExportedDendriticLayer(layer)
         if not name:
             return replacement
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
+        replace_module(model, layer, replacement)
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -217,7 +217,9 @@ class Grower:
 
     def _after_restructure(self) -> None:
         s = self.state
-        s.cycle_best = None
+        # growth is function-preserving, so a new cycle starts from the best score it rolled
+        # back to: patience counts epochs that fail to beat it
+        s.cycle_best = s.best_score
         s.stale = 0
         self._params = count_parameters(self.model)
         self._rebuild_optimizer()
@@ -434,6 +436,10 @@ class Grower:
         grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir,
                      step_scheduler, _resume=True)
         grower.state = _State(**doc["state"])
+        if grower.state.phase == "dendrite":  # only the candidate pools train in a dendrite phase
+            grower._set_trainable(False)
+            for p in pb.candidate_parameters(grower.layers):
+                p.requires_grad_(True)
         grower.history = doc["history"]
         grower._history_writer.write(grower.history)
         if (folder / "best.safetensors").exists():

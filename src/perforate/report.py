@@ -103,9 +103,10 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     axes[1].set_ylabel("parameters")
     if correlation_cols:
         for i, col in enumerate(correlation_cols):
-            pts = [(row["epoch"], row[col]) for row in history if isinstance(row.get(col), (int, float))]
-            if pts:
-                axes[2].plot(*zip(*pts), marker=".", lw=1, label=col[5:], color=f"C{i % 10}")
+            # NaN outside dendrite phases breaks the line between phases
+            values = [row[col] if isinstance(row.get(col), (int, float)) else float("nan")
+                      for row in history]
+            axes[2].plot(epochs, values, marker=".", lw=1, label=col[5:], color=f"C{i % 10}")
         axes[2].set_ylabel("candidate |corr|")
         axes[2].legend(fontsize=6, ncol=2, loc="best")
     axes[-1].set_xlabel("epoch")

@@ -1,14 +1,22 @@
 """Perforated Backpropagation: candidate dendrites trained to correlate with neuron error.
 
 During a dendrite phase every wrapped layer holds a :class:`CandidatePool`. The pool computes
-its candidates' activations from the layer's *detached* input (and the detached activations of
-the layer's accepted dendrites, cascade style) and adds ``a - a.detach()`` to the layer output:
-exactly zero, so the model's outputs do not change, but it connects the candidates to the
-user's ordinary ``loss.backward()``. A hook on that zero term receives the neuron error
-``delta = dLoss/d(output)`` and replaces the gradient with the gradient of the
-cascade-correlation objective: per candidate ``p`` and channel ``c``,
-``S_pc = |cov_n(a_pc, delta_c / std(delta_c))|`` over the batch and every spatial/time
-position. Plain optimizer steps on that gradient therefore *maximise* ``S``.
+``P`` candidates' activations ``a`` from the layer's *detached* input (and the detached
+activations of the layer's accepted dendrites, cascade style) and adds an all-zero tensor to
+the layer output: the model's outputs do not change, but the zero term connects the candidates
+to the user's ordinary ``loss.backward()``. Its backward receives the neuron error
+``delta = dLoss/d(output)`` (the gradient at the neuron's pre-activation) and hands the
+candidates the gradient of the cascade-correlation objective instead: per candidate ``p`` and
+channel ``c``
+
+    S_pc = | cov_n(a_pc, delta_c / std(delta_c)) |
+
+over the samples ``n`` (batch and every spatial/time position). Minimising with the user's
+optimizer therefore *maximises* ``S``. As in cascade-correlation, the covariance is meant over
+the whole training set, not one batch: the pool keeps an exponential moving average of the
+signed per-batch covariance, scores with its magnitude and takes the gradient's sign from it
+(a per-batch sign would push candidates whose true correlation is small in random
+directions, and a per-batch ``|cov|`` is biased upward by sampling noise).
 """
 from __future__ import annotations
 
@@ -20,15 +28,11 @@ from ..layers import _ACTIVATIONS, DendriticLayer
 _EPS = 1e-8
 
 
-def _flatten_channels(t: torch.Tensor, axis: int) -> torch.Tensor:
-    """[..., C at ``axis``, ...] -> [N, C] with every other position as a sample."""
-    return t.movedim(axis, -1).reshape(-1, t.shape[axis])
-
-
 def correlation_objective(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """``sum_{p,c} |cov(a[p,:,c], delta[:,c] / std(delta[:,c]))|`` for ``a`` [P, N, C], ``delta`` [N, C].
 
-    The quantity candidate training maximises; :func:`correlation_gradient` is its gradient.
+    The one-batch objective candidate training maximises (the reference for tests);
+    :func:`correlation_statistics` gives its gradient.
     """
     d = delta - delta.mean(0)
     d = d / (d.pow(2).mean(0).sqrt() + _EPS)
@@ -36,16 +40,42 @@ def correlation_objective(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (ac * d).mean(1).abs().sum()
 
 
-def correlation_statistics(a: torch.Tensor, delta: torch.Tensor):
-    """Gradient of :func:`correlation_objective` w.r.t. ``a``, and per-[P, C] ``|cov|`` and ``|corr|``."""
+def correlation_statistics(a: torch.Tensor, delta: torch.Tensor, sign: torch.Tensor | None = None):
+    """One batch's statistics for ``a`` [P, N, C] and ``delta`` [N, C].
+
+    Returns ``(grad, cov, var)``: ``grad`` [P, N, C] is the gradient of
+    :func:`correlation_objective` with respect to ``a`` (with the covariance's sign taken from
+    ``sign`` [P, C] when given), ``cov`` the signed covariance and ``var`` the variance of
+    ``a``, both [P, C].
+    """
     n = a.shape[1]
     d = delta - delta.mean(0)
     d = d / (d.pow(2).mean(0).sqrt() + _EPS)
-    ac = a - a.mean(1, keepdim=True)
-    cov = (ac * d).mean(1)  # [P, C]
-    grad = cov.sign().unsqueeze(1) * d.unsqueeze(0) / n
-    corr = cov.abs() / (ac.pow(2).mean(1).sqrt() + _EPS)
-    return grad, cov.abs(), corr
+    cov = (a * d).mean(1)  # d is centred, so this is cov(a, d)
+    var = (a.pow(2).mean(1) - a.mean(1).pow(2)).clamp_min(0)
+    s = cov.sign() if sign is None else sign
+    return s.unsqueeze(1) * d / n, cov, var
+
+
+class _Tap(torch.autograd.Function):
+    """Forward: zeros shaped like the layer output. Backward: the correlation gradient for ``a``.
+
+    ``a`` is laid out ``[..., P, C, ...]`` with the candidate axis just before the neuron axis
+    of the output; ``delta`` arrives shaped like the output.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, pool: "CandidatePool", axis: int) -> torch.Tensor:
+        ctx.pool, ctx.axis = pool, axis
+        ctx.save_for_backward(a)
+        shape = a.shape[:axis] + a.shape[axis + 1:]
+        return a.new_zeros(()).expand(shape)
+
+    @staticmethod
+    def backward(ctx, delta: torch.Tensor):
+        (a,) = ctx.saved_tensors
+        grad = ctx.pool._objective_gradient(a, delta, ctx.axis)
+        return grad, None, None
 
 
 class CandidatePool(nn.Module):
@@ -55,7 +85,6 @@ class CandidatePool(nn.Module):
                  generator: torch.Generator | None = None, decay: float = 0.9) -> None:
         super().__init__()
         self.num_candidates = p = num_candidates
-        self.decay = decay
         ref = layer._reference()
         c, k = layer.channels, layer.num_dendrites
         units = layer.new_unit_tensors(p, generator)
@@ -71,53 +100,84 @@ class CandidatePool(nn.Module):
             self.register_buffer("best_bias", b.detach().clone() if b is not None else None)
         self.cascade = nn.Parameter(torch.zeros(p, k, c, device=ref.device, dtype=ref.dtype)) if k else None
         self.register_buffer("best_cascade", self.cascade.detach().clone() if k else None)
-        zeros = torch.zeros(p, c, device=ref.device, dtype=torch.float32)
-        self.register_buffer("score", zeros.clone())  # EMA of |cov| (the objective)
-        self.register_buffer("correlation", zeros.clone())  # EMA of |Pearson correlation|
+        stats_dtype = torch.promote_types(ref.dtype, torch.float32)  # at least float32
+        zeros = torch.zeros(p, c, device=ref.device, dtype=stats_dtype)
+        self.register_buffer("covariance", zeros.clone())  # EMA of the signed covariance
+        self.register_buffer("variance", zeros.clone())  # EMA of var(a)
         self.register_buffer("best_score", zeros.clone())
         self.register_buffer("best_correlation", zeros.clone())
         self.register_buffer("batches", torch.zeros((), dtype=torch.long, device=ref.device))
+        self.register_buffer("decay", torch.tensor(float(decay), device=ref.device, dtype=stats_dtype))
 
+    # ------------------------------------------------------------------ scores
+    @property
+    def score(self) -> torch.Tensor:
+        """[P, C] running ``|cov(a, delta / std(delta))|``: the objective."""
+        return self.covariance.abs()
+
+    @property
+    def correlation(self) -> torch.Tensor:
+        """[P, C] running ``|Pearson correlation|`` between activation and neuron error."""
+        return self.covariance.abs() / (self.variance.sqrt() + _EPS)
+
+    # ------------------------------------------------------------------ forward / backward
     def forward(self, x: torch.Tensor, acts: list[torch.Tensor], layer: DendriticLayer) -> torch.Tensor:
-        """A zero tensor shaped like the layer output that carries the candidates' gradient."""
+        """A zero tensor shaped like the layer output that carries the candidates' gradient.
+
+        ``x`` and ``acts`` (the accepted dendrites' activations) must come detached.
+        """
+        p, c = self.num_candidates, layer.channels
         if self.blocks is not None:
             z = [block(x) for block in self.blocks]
+            axis = layer._axis(z[0].ndim)
+            z = torch.stack(z, axis)
+        elif layer.kind == "linear":
+            z = torch.nn.functional.linear(x, self.weight.reshape(p * c, -1),
+                                           None if self.bias is None else self.bias.reshape(p * c))
+            axis = z.ndim - 1
+            z = z.unflatten(-1, (p, c))
         else:
-            z = layer._stacked_call(x, self.weight, self.bias, self.num_candidates)
-        act = _ACTIVATIONS[layer.activation]
-        cand = []
-        for p, zp in enumerate(z):
-            pre = zp
+            axis = 1
+            if layer.main.groups == 1:
+                z = layer.main._conv_forward(x, self.weight.reshape(p * c, *self.weight.shape[2:]),
+                                             None if self.bias is None else self.bias.reshape(p * c))
+                z = z.unflatten(1, (p, c))
+            else:
+                z = torch.stack(layer._stacked_call(x, self.weight, self.bias, p), 1)
+        # z: [..., P, C, ...] with the candidate axis at the output's neuron axis
+        if acts:
+            tail = [1] * (z.ndim - axis - 2)
             for j, a in enumerate(acts):
-                pre = pre + layer.channel_view(self.cascade[p, j], zp.ndim) * a
-            cand.append(act(pre))
-        a = torch.stack(cand)
-        anchor = a - a.detach()
-        axis = layer._axis(a.ndim - 1) + 1
-        values = a.detach()
-        anchor.register_hook(lambda grad: self._replace_gradient(values, grad, axis))
-        return anchor.sum(0)
+                z = z + self.cascade[:, j].reshape(p, c, *tail) * a.unsqueeze(axis)
+        a = _ACTIVATIONS[layer.activation](z)
+        return _Tap.apply(a, self, axis)
 
     @torch.no_grad()
-    def _replace_gradient(self, a: torch.Tensor, grad: torch.Tensor, axis: int) -> torch.Tensor:
-        moved = a.float().movedim(axis, -1)
-        flat_a = moved.reshape(a.shape[0], -1, a.shape[axis])
-        delta = _flatten_channels(grad[0].float(), axis - 1)
-        g, cov, corr = correlation_statistics(flat_a, delta)
-        if self.batches.item() == 0:
-            self.score.copy_(cov)
-            self.correlation.copy_(corr)
-        else:
-            self.score.lerp_(cov, 1 - self.decay)
-            self.correlation.lerp_(corr, 1 - self.decay)
+    def _objective_gradient(self, a: torch.Tensor, delta: torch.Tensor, axis: int) -> torch.Tensor:
+        """Update the running statistics with one batch; return ``-dS/da``."""
+        a32, d32 = a.to(self.covariance.dtype), delta.to(self.covariance.dtype).unsqueeze(axis)
+        dims = tuple(i for i in range(a.ndim) if i not in (axis, axis + 1))
+        if not dims:  # an unbatched call: no covariance to take
+            return torch.zeros_like(a)
+        n = a.numel() // (a.shape[axis] * a.shape[axis + 1])
+        d = d32 - d32.mean(dims, keepdim=True)
+        d = d / (d.pow(2).mean(dims, keepdim=True).sqrt() + _EPS)
+        cov = (a32 * d).mean(dims)  # [P, C]; d is centred
+        var = (a32.pow(2).mean(dims) - a32.mean(dims).pow(2)).clamp_min(0)
+        weight = torch.where(self.batches == 0, 1.0, 1.0 - self.decay)
+        self.covariance.lerp_(cov, weight)
+        self.variance.lerp_(var, weight)
         self.batches += 1
-        return (-g).reshape(moved.shape).movedim(-1, axis).to(grad.dtype)
+        sign = self.covariance.sign().reshape(*a.shape[axis:axis + 2], *([1] * (a.ndim - axis - 2)))
+        return (d * sign).mul_(-1.0 / n).to(a.dtype)
 
+    # ------------------------------------------------------------------ best weights and selection
     @torch.no_grad()
     def remember_best(self) -> None:
         """Keep, per candidate and channel, the weights with the highest score so far."""
-        improved = self.score > self.best_score
-        self.best_score.copy_(torch.where(improved, self.score, self.best_score))
+        score = self.score
+        improved = score > self.best_score
+        self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.best_correlation.copy_(torch.where(improved, self.correlation, self.best_correlation))
         if self.weight is not None:
             mask = improved.reshape(*improved.shape, *([1] * (self.weight.ndim - 2)))
@@ -140,23 +200,28 @@ class CandidatePool(nn.Module):
     def select(self):
         """The winning dendrite as ``(units, cascade)`` for :meth:`DendriticLayer.add_dendrites`.
 
-        Stacked layers take, for each neuron, its best candidate; blocks take the candidate
-        with the best mean score (a block's channels cannot be split between candidates).
+        Stacked layers take, for each neuron, its best candidate's remembered best weights;
+        blocks take the candidate with the best mean score as it is now (a block's channels
+        cannot be split between candidates, nor its weights kept per channel).
         """
-        c = self.best_score.shape[1]
         if self.blocks is not None:
             winner = int(self.best_score.mean(1).argmax())
-            units = [self.blocks[winner]]
-            cascade = self.cascade[winner].unsqueeze(0).detach() if self.cascade is not None else None
-            return units, cascade
+            cascade = self.cascade[winner].unsqueeze(0).detach().clone() if self.cascade is not None else None
+            return [self.blocks[winner]], cascade
         best = self.best_score.argmax(0)  # [C]
-        channels = torch.arange(c, device=best.device)
+        channels = torch.arange(best.shape[0], device=best.device)
         w = self.best_weight[best, channels].unsqueeze(0).clone()
         b = self.best_bias[best, channels].unsqueeze(0).clone() if self.bias is not None else None
         cascade = None
         if self.best_cascade is not None:
             cascade = self.best_cascade[best, :, channels].transpose(0, 1).unsqueeze(0).clone()
         return (w, b), cascade
+
+
+def candidate_parameters(layers: dict[str, DendriticLayer]) -> list[nn.Parameter]:
+    """The parameters a dendrite phase trains: those of every layer's candidate pool."""
+    return [p for layer in layers.values() if layer.candidate_pool is not None
+            for p in layer.candidate_pool.parameters()]
 
 
 def start_dendrite_phase(layers: dict[str, DendriticLayer], num_candidates: int,
@@ -178,3 +243,4 @@ def join_candidates(layers: dict[str, DendriticLayer]) -> dict[str, dict[str, fl
         layer.add_dendrites(1, units=units, cascade=cascade)
         layer.freeze_dendrites(True)
     return scores
+

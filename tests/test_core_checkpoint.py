@@ -1,0 +1,123 @@
+"""Save/load, export and honest measurements."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import perforate as pf
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = ConvBN()
+        self.grouped = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.head = nn.Linear(3 * 6 * 6, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.grouped(torch.relu(self.block(x))))
+        return self.head(x.flatten(1))
+
+
+def grown(mode="gd", dendrites=2):
+    torch.manual_seed(0)
+    model = pf.perforate(Net(), pf.Config(mode=mode), blocks=[ConvBN])
+    gen = torch.Generator().manual_seed(1)
+    for layer in pf.dendritic_layers(model).values():
+        layer.add_dendrites(dendrites, gen)
+        layer.freeze_dendrites(mode == "pb")  # as the pb grower leaves them
+        with torch.no_grad():
+            layer.output_weight.normal_()
+            if layer.cascade_weight is not None:
+                layer.cascade_weight.normal_()
+    # give batch-norm running stats non-default values
+    model.train()
+    model(torch.randn(8, 1, 6, 6))
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["gd", "pb"])
+def test_save_load_gives_identical_outputs(tmp_path, mode):
+    model = grown(mode)
+    x = torch.randn(5, 1, 6, 6)
+    path = tmp_path / "ckpt.pt"
+    pf.save(model, path, history=[{"epoch": 0, "score": 1.0}])
+    restored = pf.load(path, Net()).eval()
+    assert torch.equal(restored(x), model(x))
+    assert {n: l.num_dendrites for n, l in pf.dendritic_layers(restored).items()} == \
+        {"block": 2, "grouped": 2, "head": 2}
+    assert pf.read_checkpoint_meta(path)["history"] == [{"epoch": 0, "score": 1.0}]
+    # the file is safetensors (an 8-byte header length then JSON), never a pickle
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    assert json.loads(raw[8:8 + header_len])["__metadata__"]["perforate"]
+    frozen = [p.requires_grad for p in pf.dendritic_layers(restored)["head"].dendrite_parameters()]
+    assert frozen == [mode == "gd"] * len(frozen)
+
+
+def test_load_errors_are_clear(tmp_path):
+    model = grown()
+    pf.save(model, tmp_path / "m.pt")
+    with pytest.raises(pf.CheckpointError, match="lacks"):
+        pf.load(tmp_path / "m.pt", nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(pf.CheckpointError, match="no checkpoint"):
+        pf.load(tmp_path / "missing.pt", Net())
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(pf.CheckpointError, match="not a perforate checkpoint"):
+        pf.load(tmp_path / "junk.pt", Net())
+
+
+def test_tied_weights_roundtrip(tmp_path):
+    shared = nn.Linear(4, 4)
+    model = pf.perforate(nn.Sequential(shared, nn.Tanh(), shared), pf.Config())
+    model[0].add_dendrites(1, torch.Generator().manual_seed(0))
+    pf.save(model, tmp_path / "tied.pt")
+    restored = pf.load(tmp_path / "tied.pt", (lambda s: nn.Sequential(s, nn.Tanh(), s))(nn.Linear(4, 4)))
+    x = torch.randn(2, 4)
+    assert torch.equal(restored(x), model(x))
+
+
+@pytest.mark.parametrize("mode", ["gd", "pb"])
+def test_export_is_plain_and_matches(mode):
+    model = grown(mode)
+    x = torch.randn(7, 1, 6, 6)
+    plain = pf.export(model).eval()
+    assert not pf.dendritic_layers(plain)
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in plain.modules())
+    torch.testing.assert_close(plain(x), model(x), atol=1e-5, rtol=1e-5)
+    traced = torch.jit.trace(plain, x)
+    torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)
+    # layers without dendrites export to the original module
+    bare = pf.export(pf.perforate(nn.Sequential(nn.Linear(3, 2)), pf.Config()))
+    assert type(bare[0]) is nn.Linear
+
+
+def test_count_parameters_and_flops():
+    model = pf.perforate(nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2)), pf.Config())
+    x = torch.randn(4, 10)
+    assert pf.count_parameters(model) == 10 * 8 + 8 + 8 * 2 + 2
+    base_flops = pf.flops_per_sample(model, x)
+    assert base_flops == 2 * (10 * 8 + 8 * 2)
+    for layer in pf.dendritic_layers(model).values():
+        layer.add_dendrites(1, torch.Generator().manual_seed(0))
+    assert pf.flops_per_sample(model, x) == 2 * base_flops
+    breakdown = pf.parameter_breakdown(model)
+    assert breakdown["total"] == pf.count_parameters(model)
+    assert breakdown["dendrite"] == (10 * 8 + 8 + 8) + (8 * 2 + 2 + 2)
+
+
+def test_remaining_error_reduction():
+    assert pf.remaining_error_reduction(90.0, 95.0) == pytest.approx(0.5)
+    assert pf.remaining_error_reduction(90.0, 85.0) == pytest.approx(-0.5)
+    assert pf.remaining_error_reduction(100.0, 99.0) == 0.0
