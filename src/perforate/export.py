@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .convert import dendritic_layers, replace_module
@@ -73,34 +74,56 @@ class ExportedDendriticLayer(nn.Module):
                 self.main = copy.deepcopy(layer.main)
             cascade = layer.cascade_weight.detach().clone() if layer.cascade_weight is not None \
                 else torch.zeros(0, layer.channels)
+            # Per-channel weights are stored already shaped to broadcast against the output
+            # ([R, C, 1, ...]) where the output's rank is known: one op fewer per call.
+            self.trailing = None
+            if layer.kind != "block":
+                self.trailing = 0 if layer.kind == "linear" else layer.main.weight.ndim - 2
+                ones = [1] * self.trailing
+                cascade = cascade.reshape(*cascade.shape, *ones)
+            else:
+                ones = []
             self.register_buffer("cascade_weight", cascade)
-            self.register_buffer("output_weight", layer.output_weight.detach().clone())
+            self.register_buffer("output_weight",
+                                 layer.output_weight.detach().clone().reshape(k, layer.channels, *ones))
 
-    def _view(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        axis = self.neuron_axis + ndim if self.neuron_axis < 0 else self.neuron_axis
-        return t.reshape(t.shape[0], *([1] * (ndim - axis - 1)))
+    def _rows(self, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, ...]:
+        """The rows of a per-channel buffer, shaped to broadcast against an ``ndim``-dim output."""
+        if self.trailing is None:
+            axis = self.neuron_axis + ndim if self.neuron_axis < 0 else self.neuron_axis
+            t = t.reshape(t.shape[0], self.channels, *([1] * (ndim - axis - 1)))
+        return t.unbind(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stacked is not None:
-            z = self.stacked(x)
+        # Few ops on purpose: at small batch sizes their count, not their FLOPs, sets the latency.
+        stacked = self.stacked
+        if stacked is not None:
+            if self.trailing == 0:  # a Linear: skip the module call, it costs as much as an op
+                z = F.linear(x, stacked.weight, stacked.bias)
+            else:
+                z = stacked(x)
             units = self.num_dendrites + int(self.main_in_stack)
             axis = self.neuron_axis + z.ndim if self.neuron_axis < 0 else self.neuron_axis
-            parts = list(z.unflatten(axis, (units, self.channels)).unbind(axis))
-            y = parts.pop(0) if self.main_in_stack else self.main(x)
+            parts = torch.unflatten(z, axis, (units, self.channels)).unbind(axis)
+            if self.main_in_stack:
+                y, parts = parts[0], parts[1:]
+            else:
+                y = self.main(x)
         else:
             y = self.main(x)
             parts = [unit(x) for unit in self.units]
         act = _ACTIVATIONS[self.activation]
+        v = self._rows(self.output_weight, y.ndim)
+        w = self._rows(self.cascade_weight, y.ndim) if self.num_dendrites > 1 else ()
         acts: list[torch.Tensor] = []
         row = 0
-        for k, zk in enumerate(parts):
-            pre = zk
+        for k, pre in enumerate(parts):
             for j in range(k):
-                pre = pre + self._view(self.cascade_weight[row], zk.ndim) * acts[j]
+                pre = torch.addcmul(pre, w[row], acts[j])
                 row += 1
             a = act(pre)
             acts.append(a)
-            y = y + self._view(self.output_weight[k], y.ndim) * a
+            y = torch.addcmul(y, v[k], a)
         return y
 
 

@@ -16,7 +16,6 @@ factories, holding exactly the parameters that train in the new phase.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from .report import HistoryWriter, plot_growth, write_json
 from .training import gd, pb
 
 log = logging.getLogger("perforate")
+
+RESUME_FILE = "resume.safetensors"
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -108,6 +109,8 @@ class Grower:
                               "lambda params: torch.optim.Adam(params, lr=1e-3)")
         if not dendritic_layers(model):
             model = perforate(model, self.config)
+        for layer in dendritic_layers(model).values():
+            layer.perforated = self.config.mode == "pb"  # the grower's mode decides
         self.model = model
         self.optimizer_factory = optimizer_factory
         self.scheduler_factory = scheduler_factory
@@ -398,20 +401,23 @@ class Grower:
         self._best_dirty = False
 
     def _write_resume_state(self) -> None:
+        """One file per epoch: model and optimizer tensors, controller state as JSON metadata.
+        The best snapshot goes to its own file, rewritten only when the best changed."""
         folder = self.out_dir / "state"
-        ckpt.save(self.model, folder / "model.safetensors")
         if self._best_snapshot is not None and self._resume_best_dirty:
             self._resume_best_dirty = False
             ckpt.write_tensors(folder / "best.safetensors", self._best_snapshot["state"],
                                {"structure": self._best_snapshot["structure"]})
-        tensors, doc = ckpt.optimizer_state_to_tensors({
+        optim_tensors, optim_doc = ckpt.optimizer_state_to_tensors({
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
         })
-        ckpt.write_tensors(folder / "optimizer.safetensors", tensors, {"state": doc})
-        write_json(folder / "grower.json", {"config": self.config.to_dict(),
-                                            "state": dataclasses.asdict(self.state),
-                                            "history": self.history})
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"optim/{k}": v for k, v in optim_tensors.items()})
+        ckpt.write_tensors(folder / RESUME_FILE, tensors, {
+            "structure": ckpt.structure(self.model), "optimizer": optim_doc,
+            "config": self.config.to_dict(), "state": dataclasses.asdict(self.state),
+            "history": self.history})
 
     # ------------------------------------------------------------------ resume
     @classmethod
@@ -426,13 +432,14 @@ class Grower:
         next epoch to run.
         """
         folder = Path(out_dir) / "state"
-        try:
-            doc = json.loads((folder / "grower.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"no resumable run in {out_dir} ({exc}); was it started with "
-                                  "out_dir set and checkpoint_every > 0?") from exc
+        if not (folder / RESUME_FILE).is_file():
+            raise CheckpointError(f"no resumable run in {out_dir} (no state/{RESUME_FILE}); was it "
+                                  "started with out_dir set and checkpoint_every > 0?")
+        tensors, doc = ckpt.read_tensors(folder / RESUME_FILE)
         config = Config.from_dict(doc["config"])
-        model = ckpt.load(folder / "model.safetensors", base_model)
+        model = ckpt.apply_structure(base_model, doc["structure"])
+        ckpt.load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
+                        folder / RESUME_FILE)
         grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir,
                      step_scheduler, _resume=True)
         grower.state = _State(**doc["state"])
@@ -446,8 +453,8 @@ class Grower:
             state, meta = ckpt.read_tensors(folder / "best.safetensors")
             grower._best_snapshot = {"structure": meta["structure"], "state": state}
         grower._rebuild_optimizer()
-        tensors, meta = ckpt.read_tensors(folder / "optimizer.safetensors")
-        saved = ckpt.optimizer_state_from_tensors(tensors, meta["state"])
+        optim_tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}
+        saved = ckpt.optimizer_state_from_tensors(optim_tensors, doc["optimizer"])
         grower.optimizer.load_state_dict(saved["optimizer"])
         if grower.scheduler is not None and saved["scheduler"] is not None:
             grower.scheduler.load_state_dict({k: v for k, v in saved["scheduler"].items() if v is not None})

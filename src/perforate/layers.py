@@ -71,6 +71,10 @@ def _first_parameter(module: nn.Module) -> torch.Tensor:
 class DendriticLayer(nn.Module):
     """An original module (``main``) with ``num_dendrites`` dendrites on each neuron.
 
+    ``torch.compile(model)`` works on a perforated model. Growth (new dendrites, or the start
+    and end of a ``pb`` dendrite phase) changes the layer's structure, so the first call after
+    it recompiles; between growth events the compiled model is reused.
+
     Args:
         main: the module to wrap (Linear, ConvNd, or a block module).
         activation: dendrite activation, "sigmoid", "tanh" or "relu".
@@ -274,10 +278,10 @@ class DendriticLayer(nn.Module):
         flat_b = None if bias is None else bias.reshape(units * c)
         if self.kind == "linear":
             z = F.linear(x, flat_w, flat_b)
-            return list(z.unflatten(-1, (units, c)).unbind(-2))
+            return [z] if units == 1 else list(z.unflatten(-1, (units, c)).unbind(-2))
         if self.main.groups == 1:
             z = self.main._conv_forward(x, flat_w, flat_b)
-            return list(z.unflatten(1, (units, c)).unbind(1))
+            return [z] if units == 1 else list(z.unflatten(1, (units, c)).unbind(1))
         return [self.main._conv_forward(x, weight[k], None if bias is None else bias[k])
                 for k in range(units)]
 
@@ -287,22 +291,35 @@ class DendriticLayer(nn.Module):
             return [block(x) for block in self.dendrite_blocks]
         return self._stacked_call(x, self.dendrite_weight, self.dendrite_bias, self._num_dendrites)
 
+    def _channel_rows(self, weight: torch.Tensor, ndim: int) -> tuple[torch.Tensor, ...]:
+        """The rows of a per-channel weight ``[R, C]``, each shaped to broadcast against an
+        output of ``ndim`` dims: one ``unbind`` (one backward node) rather than a select per row."""
+        ones = [1] * (ndim - self._axis(ndim) - 1)
+        if weight.shape[0] == 1:
+            return (weight.reshape(weight.shape[1], *ones),)
+        return weight.reshape(*weight.shape[:2], *ones).unbind(0)
+
     def cascade(self, z: list[torch.Tensor]) -> list[torch.Tensor]:
         """Apply the cascade and activation: ``a_k = f(z_k + sum_{j<k} w_kj a_j)``."""
         act = _ACTIVATIONS[self.activation]
+        rows = self._channel_rows(self.cascade_weight, z[0].ndim) if len(z) > 1 else ()
         acts: list[torch.Tensor] = []
         row = 0
         for k, zk in enumerate(z):
             pre = zk
             for j in range(k):
-                pre = pre + self.channel_view(self.cascade_weight[row], zk.ndim) * acts[j]
+                pre = torch.addcmul(pre, rows[row], acts[j])  # one fused op per cascade term
                 row += 1
             acts.append(act(pre))
         return acts
 
     def join(self, y: torch.Tensor, acts: list[torch.Tensor]) -> torch.Tensor:
+        """``y + sum_k v_k * a_k``, one fused multiply-add per dendrite."""
+        if not acts:
+            return y
+        rows = self._channel_rows(self.output_weight, y.ndim)
         for k, a in enumerate(acts):
-            y = y + self.channel_view(self.output_weight[k], y.ndim) * a
+            y = torch.addcmul(y, rows[k], a)
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -322,17 +339,25 @@ class DendriticLayer(nn.Module):
         return out
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Loop-over-dendrites forward, one module call each: the slow reference for tests."""
+        """Loop-over-dendrites forward, one call per dendrite and plain arithmetic for the
+        cascade and join (no code shared with :meth:`forward`): the slow reference for tests."""
         y = self.main(x)
         xd = x.detach() if self.perforated else x
-        z = []
+        act = _ACTIVATIONS[self.activation]
+        acts: list[torch.Tensor] = []
+        row = 0
         for k in range(self._num_dendrites):
             if self.kind == "block":
-                z.append(self.dendrite_blocks[k](xd))
+                pre = self.dendrite_blocks[k](xd)
             else:
                 b = self.dendrite_bias[k] if self.has_bias else None
                 if self.kind == "linear":
-                    z.append(F.linear(xd, self.dendrite_weight[k], b))
+                    pre = F.linear(xd, self.dendrite_weight[k], b)
                 else:
-                    z.append(self.main._conv_forward(xd, self.dendrite_weight[k], b))
-        return self.join(y, self.cascade(z))
+                    pre = self.main._conv_forward(xd, self.dendrite_weight[k], b)
+            for j in range(k):
+                pre = pre + self.channel_view(self.cascade_weight[row], pre.ndim) * acts[j]
+                row += 1
+            acts.append(act(pre))
+            y = y + self.channel_view(self.output_weight[k], y.ndim) * acts[k]
+        return y

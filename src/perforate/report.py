@@ -36,9 +36,10 @@ class HistoryWriter:
                 csv.DictWriter(f, fieldnames=columns).writerow(rows[-1])
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
+    """Write ``data`` atomically. ``indent=None`` is several times faster (json's C encoder)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+    tmp.write_text(json.dumps(data, indent=indent, default=_jsonable))
     os.replace(tmp, path)
 
 

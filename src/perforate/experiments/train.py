@@ -58,8 +58,8 @@ class TrainResult:
     dendrites: int
     """Dendrites per wrapped layer in the kept model (0 for plain models)."""
     history: list[dict]
-    """One row per epoch: epoch, phase, val_score, train_loss, train_score, lr, params,
-    dendrites, event, seconds."""
+    """One row per epoch: epoch, phase, val_score, val_loss, train_loss, train_score, lr,
+    params, dendrites, event, seconds."""
     peak_memory_mb: float | None
     """Peak tensor memory of one training step in MB; see :func:`step_memory_mb`."""
     model: nn.Module | None = field(default=None, repr=False)
@@ -88,6 +88,13 @@ def _loss(data: DatasetSplits, out: torch.Tensor, y: torch.Tensor) -> torch.Tens
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DatasetSplits, x: torch.Tensor, y: torch.Tensor) -> float:
     """Score of ``model`` on ``(x, y)``: accuracy in percent, or R² × 100 for regression."""
+    return _evaluate(model, data, x, y)[0]
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: DatasetSplits, x: torch.Tensor,
+              y: torch.Tensor) -> tuple[float, float]:
+    """(score, mean loss) of ``model`` on ``(x, y)``."""
     was_training = model.training
     model.eval()
     try:
@@ -95,11 +102,12 @@ def evaluate(model: nn.Module, data: DatasetSplits, x: torch.Tensor, y: torch.Te
     finally:
         model.train(was_training)
     out = torch.cat(outs)
+    loss = float(_loss(data, out, y))
     if data.task == "classification":
-        return float((out.argmax(1) == y).float().mean() * 100.0)
+        return float((out.argmax(1) == y).float().mean() * 100.0), loss
     residual = float(((out - y) ** 2).sum())
     total = float(((y - y.mean()) ** 2).sum())
-    return 100.0 * (1.0 - residual / total) if total > 0 else 0.0
+    return (100.0 * (1.0 - residual / total) if total > 0 else 0.0), loss
 
 
 def _batch_score(data: DatasetSplits, out: torch.Tensor, y: torch.Tensor) -> float:
@@ -175,6 +183,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
                 model: nn.Module | None = None,
                 early_stopping: bool = True,
                 restart_epochs: Sequence[int] = (),
+                monitor: str = "score",
                 device: str | torch.device = "cpu") -> TrainResult:
     """Train one model on ``data`` and score it; the test split is scored once, at the end.
 
@@ -199,9 +208,16 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
             keeps the best-validation weights (the width-matched control's fixed budget).
         restart_epochs: plain mode only; at the start of each of these epochs the optimizer is
             rebuilt, reproducing the optimizer restarts of a dendritic run.
+        monitor: what early stopping, growth decisions and the kept checkpoint follow:
+            ``"score"`` (validation score, higher is better) or ``"loss"`` (validation loss,
+            lower is better; a much finer signal than accuracy on a small validation split).
+            ``val_score`` and ``epoch_callback`` report the score either way.
         device: where to train.
     """
     _check_args(mode, max_epochs, batch_size, lr)
+    if monitor not in ("score", "loss"):
+        raise ExperimentError(f"monitor must be 'score' or 'loss'; got {monitor!r}")
+    by_loss = monitor == "loss"
     if config is not None and not isinstance(config, pf.Config):
         raise ExperimentError(f"config must be a perforate.Config; got {type(config).__name__}")
     device = torch.device(device)
@@ -217,7 +233,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
     grower = None
     patience = config.patience if config is not None else DEFAULT_PATIENCE
     if mode is not None:
-        cfg = (config or pf.Config()).replace(mode=mode, seed=seed)
+        cfg = (config or pf.Config()).replace(mode=mode, seed=seed, maximize=not by_loss)
         grower = pf.Grower(model, cfg, optimizer_factory=make_optimizer, out_dir=out_dir)
         optimizer = grower.optimizer
     else:
@@ -228,6 +244,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
     history: list[dict] = []
     used_restarts: list[int] = []
     best_val, best_epoch, best_state, stale = None, -1, None, 0
+    best_key = None  # what "best" follows: the score, or minus the loss
     peak_mb: float | None = None
     measure_memory = True  # on the first step of every new architecture / optimizer
     cuda = device.type == "cuda"
@@ -269,16 +286,19 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
                 optimizer.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += _batch_score(data, out.detach(), yb)
-        val = evaluate(live, data, x_val, y_val)
+        val, val_loss = _evaluate(live, data, x_val, y_val)
         row = {"epoch": epoch, "phase": grower.phase if grower is not None else "neuron",
-               "val_score": val, "train_loss": loss_sum / n,
+               "val_score": val, "val_loss": val_loss, "train_loss": loss_sum / n,
                "train_score": 100.0 * correct / n if data.task == "classification" else None,
                "lr": optimizer.param_groups[0]["lr"], "params": pf.count_parameters(live),
                "dendrites": _dendrites(live), "event": ""}
         done = False
         if grower is not None:
-            extra = {"train_acc": row["train_score"]} if row["train_score"] is not None else {}
-            decision = grower.step(val, **extra)
+            if by_loss:  # the growth graph then shows losses, on one scale
+                decision = grower.step(val_loss, train_loss=row["train_loss"])
+            else:
+                extra = {"train_acc": row["train_score"]} if row["train_score"] is not None else {}
+                decision = grower.step(val, **extra)
             row["event"] = decision.event
             if decision.restructured and not decision.done:
                 optimizer = grower.optimizer
@@ -286,8 +306,9 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
                 measure_memory = True
             done = decision.done
         else:
-            if best_val is None or val > best_val:
-                best_val, best_epoch, stale = val, epoch, 0
+            key = -val_loss if by_loss else val
+            if best_key is None or key > best_key:
+                best_key, best_val, best_epoch, stale = key, val, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
@@ -301,7 +322,9 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
     epochs = epoch + 1
     if grower is not None:
         model = grower.finish()
-        best_val, best_epoch = grower.best_score, grower.state.best_epoch
+        best_epoch = grower.state.best_epoch
+        best_val = history[best_epoch]["val_score"] if 0 <= best_epoch < len(history) \
+            else grower.best_score
     elif best_state is not None:
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - start

@@ -11,22 +11,66 @@ import typer
 
 
 def sweep_command(
-    config: Annotated[Path, typer.Argument(help="Sweep config (.yaml/.yml/.toml/.json).")],
-    backend: Annotated[str, typer.Option(help="'optuna' (one machine) or 'ray' (Ray Tune).")] = "optuna",
-    trials: Annotated[int, typer.Option(help="Total number of trials the sweep should hold.")] = 20,
-    out: Annotated[Path, typer.Option(help="Output folder (storage, trials.jsonl, report).")] = Path("results/sweep"),
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address to join (ray backend); default: local Ray.")] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help="CPUs reserved per trial (ray backend).")] = 1.0,
-    gpus_per_trial: Annotated[float, typer.Option(help="GPUs reserved per trial (ray backend).")] = 0.0,
-    num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the local Ray instance (ray backend, no --address).")] = None,
-    wandb: Annotated[bool, typer.Option("--wandb/--no-wandb", help="Also log the trials to W&B (offline unless WANDB_MODE says otherwise).")] = False,
-    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.md and the plots at the end.")] = True,
+    config: Annotated[Path, typer.Argument(
+        help="Sweep config (.yaml/.yml/.toml/.json).")],
+    backend: Annotated[str, typer.Option(
+        help="'optuna' (one machine) or 'ray' (Ray Tune).")] = "optuna",
+    trials: Annotated[int, typer.Option(
+        help="Total number of trials the sweep should hold.")] = 20,
+    out: Annotated[Path, typer.Option(
+        help="Output folder (storage, trials.jsonl, report).")] = Path("results/sweep"),
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster address to join (ray backend); default: local Ray.")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(
+        help="CPUs reserved per trial (ray backend).")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(
+        help="GPUs reserved per trial (ray backend).")] = 0.0,
+    num_cpus: Annotated[Optional[int], typer.Option(
+        help="CPUs of the local Ray instance (ray backend, no --address; default 2).")] = None,
+    wandb: Annotated[bool, typer.Option(
+        "--wandb/--no-wandb",
+        help="Also log the trials to W&B (offline unless WANDB_MODE says otherwise).")] = False,
+    report: Annotated[bool, typer.Option(
+        "--report/--no-report", help="Write report.md and the plots at the end.")] = True,
+    threads: Annotated[Optional[int], typer.Option(
+        help="torch threads of the in-process optuna backend (default: torch's own).")] = None,
 ) -> None:
-    """Tune dendrite and model hyperparameters; each trial is paired with its baseline."""
+    """Tune dendrite and model hyperparameters; each trial is paired with its baseline.
+
+    Rerun the same command to resume; ask for more --trials to extend a sweep.
+    """
+    from ..errors import PerforateError
     from .run import run_sweep
 
-    summary = run_sweep(config, backend=backend, trials=trials, out=out, address=address,
-                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                        num_cpus=num_cpus, wandb=wandb, report=report)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+
+    def progress(record) -> None:
+        score = "" if record.value is None else f" {record.value:.2f}"
+        gain = record.improvement.get("val")
+        vs = "" if gain is None else f" (Δ val vs baseline {gain:+.2f})"
+        typer.echo(f"trial {record.number}: {record.state}{score}{vs}")
+
+    command = f"perforate sweep {config} --backend {backend} --trials {trials} --out {out}"
+    if backend == "ray":
+        command += f" --cpus-per-trial {cpus_per_trial:g} --gpus-per-trial {gpus_per_trial:g}"
+        command += f" --address {address}" if address else ""
+    command += f" --threads {threads}" if threads is not None else ""
+    try:
+        summary = run_sweep(config, backend=backend, trials=trials, out=out, address=address,
+                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                            num_cpus=num_cpus, wandb=wandb, report=report, command=command,
+                            on_record=progress)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; finished trials are kept in {out}. Run the same command again "
+                   "to resume.", err=True)
+        raise typer.Exit(130)
+    except PerforateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
     typer.echo(f"{summary['finished']} finished trial(s) of {summary['requested']} in {out}"
                + (f"; report: {out / 'report.md'}" if report else ""))
+    if summary["finished"] < summary["requested"]:
+        typer.echo("the sweep stopped early; run the same command again to resume.")

@@ -8,7 +8,6 @@ interruption is not counted and is run afresh (with new hyperparameters).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,10 +97,10 @@ def open_study(space: SweepSpace, out: Path, seed_offset: int = 0) -> Any:
     seed = space.experiment.seed + len(study.trials) + seed_offset
     study.sampler = _sampler(optuna, space, seed)
     stored = study.user_attrs.get("sweep")
-    current = json.loads(json.dumps(space.to_dict()))
+    current = space.identity()
     if stored is None:
         study.set_user_attr("sweep", current)
-    elif stored != current:
+    elif {k: v for k, v in stored.items() if k != "description"} != current:
         raise ExperimentError(
             f"{out} already holds sweep '{space.name}' made from a different config; use a new "
             "--out folder, or restore the config it was made with to resume it")
@@ -130,7 +129,7 @@ def run_optuna(space: SweepSpace, trials: int, out: str | Path, *, data: Any = N
         def objective(trial: Any) -> float:
             hyper = space.resolve({p.name: suggest(trial, p) for p in space.searched})
 
-            def report(epoch: int, value: float) -> None:
+            def report(epoch: int, value: float, _: TrialRecord) -> None:
                 trial.report(value, epoch)
                 if trial.should_prune():
                     raise TrialStopped()

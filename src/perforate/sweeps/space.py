@@ -50,6 +50,7 @@ _PARAM_KEYS = {"value", "values", "min", "max", "distribution", "q"}
 _EXPERIMENT_DEFAULTS: dict[str, Any] = {
     "dataset": "mnist1d", "model": "mlp", "width": 32, "max_epochs": 30, "seed": 0,
     "train_fraction": 1.0, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.0, "device": "auto",
+    "monitor": "score",
 }
 
 
@@ -87,11 +88,13 @@ class Parameter:
     def cast(self, value: Any) -> Any:
         """A sampled value in the hyperparameter's own type (q_* samples are rounded to q)."""
         if self.distribution.startswith("q_") and self.q is not None:
-            value = round(round(value / self.q) * self.q, 12)
-            value = min(max(value, self.min), self.max)
+            lo, hi = self.bounds()
+            value = round(lo + round((value - lo) / self.q) * self.q, 12)
+            value = min(max(value, lo), hi)
         if self.is_int and isinstance(value, float):
             return int(round(value))
-        if _value_type(self.name) is float and isinstance(value, int) and not isinstance(value, bool):
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if _value_type(self.name) is float and is_int:
             return float(value)
         return value
 
@@ -130,6 +133,9 @@ class Experiment:
     weight_decay: float = 0.0
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda[:N]"."""
+    monitor: str = "score"
+    """What growth, early stopping and the kept checkpoint follow: validation "score" or
+    "loss" (finer on small validation splits). Scores are reported either way."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,7 @@ class SweepSpace:
     experiment: Experiment
     parameters: tuple[Parameter, ...]
     early_terminate: EarlyTerminate = field(default_factory=EarlyTerminate)
+    description: str = ""
 
     @property
     def maximize(self) -> bool:
@@ -191,9 +198,15 @@ class SweepSpace:
         hyper.update(sampled)
         return hyper
 
+    def identity(self) -> dict[str, Any]:
+        """What a stored sweep must match to be resumed (everything but the description)."""
+        data = json.loads(json.dumps(self.to_dict()))
+        data.pop("description")
+        return data
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "method": self.method,
+            "name": self.name, "description": self.description, "method": self.method,
             "metric": {"name": self.metric, "goal": self.goal},
             "experiment": asdict(self.experiment),
             "early_terminate": asdict(self.early_terminate),
@@ -282,7 +295,11 @@ def space_from_dict(data: Any, default_name: str = "sweep") -> SweepSpace:
             if p.distribution not in ("constant", "categorical", "int_uniform"):
                 raise ConfigError(f"parameters.{p.name}: method 'grid' needs value, values or "
                                   f"integer min/max; got distribution {p.distribution!r}")
-    return SweepSpace(name, method, metric_name, goal, experiment, parameters, early)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"description must be text; got {description!r}")
+    return SweepSpace(name, method, metric_name, goal, experiment, parameters, early,
+                      description.strip())
 
 
 def _experiment(raw: Any) -> Experiment:
@@ -318,6 +335,9 @@ def _experiment(raw: Any) -> Experiment:
     device = values["device"]
     if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
         raise ConfigError(f"experiment.device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
+    if values["monitor"] not in ("score", "loss"):
+        raise ConfigError(f"experiment.monitor must be 'score' or 'loss'; "
+                          f"got {values['monitor']!r}")
     values["lr"] = float(values["lr"])
     values["weight_decay"] = float(values["weight_decay"])
     values["train_fraction"] = float(values["train_fraction"])

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,7 +69,7 @@ def baseline_key(space: SweepSpace, hyper: dict[str, Any]) -> dict[str, Any]:
     e = space.experiment
     _, model_hyper = split_hyperparameters(hyper)
     return {"dataset": e.dataset, "model": e.model, "seed": e.seed,
-            "train_fraction": e.train_fraction, "max_epochs": e.max_epochs,
+            "train_fraction": e.train_fraction, "max_epochs": e.max_epochs, "monitor": e.monitor,
             **dict(sorted(model_hyper.items()))}
 
 
@@ -97,11 +97,7 @@ class BaselineCache:
 
     def put(self, key: dict[str, Any], result: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"key": key, "result": result}, fh)
-        os.replace(tmp, path)
+        _atomic_write(self._path(key), json.dumps({"key": key, "result": result}))
 
 
 # ---------------------------------------------------------------- running
@@ -117,14 +113,14 @@ def resolve_device(requested: str = "auto") -> str:
 
 def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
               cache: BaselineCache, *,
-              report: Callable[[int, float], None] | None = None,
+              report: Callable[[int, float, TrialRecord], None] | None = None,
               backend: str = "") -> TrialRecord:
     """Run (or reuse) the baseline, then the dendritic run, and return the record.
 
-    ``report(epoch, objective)`` is called after every dendritic epoch with the sweep metric's
-    running value (best validation score so far, minus the baseline's for the "improvement"
-    metric); it may raise :class:`TrialStopped` to prune the trial (state "PRUNED"). Any other
-    exception propagates.
+    ``report(epoch, objective, record)`` is called after every dendritic epoch with the sweep
+    metric's running value (best validation score so far, minus the baseline's for the
+    "improvement" metric) and the record so far; it may raise :class:`TrialStopped` to prune the
+    trial (state "PRUNED"). Any other exception propagates.
     """
     from ..experiments.train import train_model
 
@@ -134,7 +130,7 @@ def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
     width = int(model_hyper.pop("width", e.width))
     train_kw = dict(lr=float(model_hyper["lr"]), batch_size=int(model_hyper["batch_size"]),
                     weight_decay=float(model_hyper["weight_decay"]), max_epochs=e.max_epochs,
-                    seed=e.seed, device=resolve_device(e.device))
+                    seed=e.seed, device=resolve_device(e.device), monitor=e.monitor)
     try:
         config = Config().replace(**dendrite_hyper)
     except Exception as exc:
@@ -158,7 +154,7 @@ def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
         best.append(max(val, best[-1]) if best else val)
         if report is not None:
             objective = best[-1] - (base["val"] if space.metric == "improvement" else 0.0)
-            report(epoch, objective)
+            report(epoch, objective, record)
 
     record = TrialRecord(number=number, state="COMPLETE", hyperparameters=dict(hyper),
                          baseline=baseline, intermediate=best, backend=backend)
@@ -216,10 +212,24 @@ def write_results(out: str | Path, space: SweepSpace, backend: str,
     _atomic_write(out / "trials.jsonl", lines)
     best = best_record(space, records)
     counts = {s: sum(r.state == s for r in records) for s in STATES}
-    summary = {"format": RESULTS_FORMAT, "backend": backend, "sweep": space.to_dict(),
+    summary = {"format": RESULTS_FORMAT, "backend": backend, "versions": versions(),
+               "sweep": space.to_dict(),
                "counts": counts, "best": best.to_dict() if best else None,
                "trials": [r.to_dict() for r in records]}
     _atomic_write(out / "results.json", json.dumps(summary, indent=1))
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape a sweep's numbers."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("perforate", "torch", "optuna", "ray"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def read_results(out: str | Path) -> list[TrialRecord]:
@@ -232,7 +242,7 @@ def read_results(out: str | Path) -> list[TrialRecord]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    """Write via a uniquely named temporary file, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)

@@ -20,12 +20,15 @@ directions, and a per-batch ``|cov|`` is biased upward by sampling noise).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from ..layers import _ACTIVATIONS, DendriticLayer
 
 _EPS = 1e-8
+_VAR_EPS = 1e-16  # floor of var(delta): keeps 1 / std(delta) finite where a neuron gets no error
 
 
 def correlation_objective(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -35,7 +38,7 @@ def correlation_objective(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     :func:`correlation_statistics` gives its gradient.
     """
     d = delta - delta.mean(0)
-    d = d / (d.pow(2).mean(0).sqrt() + _EPS)
+    d = d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()
     ac = a - a.mean(1, keepdim=True)
     return (ac * d).mean(1).abs().sum()
 
@@ -50,32 +53,41 @@ def correlation_statistics(a: torch.Tensor, delta: torch.Tensor, sign: torch.Ten
     """
     n = a.shape[1]
     d = delta - delta.mean(0)
-    d = d / (d.pow(2).mean(0).sqrt() + _EPS)
+    d = d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()
     cov = (a * d).mean(1)  # d is centred, so this is cov(a, d)
     var = (a.pow(2).mean(1) - a.mean(1).pow(2)).clamp_min(0)
     s = cov.sign() if sign is None else sign
     return s.unsqueeze(1) * d / n, cov, var
 
 
-class _Tap(torch.autograd.Function):
-    """Forward: zeros shaped like the layer output. Backward: the correlation gradient for ``a``.
+_ACTIVATION_BACKWARD = {  # fused d act / d z from the activation's output
+    "sigmoid": torch.ops.aten.sigmoid_backward,
+    "tanh": torch.ops.aten.tanh_backward,
+    "relu": lambda grad, a: torch.ops.aten.threshold_backward(grad, a, 0.0),
+}
 
-    ``a`` is laid out ``[..., P, C, ...]`` with the candidate axis just before the neuron axis
-    of the output; ``delta`` arrives shaped like the output.
+
+class _Tap(torch.autograd.Function):
+    """Forward: activate the candidates' pre-activations ``z`` and return zeros shaped like the
+    layer output. Backward: the correlation objective's gradient for ``z``.
+
+    ``z`` is laid out ``[..., P, C, ...]`` with the candidate axis just before the neuron axis
+    of the output; ``delta`` arrives shaped like the output. One graph node instead of an
+    activation, a subtraction, a hook and a sum: on small layers the node count sets the cost.
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, pool: "CandidatePool", axis: int) -> torch.Tensor:
-        ctx.pool, ctx.axis = pool, axis
+    def forward(ctx, z: torch.Tensor, pool: "CandidatePool", activation: str, axis: int) -> torch.Tensor:
+        a = _ACTIVATIONS[activation](z)
+        ctx.pool, ctx.activation, ctx.axis = pool, activation, axis
         ctx.save_for_backward(a)
-        shape = a.shape[:axis] + a.shape[axis + 1:]
-        return a.new_zeros(()).expand(shape)
+        return a.new_zeros(()).expand(z.shape[:axis] + z.shape[axis + 1:])
 
     @staticmethod
     def backward(ctx, delta: torch.Tensor):
         (a,) = ctx.saved_tensors
         grad = ctx.pool._objective_gradient(a, delta, ctx.axis)
-        return grad, None, None
+        return _ACTIVATION_BACKWARD[ctx.activation](grad, a), None, None, None
 
 
 class CandidatePool(nn.Module):
@@ -92,6 +104,9 @@ class CandidatePool(nn.Module):
         self.blocks = None
         if layer.kind == "block":
             self.blocks = nn.ModuleList(units)
+            for i, unit in enumerate(units):  # remembered best state of each block, as buffers
+                for name, t in unit.state_dict().items():
+                    self.register_buffer(self._best_block_key(i, name), t.detach().clone())
         else:
             w, b = units
             self.weight = nn.Parameter(w)
@@ -102,23 +117,35 @@ class CandidatePool(nn.Module):
         self.register_buffer("best_cascade", self.cascade.detach().clone() if k else None)
         stats_dtype = torch.promote_types(ref.dtype, torch.float32)  # at least float32
         zeros = torch.zeros(p, c, device=ref.device, dtype=stats_dtype)
-        self.register_buffer("covariance", zeros.clone())  # EMA of the signed covariance
-        self.register_buffer("variance", zeros.clone())  # EMA of var(a)
+        # running (EMA) [cov(a, delta / std(delta)), mean(a), mean(a^2)], each [P, C]
+        self.register_buffer("moments", torch.zeros(3, p, c, device=ref.device, dtype=stats_dtype))
         self.register_buffer("best_score", zeros.clone())
         self.register_buffer("best_correlation", zeros.clone())
-        self.register_buffer("batches", torch.zeros((), dtype=torch.long, device=ref.device))
-        self.register_buffer("decay", torch.tensor(float(decay), device=ref.device, dtype=stats_dtype))
+        # EMA weight of the next batch: 1 for the first, then 1 - decay (kept on the device)
+        self.register_buffer("ema_weight", torch.ones((), device=ref.device, dtype=stats_dtype))
+        self.register_buffer("rate", torch.tensor(1.0 - float(decay), device=ref.device, dtype=stats_dtype))
+        self._plans: dict = {}  # reduction dims and sizes by (output shape, axis)
+
+    @staticmethod
+    def _best_block_key(index: int, name: str) -> str:
+        return f"best_block{index}__" + name.replace(".", "__")
 
     # ------------------------------------------------------------------ scores
     @property
+    def covariance(self) -> torch.Tensor:
+        """[P, C] running signed ``cov(a, delta / std(delta))`` (a view: writable)."""
+        return self.moments[0]
+
+    @property
     def score(self) -> torch.Tensor:
         """[P, C] running ``|cov(a, delta / std(delta))|``: the objective."""
-        return self.covariance.abs()
+        return self.moments[0].abs()
 
     @property
     def correlation(self) -> torch.Tensor:
         """[P, C] running ``|Pearson correlation|`` between activation and neuron error."""
-        return self.covariance.abs() / (self.variance.sqrt() + _EPS)
+        cov, mean, square = self.moments
+        return cov.abs() / ((square - mean.square()).clamp_min(0).sqrt() + _EPS)
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x: torch.Tensor, acts: list[torch.Tensor], layer: DendriticLayer) -> torch.Tensor:
@@ -148,35 +175,61 @@ class CandidatePool(nn.Module):
         if acts:
             tail = [1] * (z.ndim - axis - 2)
             for j, a in enumerate(acts):
-                z = z + self.cascade[:, j].reshape(p, c, *tail) * a.unsqueeze(axis)
-        a = _ACTIVATIONS[layer.activation](z)
-        return _Tap.apply(a, self, axis)
+                z = torch.addcmul(z, self.cascade[:, j].reshape(p, c, *tail), a.unsqueeze(axis))
+        return _Tap.apply(z, self, layer.activation, axis)
 
-    @torch.no_grad()
     def _objective_gradient(self, a: torch.Tensor, delta: torch.Tensor, axis: int) -> torch.Tensor:
-        """Update the running statistics with one batch; return ``-dS/da``."""
-        a32, d32 = a.to(self.covariance.dtype), delta.to(self.covariance.dtype).unsqueeze(axis)
-        dims = tuple(i for i in range(a.ndim) if i not in (axis, axis + 1))
-        if not dims:  # an unbatched call: no covariance to take
+        """Update the running statistics with one batch; return ``-dS/da``.
+
+        Runs inside autograd's backward (gradient recording is off). Written with few fused
+        ops, plain sums (var/var_mean/norm reduce slowly along the batch axis on CPU) and
+        cached shapes: on small layers the number of ops sets the cost.
+        """
+        plan = self._plans.get((delta.shape, axis))
+        if plan is None:
+            ddims = tuple(i for i in range(delta.ndim) if i != axis)
+            adims = tuple(i if i < axis else i + 1 for i in ddims)
+            n = max(delta.numel() // delta.shape[axis], 1)
+            plan = self._plans[(delta.shape, axis)] = (ddims, adims, n, [1] * (delta.ndim - axis - 1))
+        ddims, adims, n, tail = plan
+        if not ddims:  # an unbatched call: no covariance to take
             return torch.zeros_like(a)
-        n = a.numel() // (a.shape[axis] * a.shape[axis + 1])
-        d = d32 - d32.mean(dims, keepdim=True)
-        d = d / (d.pow(2).mean(dims, keepdim=True).sqrt() + _EPS)
-        cov = (a32 * d).mean(dims)  # [P, C]; d is centred
-        var = (a32.pow(2).mean(dims) - a32.mean(dims).pow(2)).clamp_min(0)
-        weight = torch.where(self.batches == 0, 1.0, 1.0 - self.decay)
-        self.covariance.lerp_(cov, weight)
-        self.variance.lerp_(var, weight)
-        self.batches += 1
-        sign = self.covariance.sign().reshape(*a.shape[axis:axis + 2], *([1] * (a.ndim - axis - 2)))
-        return (d * sign).mul_(-1.0 / n).to(a.dtype)
+        buffers = self._buffers
+        moments, weight = buffers["moments"], buffers["ema_weight"]
+        a_ = a if a.dtype == moments.dtype else a.to(moments.dtype)
+        delta_ = delta if delta.dtype == moments.dtype else delta.to(moments.dtype)
+        d_u = delta_.unsqueeze(axis)
+        sum_d = delta_.sum(ddims)  # [C]
+        # 1 / (n std(delta)) = rsqrt(n sum(d^2) - sum(d)^2)
+        inv_std_n = ((delta_ * delta_).sum(ddims).mul_(n).addcmul_(sum_d, sum_d, value=-1)
+                     .clamp_min_(_VAR_EPS * n * n).rsqrt_())
+        mean_d = sum_d.mul_(1.0 / n)
+        sum_a = a_.sum(adims)  # [P, C]
+        cov = (a_ * d_u).sum(adims).addcmul_(sum_a, mean_d, value=-1).mul_(inv_std_n)
+        batch = torch.stack([cov, sum_a.mul_(1.0 / n), (a_ * a_).sum(adims).mul_(1.0 / n)])
+        moments.lerp_(batch, weight)
+        weight.copy_(buffers["rate"])
+        # -dS/da = -sign(cov) (delta - mean(delta)) / (n std(delta)), cov the running covariance
+        scale = moments[0].sign().mul_(inv_std_n)
+        scale = scale.view(*scale.shape, *tail)
+        grad = torch.addcmul(scale * mean_d.view(-1, *tail), d_u, scale, value=-1)
+        return grad if grad.dtype == a.dtype else grad.to(a.dtype)
 
     # ------------------------------------------------------------------ best weights and selection
     @torch.no_grad()
     def remember_best(self) -> None:
-        """Keep, per candidate and channel, the weights with the highest score so far."""
+        """Keep, per candidate and channel, the weights with the highest score so far.
+
+        A block's channels share its weights, so a block candidate is remembered whole, when
+        its mean score over channels improves.
+        """
         score = self.score
         improved = score > self.best_score
+        if self.blocks is not None:
+            improved = (score.mean(1) > self.best_score.mean(1)).unsqueeze(1).expand_as(score)
+            for p in improved[:, 0].nonzero().flatten().tolist():
+                for name, live in self.blocks[p].state_dict().items():
+                    self._buffers[self._best_block_key(p, name)].copy_(live)
         self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.best_correlation.copy_(torch.where(improved, self.correlation, self.best_correlation))
         if self.weight is not None:
@@ -186,6 +239,11 @@ class CandidatePool(nn.Module):
                 self.best_bias.copy_(torch.where(improved, self.bias, self.best_bias))
         if self.cascade is not None:
             self.best_cascade.copy_(torch.where(improved.unsqueeze(1), self.cascade, self.best_cascade))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What a dendrite phase trains: every parameter of the pool (the candidates' weights;
+        remembered best weights are buffers)."""
+        return list(self.parameters())
 
     def layer_score(self) -> float:
         """Mean over neurons of the best candidate's remembered objective."""
@@ -200,14 +258,17 @@ class CandidatePool(nn.Module):
     def select(self):
         """The winning dendrite as ``(units, cascade)`` for :meth:`DendriticLayer.add_dendrites`.
 
-        Stacked layers take, for each neuron, its best candidate's remembered best weights;
-        blocks take the candidate with the best mean score as it is now (a block's channels
-        cannot be split between candidates, nor its weights kept per channel).
+        Stacked layers take, for each neuron, the remembered weights of its best candidate;
+        blocks take the remembered candidate with the best mean score (a block's channels
+        cannot be split between candidates).
         """
         if self.blocks is not None:
             winner = int(self.best_score.mean(1).argmax())
-            cascade = self.cascade[winner].unsqueeze(0).detach().clone() if self.cascade is not None else None
-            return [self.blocks[winner]], cascade
+            block = copy.deepcopy(self.blocks[winner])
+            block.load_state_dict({name: self._buffers[self._best_block_key(winner, name)]
+                                   for name in block.state_dict()})
+            cascade = self.best_cascade[winner].unsqueeze(0).clone() if self.cascade is not None else None
+            return [block], cascade
         best = self.best_score.argmax(0)  # [C]
         channels = torch.arange(best.shape[0], device=best.device)
         w = self.best_weight[best, channels].unsqueeze(0).clone()
@@ -221,7 +282,7 @@ class CandidatePool(nn.Module):
 def candidate_parameters(layers: dict[str, DendriticLayer]) -> list[nn.Parameter]:
     """The parameters a dendrite phase trains: those of every layer's candidate pool."""
     return [p for layer in layers.values() if layer.candidate_pool is not None
-            for p in layer.candidate_pool.parameters()]
+            for p in layer.candidate_pool.trainable_parameters()]
 
 
 def start_dendrite_phase(layers: dict[str, DendriticLayer], num_candidates: int,

@@ -1,0 +1,94 @@
+"""Quick start: a plain PyTorch MLP on MNIST-1D, converted to dendritic training (gd mode).
+
+    python examples/quickstart_mnist1d.py --out runs/quickstart
+    python examples/quickstart_mnist1d.py --compare      # epoch time with and without Grower.step
+
+The data is generated locally by the `mnist1d` package (never downloaded). Open
+runs/quickstart/growth.png to see the growth steps.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from mnist1d.data import get_dataset_args, make_dataset
+from torch import nn
+
+import perforate as pf
+
+
+def mnist1d_tensors():
+    data = make_dataset(get_dataset_args())
+    x, y = torch.tensor(data["x"], dtype=torch.float32), torch.tensor(data["y"])
+    x_test, y_test = torch.tensor(data["x_test"], dtype=torch.float32), torch.tensor(data["y_test"])
+    return (x[:3400], y[:3400]), (x[3400:], y[3400:]), (x_test, y_test)
+
+
+def mlp(width=100):
+    return nn.Sequential(nn.Linear(40, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, 10))
+
+
+def accuracy(model, x, y):
+    model.eval()
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item() * 100
+
+
+def train(epochs, out=None, use_grower=True, seed=0):
+    """Returns (model, seconds per epoch). With use_grower=False: the same loop, plain PyTorch."""
+    torch.manual_seed(seed)
+    (x, y), (x_val, y_val), (x_test, y_test) = mnist1d_tensors()
+    model = mlp()
+    config = pf.Config(mode="gd", patience=8, max_dendrites=3)
+    if use_grower:
+        model = pf.perforate(model, config)                                   # 1. wrap
+        grower = pf.Grower(model, config, out_dir=out,                        # 2. controller
+                           optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    epoch_times = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        opt = grower.optimizer if use_grower else optimizer                   # 3. its optimizer
+        for idx in torch.randperm(len(x), generator=generator).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        val = accuracy(model, x_val, y_val)
+        if use_grower:
+            decision = grower.step(val, train_acc=accuracy(model, x, y))     # 4. one score per epoch
+            model = grower.model
+            if decision.done:
+                break
+        epoch_times.append(time.perf_counter() - start)
+    if use_grower:
+        model = grower.finish()                                               # 5. best model
+        print(f"dendrites per layer: {pf.dendritic_layers(model)['0'].num_dendrites}, "
+              f"params: {pf.count_parameters(model)}")
+    print(f"test accuracy: {accuracy(model, x_test, y_test):.1f}%")
+    return model, epoch_times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--out", default="runs/quickstart")
+    parser.add_argument("--compare", action="store_true",
+                        help="time 30 epochs of the same loop with and without the grower")
+    args = parser.parse_args()
+    if args.compare:
+        _, plain = train(30, use_grower=False)
+        _, grown = train(30, out=None, use_grower=True)
+        _, written = train(30, out="runs/quickstart-timing", use_grower=True)
+        print(f"median epoch: plain {statistics.median(plain):.4f}s | with Grower.step "
+              f"{statistics.median(grown):.4f}s | with Grower.step + out_dir {statistics.median(written):.4f}s")
+    else:
+        train(args.epochs, out=args.out)
+        print(f"wrote {args.out}/growth.png, history.csv, summary.json, best.pt")
+
+
+if __name__ == "__main__":
+    main()

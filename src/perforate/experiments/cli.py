@@ -1,0 +1,322 @@
+"""The ``perforate`` command line: ``demo``, ``bench`` (+ ``bench cost``), ``report``, ``sweep``.
+
+Errors a user can fix (unknown dataset, model or arm; an unwritable folder; a results folder
+from another protocol) print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
+from rich.table import Table
+
+from perforate.errors import ExperimentError, PerforateError
+
+app = typer.Typer(
+    name="perforate",
+    help="Dendritic optimization (Perforated Backpropagation) for PyTorch: experiments and reports.",
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(
+    help="Run the full quality protocol (baseline, gd, pb, compressed, control, pruned) over "
+         "several seeds; `perforate bench cost` measures run-time costs.",
+    invoke_without_command=True, pretty_exceptions_enable=False,
+)
+app.add_typer(bench_app, name="bench")
+
+DEMO_ARMS = ["baseline", "pb", "gd", "compressed", "control"]
+_OUR_OUTPUTS = ("results.json", "report.md", "comparison.png", "data-efficiency.png",
+                "growth-gd.png", "growth-pb.png", "growth-compressed.png")
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Turn a PerforateError into one line on stderr and exit code 2."""
+    try:
+        yield
+    except PerforateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _split(text: str, what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ExperimentError(f"{what} is empty; give a comma-separated list")
+    return items
+
+
+def _fractions(text: str) -> list[float]:
+    out = []
+    for item in _split(text, "--fractions"):
+        try:
+            value = float(item.rstrip("%")) / (100.0 if item.endswith("%") else 1.0)
+        except ValueError:
+            raise ExperimentError(f"--fractions takes numbers like 0.1,0.25,0.5,1; got {item!r}") from None
+        out.append(value)
+    return out
+
+
+def _clear(out: Path) -> None:
+    """Remove what a previous bench wrote in ``out`` (only its own files)."""
+    shutil.rmtree(out / "runs", ignore_errors=True)
+    for name in _OUR_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+
+
+def _stdout() -> Console:
+    console = Console()
+    # a pipe or file gets the table unwrapped rather than squeezed into 80 columns
+    return console if console.is_terminal else Console(width=160)
+
+
+def _print_table(console: Console, doc: dict) -> None:
+    from perforate.experiments.render import results_table
+
+    rows = results_table(doc, compact=True)
+    table = Table(title=f"{doc['protocol']['dataset']} / {doc['protocol']['model']}")
+    for i, name in enumerate(rows[0]):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows[1:]:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _run(protocol, out: Path, command: str, fresh: bool, threads: int) -> dict:
+    """Run a protocol with a live progress display, render the report, print the table."""
+    import torch
+
+    if threads < 1:
+        raise ExperimentError(f"--threads must be at least 1; got {threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_protocol(protocol, out, command, fresh)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_protocol(protocol, out: Path, command: str, fresh: bool) -> dict:
+    from perforate.experiments.arms import (ProtocolHooks, check_protocol, plan_runs,
+                                            run_protocol)
+    from perforate.experiments.render import narrative, render_report
+    from perforate.experiments.results import prepare_out_dir
+
+    prepare_out_dir(out)
+    if fresh:
+        _clear(out)
+    check_protocol(protocol, out, command)  # fail before the progress display starts
+    console = Console(stderr=True)
+    plan = plan_runs(protocol)
+    start = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        overall = progress.add_task("all runs", total=len(plan), info="")
+        current = progress.add_task("starting", total=1, info="")
+
+        def start_run(spec, budget):
+            progress.reset(current, total=budget, description=spec.run_id, info="")
+
+        def epoch(spec, e, score):
+            progress.update(current, completed=e + 1, info=f"val {score:.2f}")
+
+        def end_run(spec, record):
+            progress.update(current, completed=record["epochs"], total=record["epochs"],
+                            info=f"test {record['test_score']:.2f}, {record['params']} params")
+            progress.advance(overall)
+
+        def skip(spec, record):
+            progress.advance(overall)
+            progress.console.print(f"skipping {spec.run_id}: already finished in {out}")
+
+        def discard(spec):
+            progress.console.print(f"{spec.run_id} was interrupted last time: starting it again")
+
+        hooks = ProtocolHooks(on_run_start=start_run, on_epoch=epoch, on_run_end=end_run,
+                              on_skip=skip, on_discard=discard)
+        try:
+            doc = run_protocol(protocol, out, hooks, command=command)
+        except KeyboardInterrupt:
+            progress.stop()
+            typer.echo(f"interrupted; finished runs are kept in {out}. Run the same command "
+                       "again to resume.", err=True)
+            raise typer.Exit(130) from None
+    report = render_report(out)
+    stdout = _stdout()
+    _print_table(stdout, doc)
+    for line in narrative(doc):
+        stdout.print(f"- {line}", markup=False)
+    stdout.print(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
+    return doc
+
+
+# ---------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Report folder to write (created if missing).")]
+    = Path("perforate-demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the splits, initialisation and data order.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Epoch budget of each arm.")] = 150,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (1 keeps timings comparable).")] = 1,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard results already in --out and "
+                                        "run everything again.")] = False,
+) -> None:
+    """Run the default experiment (MNIST-1D MLP, one seed) and write a report.
+
+    Arms: baseline (width 100), pb and gd (width 100 + dendrites), compressed (width 25 +
+    gd dendrites) and its width-matched control (plain, same parameters and epochs). Takes a few minutes on 2 CPU cores; prints the results table and writes report.md,
+    results.json, comparison.png and growth graphs to --out. Finished arms are kept: running it
+    again resumes (use --fresh to start over).
+    """
+    from perforate.experiments.arms import Protocol
+
+    with _cli_errors():
+        protocol = Protocol(dataset="mnist1d", model="mlp", width=100, arms=list(DEMO_ARMS),
+                            seeds=[seed], max_epochs=epochs)
+        command = f"perforate demo --seed {seed} --epochs {epochs}"
+        _run(protocol, out, command, fresh, threads)
+
+
+# ---------------------------------------------------------------------------- bench
+@bench_app.callback()
+def bench(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="Dataset: mnist1d, digits, mnist5k, spirals, "
+                                         "breast_cancer, wine, diabetes (all offline).")] = "mnist1d",
+    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru.")] = "mlp",
+    width: Annotated[int, typer.Option(help="Width of the baseline, gd and pb arms.")] = 100,
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: baseline, gd, pb, compressed, "
+                                      "control, pruned (control and pruned also run what they "
+                                      "need).")] = "baseline,gd,pb,compressed,control,pruned",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0 .. N-1); results are mean ± std.")] = 5,
+    out: Annotated[Path, typer.Option(help="Results folder; a restarted bench skips the runs "
+                                      "already finished there.")] = Path("perforate-bench"),
+    epochs: Annotated[int, typer.Option(help="Epoch budget of every arm (growth stops earlier "
+                                        "when it no longer pays).")] = 200,
+    patience: Annotated[int, typer.Option(help="Epochs without improvement before early "
+                                          "stopping (plain) or growth (dendritic).")] = 10,
+    fractions: Annotated[str, typer.Option(help="Training fractions of the data-efficiency "
+                                           "experiment, e.g. 0.1,0.25,0.5,1 (1 = full data only).")] = "1",
+    fraction_arms: Annotated[Optional[str], typer.Option(help="Arms to run at fractions below 1 "
+                                                         "(default: the same as --arms).")] = None,
+    compressed_width: Annotated[Optional[int], typer.Option(help="Width of the compressed arm "
+                                                            "(default: width // 4).")] = None,
+    compressed_mode: Annotated[str, typer.Option(help="Dendrite mode of the compressed arm: gd "
+                                                 "or pb.")] = "gd",
+    finetune_epochs: Annotated[Optional[int], typer.Option(help="Epoch budget of the pruned arm's "
+                                                           "fine-tuning (default: --epochs).")] = None,
+    monitor: Annotated[str, typer.Option(help="What early stopping, growth decisions and the "
+                                         "kept checkpoint follow: loss (validation loss) or "
+                                         "score (validation accuracy / R²).")] = "loss",
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 64,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
+    config: Annotated[Optional[Path], typer.Option(help="A perforate Config file (.toml/.yaml/"
+                                                   ".json) for the dendritic arms; --patience "
+                                                   "overrides its patience.")] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (1 keeps timings comparable).")] = 1,
+    device: Annotated[str, typer.Option(help="Training device, e.g. cpu or cuda.")] = "cpu",
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard results already in --out and "
+                                        "run everything again.")] = False,
+) -> None:
+    """Run the quality protocol of BENCHMARKS.md and write report.md + results.json to --out.
+
+    Every (arm, seed) result is saved as soon as it finishes; running the same command again
+    skips finished runs. Use `perforate report DIR` to re-render the report.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import perforate as pf
+    from perforate.experiments.arms import Protocol
+
+    with _cli_errors():
+        if seeds < 1:
+            raise ExperimentError(f"--seeds must be at least 1; got {seeds}")
+        overrides = {}
+        if config is not None:
+            overrides = pf.Config.load(config).to_dict()
+            for name in ("patience", "seed", "mode"):
+                overrides.pop(name, None)
+        protocol = Protocol(
+            dataset=dataset, model=model, width=width, arms=_split(arms, "--arms"),
+            seeds=list(range(seeds)), max_epochs=epochs,
+            patience=patience, fractions=_fractions(fractions),
+            fraction_arms=_split(fraction_arms, "--fraction-arms") if fraction_arms else None,
+            finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+            weight_decay=weight_decay, compressed_width=compressed_width,
+            compressed_mode=compressed_mode, monitor=monitor, config=overrides, device=device)
+        argv = ["perforate", "bench", "--dataset", dataset, "--model", model, "--width", str(width),
+                "--arms", ",".join(protocol.arms), "--seeds", str(seeds), "--epochs", str(epochs),
+                "--patience", str(patience), "--fractions", ",".join(f"{f:g}" for f in protocol.fractions)]
+        if fraction_arms:
+            argv += ["--fraction-arms", fraction_arms]
+        for flag, value in (("--compressed-width", compressed_width),
+                            ("--finetune-epochs", finetune_epochs), ("--config", config)):
+            if value is not None:
+                argv += [flag, str(value)]
+        argv += ["--compressed-mode", compressed_mode, "--monitor", monitor, "--lr", f"{lr:g}",
+                 "--batch-size", str(batch_size)]
+        if weight_decay:
+            argv += ["--weight-decay", f"{weight_decay:g}"]
+        argv += ["--out", str(out)]
+        _run(protocol, out, shlex.join(argv), fresh, threads)
+
+
+# ---------------------------------------------------------------------------- report
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `perforate bench` or "
+                                           "`perforate demo` (it holds results.json).")],
+    markdown: Annotated[Optional[Path], typer.Option(help="Write the markdown here instead of "
+                                                     "FOLDER/report.md (image links are made "
+                                                     "relative to it).")] = None,
+) -> None:
+    """Re-render report.md and the graphs from FOLDER/results.json, and print the table.
+
+    The statistics derived from the runs (summary, comparisons, data efficiency) are recomputed
+    and written back to results.json; the runs themselves are not touched.
+    """
+    from perforate.experiments.render import render_report
+    from perforate.experiments.results import load_results, prepare_out_dir, save_results
+
+    with _cli_errors():
+        if not folder.is_dir():
+            raise ExperimentError(f"{folder} is not a folder; pass the --out folder of a bench or demo")
+        doc = load_results(folder)
+        prepare_out_dir(folder)
+        save_results(folder, doc)  # refresh the derived statistics in the file too
+        path = render_report(folder, markdown)
+        _print_table(_stdout(), doc)
+        typer.echo(f"report: {path}")
+
+
+# ---------------------------------------------------------------------------- other helpers' commands
+from perforate.experiments.cost import cost_command  # noqa: E402
+
+bench_app.command("cost")(cost_command)
+
+from perforate.sweeps.cli import sweep_command  # noqa: E402
+
+app.command("sweep")(sweep_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except PerforateError as exc:  # a command that let one through
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

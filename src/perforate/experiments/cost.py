@@ -1,0 +1,530 @@
+"""``perforate bench cost``: what dendrites, wrapping and the controller cost, measured side by side.
+
+Every figure is a ratio of two (or more) arms timed in one run, interleaved: each repeat runs every
+arm once, alternating the order, and the ratio is taken per repeat; the table shows the median
+ratio with its min-max over repeats. On CPU the clock is the calling thread's CPU time
+(``time.thread_time``, one torch thread), which other jobs on a shared machine disturb far less
+than wall time; wall-time medians are kept in the JSON beside it. On CUDA the clock is wall time
+with the device synchronised.
+
+Figures (targets from the speed issue):
+
+- ``controller_overhead``: a training epoch (train + validation) with ``Grower.step`` called
+  after it versus without, zero dendrites; with ``out_dir=None`` and with an ``out_dir``
+  (history, resume state every epoch). Target <= 1.02.
+- ``wrap_overhead``: the perforated model with zero dendrites versus the plain model, same loop.
+  Target <= 1.05.
+- ``dendrite_layer_ratio``: forward + backward of a DendriticLayer (Linear and Conv2d, k = 1, 2,
+  4 dendrites, ``gd`` and ``pb`` modes) versus a plain layer k + 1 times as wide (equal forward
+  FLOPs). Target <= 1.15.
+- ``pb_phase_ratio``: an epoch of a ``pb`` dendrite phase versus a plain epoch of the same model.
+  Target <= 1.5.
+- ``export_latency_ratio``: ``pf.export`` of a dendritic model versus a plain model of equal
+  parameter count, batch 1 and 256. Target <= 1.10.
+- ``peak_memory_ratio``: peak memory of one training step (forward, backward, Adam step) with k
+  dendrites versus the plain model of equal parameter count. CPU: torch's own allocation events
+  from ``torch.profiler`` (``profile_memory=True``) summed over time on top of the resident
+  parameters, gradients and optimizer state; CUDA: ``torch.cuda.max_memory_allocated``.
+  No target: reported for information.
+
+Epoch-level figures use the MNIST-1D MLP of width 100, batch 32, batches cut from tensors (no
+DataLoader, so no loader overhead hides the cost being measured).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+TARGETS: dict[str, float | None] = {
+    "controller_overhead": 1.02,
+    "wrap_overhead": 1.05,
+    "dendrite_layer_ratio": 1.15,
+    "pb_phase_ratio": 1.5,
+    "export_latency_ratio": 1.10,
+    "peak_memory_ratio": None,
+}
+"""Figure name -> target ratio (None: informational)."""
+
+_FULL = {
+    "data": "mnist1d", "width": 100, "batch": 32, "export_k": 2, "export_batches": (1, 256),
+    "memory_batch": 256, "block_s": 0.02, "repeats": 25,
+    # (name, kind, features or channels, batch, image side): an MNIST-1D hidden layer, a mid-size
+    # MLP layer, and two 3x3 convolutions of a small CNN
+    "layers": [("linear100", "linear", 100, 32, 0), ("linear512", "linear", 512, 256, 0),
+               ("conv2d32", "conv2d", 32, 32, 16), ("conv2d64", "conv2d", 64, 16, 16)],
+}
+_QUICK = {
+    "data": "synthetic", "width": 16, "batch": 16, "export_k": 2, "export_batches": (1, 8),
+    "memory_batch": 8, "block_s": 0.0, "repeats": 2,
+    "layers": [("linear16", "linear", 16, 8, 0), ("conv2d4", "conv2d", 4, 2, 6)],
+}
+
+
+class _Clock:
+    """Thread CPU time on CPU (robust on a shared machine), synchronised wall time on CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.name = "wall time, CUDA synchronised" if self.cuda else "thread CPU time (1 torch thread)"
+
+    def now(self) -> tuple[float, float]:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            wall = time.perf_counter()
+            return wall, wall
+        return time.thread_time(), time.perf_counter()
+
+
+def _paired(arms: dict[str, Callable[[], Any]], repeats: int, clock: _Clock,
+            block_s: float) -> dict[str, dict[str, list[float]]]:
+    """Seconds per call of every arm, ``repeats`` interleaved rounds, order alternating.
+
+    Each arm is warmed up once; the number of calls per timed block is chosen from the first
+    arm's warm-up time so that a block lasts about ``block_s`` seconds.
+    """
+    names = list(arms)
+    inner = 1
+    for i, name in enumerate(names):
+        start, _ = clock.now()
+        arms[name]()
+        elapsed, _ = clock.now()
+        if i == 0 and block_s > 0:
+            inner = max(1, min(1000, math.ceil(block_s / max(elapsed - start, 1e-6))))
+    out = {n: {"t": [], "wall": []} for n in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0, w0 = clock.now()
+            for _ in range(inner):
+                arms[name]()
+            t1, w1 = clock.now()
+            out[name]["t"].append((t1 - t0) / inner)
+            out[name]["wall"].append((w1 - w0) / inner)
+    return out
+
+
+def _ratio(times: dict[str, dict[str, list[float]]], num: str, den: str, target: float | None,
+           **detail: Any) -> dict[str, Any]:
+    """Median (min-max) over repeats of the per-repeat ratio ``num / den``."""
+    ratios = [a / b for a, b in zip(times[num]["t"], times[den]["t"])]
+    walls = [a / b for a, b in zip(times[num]["wall"], times[den]["wall"])]
+    med = statistics.median(ratios)
+    return {
+        "median": med, "min": min(ratios), "max": max(ratios), "target": target,
+        "met": None if target is None else med <= target,
+        "wall_median": statistics.median(walls),
+        "numerator_s": statistics.median(times[num]["t"]),
+        "denominator_s": statistics.median(times[den]["t"]),
+        "numerator": num, "denominator": den, **detail,
+    }
+
+
+# ---------------------------------------------------------------------- data and loops
+def _synthetic(n_train: int = 256, n_val: int = 64):
+    from perforate.experiments.datasets import DatasetSplits
+
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(n):
+        return torch.randn(n, 40, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+    (xt, yt), (xv, yv), (xs, ys) = draw(n_train), draw(n_val), draw(n_val)
+    return DatasetSplits("synthetic", "classification", xt, yt, xv, yv, xs, ys, (40,), 10)
+
+
+def _adam(params):
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class _Loop:
+    """One epoch of a plain training loop (train batches + validation accuracy)."""
+
+    def __init__(self, data, batch: int, device: torch.device) -> None:
+        self.x, self.y = data.x_train.to(device), data.y_train.to(device)
+        self.xv, self.yv = data.x_val.to(device), data.y_val.to(device)
+        self.batch = batch
+        self.gen = torch.Generator().manual_seed(0)
+
+    def epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        model.train()
+        perm = torch.randperm(len(self.x), generator=self.gen).to(self.x.device)
+        for i in range(0, len(perm), self.batch):
+            idx = perm[i:i + self.batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(self.x[idx]), self.y[idx])
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            return (model(self.xv).argmax(1) == self.yv).float().mean().item() * 100.0
+
+
+def _grown(model: torch.nn.Module, k: int, seed: int = 0) -> torch.nn.Module:
+    """``k`` dendrites on every wrapped layer, with random (trained-looking) cascade/output weights."""
+    import perforate as pf
+
+    gen = torch.Generator().manual_seed(seed)
+    for layer in pf.dendritic_layers(model).values():
+        layer.add_dendrites(k, gen)
+        with torch.no_grad():
+            layer.output_weight.copy_(torch.randn(layer.output_weight.shape, generator=gen))
+            if layer.cascade_weight is not None:
+                layer.cascade_weight.copy_(torch.randn(layer.cascade_weight.shape, generator=gen))
+    return model
+
+
+# ---------------------------------------------------------------------- figures
+def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Clock) -> dict:
+    import perforate as pf
+    from perforate.errors import ExperimentError
+    from perforate.experiments.models import build_model
+
+    base = build_model("mlp", data, s["width"], seed=0).to(device)
+    cfg = pf.Config(patience=10**6, seed=0)  # no growth while we time
+    out: dict[str, Any] = {}
+
+    # controller: same perforated model and loop, with and without Grower.step
+    loops = {name: _Loop(data, s["batch"], device) for name in ("none", "step", "disk")}
+    free = pf.perforate(copy.deepcopy(base), cfg)
+    free_opt = _adam(free.parameters())
+    grower = pf.Grower(pf.perforate(copy.deepcopy(base), cfg), cfg, optimizer_factory=_adam)
+    with tempfile.TemporaryDirectory(prefix="perforate-cost-") as tmp:
+        disk = pf.Grower(pf.perforate(copy.deepcopy(base), cfg), cfg, optimizer_factory=_adam,
+                         out_dir=tmp)
+
+        step_times: dict[str, list[float]] = {"step": [], "disk": []}
+
+        def stepped(g, loop, key):
+            def run():
+                score = loop.epoch(g.model, g.optimizer)
+                start, _ = clock.now()
+                decision = g.step(score)
+                step_times[key].append(clock.now()[0] - start)
+                if decision.restructured:
+                    raise ExperimentError("the cost bench grew the model; it must not")
+            return run
+
+        times = _paired({"loop": lambda: loops["none"].epoch(free, free_opt),
+                         "loop + Grower.step": stepped(grower, loops["step"], "step"),
+                         "loop + Grower.step, out_dir": stepped(disk, loops["disk"], "disk")},
+                        repeats, clock, 0.0)
+    target = TARGETS["controller_overhead"]
+    epoch_s = statistics.median(times["loop"]["t"])
+    # Grower.step timed on its own too: a precise complement to the (noisier) paired ratio
+    out["controller_overhead"] = {
+        "out_dir=None": _ratio(times, "loop + Grower.step", "loop", target,
+                               step_s=statistics.median(step_times["step"]),
+                               step_share=statistics.median(step_times["step"]) / epoch_s),
+        "out_dir=tmp (history + resume state every epoch)":
+            _ratio(times, "loop + Grower.step, out_dir", "loop", target,
+                   step_s=statistics.median(step_times["disk"]),
+                   step_share=statistics.median(step_times["disk"]) / epoch_s),
+    }
+
+    # wrapping: plain model versus perforated with zero dendrites
+    plain = copy.deepcopy(base)
+    wrapped = pf.perforate(copy.deepcopy(base), cfg)
+    opts = {"plain": _adam(plain.parameters()), "wrapped": _adam(wrapped.parameters())}
+    loops = {name: _Loop(data, s["batch"], device) for name in opts}
+    times = _paired({"perforated, 0 dendrites": lambda: loops["wrapped"].epoch(wrapped, opts["wrapped"]),
+                     "plain": lambda: loops["plain"].epoch(plain, opts["plain"])},
+                    repeats, clock, 0.0)
+    out["wrap_overhead"] = _ratio(times, "perforated, 0 dendrites", "plain", TARGETS["wrap_overhead"])
+
+    # pb dendrite phase versus a plain epoch of the same model
+    pb_cfg = pf.Config(mode="pb", patience=10**6, seed=0)
+    pb_grower = pf.Grower(pf.perforate(copy.deepcopy(base), pb_cfg), pb_cfg, optimizer_factory=_adam)
+    pb_grower.add_dendrites()  # starts a dendrite phase: candidates train, the rest is frozen
+    loops = {name: _Loop(data, s["batch"], device) for name in ("pb", "plain")}
+    plain = copy.deepcopy(base)
+    plain_opt = _adam(plain.parameters())
+    times = _paired({"pb dendrite phase": lambda: loops["pb"].epoch(pb_grower.model, pb_grower.optimizer),
+                     "plain": lambda: loops["plain"].epoch(plain, plain_opt)},
+                    repeats, clock, 0.0)
+    out["pb_phase_ratio"] = _ratio(times, "pb dendrite phase", "plain", TARGETS["pb_phase_ratio"],
+                                   candidates=pb_cfg.candidates)
+    return out
+
+
+def _layer_figures(s: dict, device: torch.device, repeats: int, clock: _Clock) -> dict:
+    import perforate as pf
+    from torch import nn
+
+    out: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(0)
+    for name, kind, width, batch, side in s["layers"]:
+        if kind == "linear":
+            def make(c_out, width=width):
+                return nn.Linear(width, c_out)
+            shape = (batch, width)
+        else:
+            def make(c_out, width=width):
+                return nn.Conv2d(width, c_out, 3, padding=1)
+            shape = (batch, width, side, side)
+        # the input of a hidden layer: its gradient is computed too
+        x = torch.randn(shape, generator=gen).to(device).requires_grad_(True)
+        for k in (1, 2, 4):
+            modules = {"plain": make((k + 1) * width).to(device)}
+            for mode in ("gd", "pb"):
+                layer = _grown(pf.perforate(make(width).to(device), pf.Config(mode=mode)), k)
+                layer.freeze_dendrites(mode == "pb")  # pb: frozen dendrites, as in a neuron phase
+                modules[mode] = layer
+            arms = {}
+            for arm, module in modules.items():
+                grad = torch.randn(module(x).shape, generator=gen).to(device)
+
+                def run(module=module, grad=grad):
+                    x.grad = None
+                    for p in module.parameters():
+                        p.grad = None
+                    module(x).backward(grad)
+
+                arms[arm] = run
+            times = _paired(arms, repeats, clock, s["block_s"])
+            for mode in ("gd", "pb"):
+                out[f"{name}/{mode}/k={k}"] = _ratio(
+                    times, mode, "plain", TARGETS["dendrite_layer_ratio"], input=list(shape),
+                    plain=f"{kind} with {(k + 1) * width} outputs")
+    return out
+
+
+def _export_figures(s: dict, data, device: torch.device, repeats: int, clock: _Clock) -> dict:
+    import perforate as pf
+    from perforate.experiments.models import build_model, width_for_params
+
+    k = s["export_k"]
+    model = _grown(pf.perforate(build_model("mlp", data, s["width"], seed=0)), k)
+    exported = pf.export(model).to(device).eval()
+    params = pf.count_parameters(exported)
+    width = width_for_params("mlp", data, params)
+    plain = build_model("mlp", data, width, seed=0).to(device).eval()
+    out: dict[str, Any] = {}
+    for batch in s["export_batches"]:
+        x = data.x_val[:batch].to(device)
+        if len(x) < batch:
+            x = x.repeat(math.ceil(batch / len(x)), 1)[:batch]
+
+        def call(m):
+            def run():
+                with torch.no_grad():
+                    m(x)
+            return run
+
+        times = _paired({"exported": call(exported), "plain": call(plain)}, repeats, clock,
+                        s["block_s"])
+        out[f"batch={batch}"] = _ratio(
+            times, "exported", "plain", TARGETS["export_latency_ratio"], dendrites=k,
+            params=params, plain_params=pf.count_parameters(plain), plain_width=width)
+    return out
+
+
+def _peak_training_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Peak bytes of torch allocations during one training step, resident state included.
+
+    The step runs forward, backward and ``optimizer.step()`` after ``zero_grad(set_to_none=True)``,
+    so parameters and optimizer state are resident and gradients are allocated in the step.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = _adam(model.parameters())
+
+    def step():
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()  # optimizer state now exists: it is part of the resident set
+    opt.zero_grad(set_to_none=True)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        step()
+        torch.cuda.synchronize(x.device)
+        return int(torch.cuda.max_memory_allocated(x.device))
+    resident = {t.data_ptr(): t.untyped_storage().nbytes() for t in model.parameters()}
+    for state in opt.state.values():
+        for t in state.values():
+            if isinstance(t, torch.Tensor):
+                resident[t.data_ptr()] = t.untyped_storage().nbytes()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # the profiler's allocator records: +bytes on allocation, -bytes on free
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return sum(resident.values()) + peak
+
+
+def _memory_figures(s: dict, data, device: torch.device) -> dict:
+    import perforate as pf
+    from perforate.experiments.models import build_model, width_for_params
+
+    batch = s["memory_batch"]
+    x = data.x_train[:batch].to(device)
+    y = data.y_train[:batch].to(device)
+    out: dict[str, Any] = {}
+    for k in (1, 2, 4):
+        model = _grown(pf.perforate(build_model("mlp", data, s["width"], seed=0)), k).to(device)
+        params = pf.count_parameters(model)
+        width = width_for_params("mlp", data, params)
+        plain = build_model("mlp", data, width, seed=0).to(device)
+        ours = _peak_training_bytes(model, x, y)
+        theirs = _peak_training_bytes(plain, x, y)
+        ratio = ours / theirs
+        out[f"k={k}"] = {"median": ratio, "min": ratio, "max": ratio, "target": None, "met": None,
+                         "bytes": ours, "plain_bytes": theirs, "params": params,
+                         "plain_params": pf.count_parameters(plain), "batch": batch,
+                         "mode": "gd (dendrites trainable)"}
+    return out
+
+
+# ---------------------------------------------------------------------- report
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def _rows(results: dict) -> list[tuple[str, str, dict]]:
+    rows = []
+    for figure in TARGETS:
+        entry = results.get(figure)
+        if entry is None:
+            continue
+        if "median" in entry:
+            rows.append((figure, "", entry))
+        else:
+            rows.extend((figure, case, sub) for case, sub in entry.items())
+    return rows
+
+
+def render_table(results: dict) -> Table:
+    """A rich table of every ratio: median, min-max, target and whether it is met."""
+    table = Table(title=f"perforate cost ({results['device']}, clock: {results['clock']}, "
+                        f"{results['repeats']} interleaved repeats)")
+    for col, justify in (("figure", "left"), ("case", "left"), ("ratio", "right"),
+                         ("min–max", "right"), ("target", "right"), ("met", "center"),
+                         ("wall ratio", "right"), ("ours / reference", "right")):
+        table.add_column(col, justify=justify)
+    for figure, case, e in _rows(results):
+        met = "—" if e["met"] is None else ("[green]yes[/green]" if e["met"] else "[red]no[/red]")
+        if "bytes" in e:
+            detail = f"{e['bytes'] / 2**20:.2f} / {e['plain_bytes'] / 2**20:.2f} MiB"
+        else:
+            detail = f"{_fmt_time(e['numerator_s'])} / {_fmt_time(e['denominator_s'])}"
+        if "step_s" in e:
+            detail += f" (step {_fmt_time(e['step_s'])} = {100 * e['step_share']:.1f}%)"
+        wall = f"{e['wall_median']:.3f}" if "wall_median" in e else "—"
+        table.add_row(figure, case, f"{e['median']:.3f}", f"{e['min']:.3f}–{e['max']:.3f}",
+                      "—" if e["target"] is None else f"≤ {e['target']:.2f}", met, wall, detail)
+    return table
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = None) -> dict:
+    """Measure every figure and return the JSON-able results (see the module docstring)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise typer.BadParameter(f"{device!r} is not a torch device; use cpu or cuda",
+                                 param_hint="--device") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"the cost bench runs on cpu or cuda, not {dev.type}",
+                                 param_hint="--device")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("CUDA is not available on this machine; use --device cpu",
+                                 param_hint="--device")
+    s = dict(_QUICK if quick else _FULL)
+    repeats = s["repeats"] if repeats is None else repeats
+    if repeats < 1:
+        raise typer.BadParameter("repeats must be at least 1", param_hint="--repeats")
+    clock = _Clock(dev)
+    threads = torch.get_num_threads()
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        torch.set_num_threads(1)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(0)
+            if s["data"] == "synthetic":
+                data = _synthetic()
+            else:
+                from perforate.experiments.datasets import load_dataset
+
+                data = load_dataset(s["data"], seed=0)
+            results: dict[str, Any] = {
+                "schema": "perforate-cost/1", "quick": quick, "device": str(dev),
+                "device_name": _device_name(dev), "cpu_count": os.cpu_count(),
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "clock": clock.name,
+                "repeats": repeats,
+                "epoch_model": f"mlp width {s['width']} on {s['data']}, batch {s['batch']}",
+                "targets": TARGETS,
+            }
+            results.update(_epoch_figures(s, data, dev, repeats, clock))
+            results["dendrite_layer_ratio"] = _layer_figures(s, dev, repeats, clock)
+            results["export_latency_ratio"] = _export_figures(s, data, dev, repeats, clock)
+            results["peak_memory_ratio"] = _memory_figures(s, data, dev)
+    finally:
+        torch.set_num_threads(threads)
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    results["load_average"] = {"start": load_before,
+                               "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    return results
+
+
+def cost_command(
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", help="Also write every figure as JSON to this file."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Tiny sizes and 2 repeats: a smoke run, not a measurement."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda where a GPU is available."),
+    repeats: Optional[int] = typer.Option(
+        None, "--repeats", help="Interleaved repeats per figure (default 25; 2 with --quick)."),
+) -> None:
+    """Measure what dendrites, wrapping and the growth controller cost, side by side, in one run."""
+    results = run_cost(quick=quick, device=device, repeats=repeats)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log file: do not squeeze the table into 80 columns
+        console = Console(width=150)
+    console.print(render_table(results))
+    load = {k: "n/a" if v is None else f"{v:.1f}" for k, v in results["load_average"].items()}
+    console.print(f"{results['seconds']:.0f} s; 1-minute load average {load['start']} at start, "
+                  f"{load['end']} at end. Ratios are medians over interleaved repeats: other "
+                  "jobs on a shared machine move absolute times, far less the ratios.")
+    if json_path is not None:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2))
+        console.print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    typer.run(cost_command)

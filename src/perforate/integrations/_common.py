@@ -1,0 +1,81 @@
+"""Pieces every framework integration shares: resizing on load, and carrying an LR schedule.
+
+Frameworks load state dicts on their own (Lightning's ``ckpt_path``, Hugging Face's
+``load_best_model_at_end``). :func:`install_resize_hook` lets such a load succeed when the saved
+model had a different number of dendrites than the live one: a ``load_state_dict`` pre-hook reads
+each layer's dendrite count from the incoming tensor shapes and resizes the layer first.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..checkpoint import apply_structure, structure
+from ..convert import dendritic_layers
+
+_HOOK_ATTR = "_perforate_resize_hook"
+
+
+def structure_from_state(model: nn.Module, state: Mapping[str, Any], prefix: str = "") -> dict[str, dict]:
+    """The structure (as :func:`perforate.checkpoint.structure`) that ``state`` was saved from.
+
+    Layer settings come from ``model``'s own wrapping; dendrite and candidate counts come from
+    the shapes in ``state`` (``<layer>.output_weight`` is ``[K, C]``, a candidate pool's
+    ``score`` buffer is ``[P, C]``). Perforated (``pb``) layers hold frozen dendrites.
+    """
+    struct = structure(model)
+    for name, spec in struct.items():
+        key = f"{prefix}{name}." if name else prefix
+        out = state.get(key + "output_weight")
+        k = int(out.shape[0]) if isinstance(out, torch.Tensor) else 0
+        pool = state.get(key + "candidate_pool.score")
+        spec["num_dendrites"] = k
+        spec["candidates"] = int(pool.shape[0]) if isinstance(pool, torch.Tensor) else 0
+        spec["frozen"] = bool(spec["perforated"]) and k > 0
+    return struct
+
+
+def resize_to_state(model: nn.Module, state: Mapping[str, Any], prefix: str = "") -> bool:
+    """Resize ``model``'s dendritic layers to fit ``state``; returns True when anything changed."""
+    current = structure(model)
+    wanted = structure_from_state(model, state, prefix)
+    changed = any(current[n]["num_dendrites"] != s["num_dendrites"] or
+                  current[n]["candidates"] != s["candidates"] for n, s in wanted.items())
+    if changed:
+        apply_structure(model, wanted)
+    return changed
+
+
+def _resize_hook(module: nn.Module, state_dict, prefix: str, *args) -> None:
+    # module level, so that a model carrying the hook can still be pickled (e.g. ddp_spawn)
+    if dendritic_layers(module):
+        resize_to_state(module, state_dict, prefix)
+
+
+def install_resize_hook(model: nn.Module) -> None:
+    """Make ``model.load_state_dict`` accept states with other dendrite counts (idempotent)."""
+    if getattr(model, _HOOK_ATTR, None) is not None:
+        return
+    object.__setattr__(model, _HOOK_ATTR, model.register_load_state_dict_pre_hook(_resize_hook))
+
+
+def carry_schedule(old: Any, new: Any, old_optimizer: torch.optim.Optimizer | None,
+                   new_optimizer: torch.optim.Optimizer) -> None:
+    """Continue ``old``'s LR schedule in ``new`` (same class): step count and current LRs.
+
+    A rebuilt optimizer gets a fresh scheduler; without this, a schedule defined over the
+    whole run (warm-up, linear or one-cycle decay) would restart at every growth step.
+    """
+    if old is None or new is None or type(old) is not type(new):
+        return
+    state = old.state_dict()
+    try:
+        new.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError):
+        return
+    if old_optimizer is not None and len(old_optimizer.param_groups) == len(new_optimizer.param_groups):
+        for g_old, g_new in zip(old_optimizer.param_groups, new_optimizer.param_groups):
+            if "lr" in g_old:
+                g_new["lr"] = g_old["lr"]

@@ -1,0 +1,264 @@
+"""Hugging Face Transformers: dendritic growth inside ``Trainer.train()``.
+
+Add to an existing script (2 lines)::
+
+    from perforate.integrations.transformers import DendriteTrainerCallback
+    trainer = Trainer(model=model, args=args, ...)        # unchanged
+    DendriteTrainerCallback(trainer, pf.Config(patience=3))
+    trainer.train()
+
+``TrainingArguments`` must evaluate (``eval_strategy="epoch"`` or ``"steps"``); the grower is fed
+``metric_for_best_model`` (default: the eval loss) and ``greater_is_better`` sets the direction.
+Every Linear of the model is wrapped (``Config.include``/``exclude`` narrow it), attention and
+MLP projections included: their outputs are ``[B, T, C]`` and the neurons sit on the last axis.
+The output-embedding head (a language model's tied vocabulary projection) is left out, because
+weight tying needs the plain module there.
+
+Why a callback bound to its trainer rather than a ``Trainer`` subclass: growth replaces the
+optimizer and the LR scheduler, and the training loop reads ``trainer.optimizer`` /
+``trainer.lr_scheduler`` at every step, but ``TrainerCallback`` hooks only receive those
+objects, not the trainer, so a plain callback cannot swap them. Taking the trainer in the
+constructor fixes that while staying composable: it works with any ``Trainer`` subclass
+(``Seq2SeqTrainer``, TRL's trainers) where a subclass would force one base class.
+
+After each restructure the optimizer is rebuilt with the trainer's own ``create_optimizer``
+(weight-decay groups, ``optim`` choice) and prepared by Accelerate; the new scheduler continues
+the old one's step count and LR (``schedule="continue"``) so a run-long warm-up/decay is not
+restarted. When growth is done, training stops with the best model restored; when
+``num_train_epochs`` runs out first, ``on_train_end`` restores it. ``EarlyStoppingCallback``
+counters restart at each restructure.
+
+Checkpoints: each ``checkpoint-N`` folder gets ``perforate.json`` (config, structure,
+controller state, history) and ``perforate_best.safetensors`` (the best snapshot). The model's
+own ``load_state_dict`` accepts states of any dendrite count, so ``load_best_model_at_end`` and
+``resume_from_checkpoint`` work; on resume the controller state is read back from the
+checkpoint folder of the resumed step. :func:`load_checkpoint` loads a checkpoint folder into a
+fresh model without pickle.
+
+Not supported yet: multi-process training (DDP/FSDP/DeepSpeed through the Trainer) and
+optimizer/scheduler *instances* passed as ``Trainer(optimizers=...)`` (use ``optim`` /
+``optimizer_cls_and_kwargs`` so the optimizer can be rebuilt).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+from ..config import Config
+from ..convert import dendritic_layers, perforate
+from ..errors import CheckpointError, ConfigError, GrowthError, require_extra
+from ..grower import Grower, _State
+from ..measure import count_parameters
+from ..report import BASE_COLUMNS, write_json
+from ._common import carry_schedule, install_resize_hook, resize_to_state
+
+transformers = require_extra("transformers", "transformers")
+
+FORMAT = "perforate-transformers/1"
+STATE_FILE = "perforate.json"
+BEST_FILE = "perforate_best.safetensors"
+
+
+def _output_embedding_name(model: nn.Module) -> str | None:
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is None:
+        return None
+    for name, module in model.named_modules():
+        if module is head:
+            return name
+    return None
+
+
+class DendriteTrainerCallback(transformers.TrainerCallback):
+    """Grows dendrites on ``trainer.model`` from the evaluation metric; registers itself.
+
+    Args:
+        trainer: the ``transformers.Trainer`` (any subclass), built as usual.
+        config: the :class:`perforate.Config`; ``maximize`` is set from ``greater_is_better``.
+        out_dir: where the grower writes history.csv, summary.json, growth.png, best.pt
+            (main process only); None writes nothing.
+        blocks: module-name globs or classes to wrap as one unit (see ``pf.perforate``).
+        schedule: "continue" or "restart" the LR schedule after a restructure.
+        log_prefix: prefix of the values added to the trainer's logs.
+    """
+
+    def __init__(self, trainer, config: Config | None = None, out_dir: str | Path | None = None,
+                 blocks: Sequence[Any] = (), schedule: str = "continue",
+                 log_prefix: str = "perforate/") -> None:
+        args = trainer.args
+        if getattr(args, "eval_strategy", "no") == "no":
+            raise ConfigError("growth is driven by evaluation: set TrainingArguments(eval_strategy="
+                              "'epoch' or 'steps') and pass an eval_dataset")
+        if args.world_size > 1:
+            raise GrowthError("DendriteTrainerCallback does not support multi-process training yet; "
+                              "use perforate.integrations.ddp with your own loop")
+        if trainer.optimizer is not None or trainer.lr_scheduler is not None:
+            raise GrowthError("Trainer(optimizers=(...)) instances cannot be rebuilt after growth; "
+                              "choose the optimizer with TrainingArguments(optim=...) or "
+                              "Trainer(optimizer_cls_and_kwargs=...)")
+        if schedule not in ("continue", "restart"):
+            raise ConfigError(f"schedule must be 'continue' or 'restart'; got {schedule!r}")
+        metric = args.metric_for_best_model or "loss"
+        self.metric_key = metric if metric.startswith("eval_") else f"eval_{metric}"
+        greater = args.greater_is_better
+        if greater is None:
+            greater = not metric.endswith("loss")
+        config = (config or Config()).replace(maximize=bool(greater))
+        model = trainer.model
+        if not dendritic_layers(model):
+            head = _output_embedding_name(model)
+            if head:
+                config = config.replace(exclude=[*config.exclude, head])
+            perforate(model, config, blocks=blocks)
+        install_resize_hook(model)
+        self.trainer = trainer
+        self.config = config
+        self.out_dir = out_dir
+        self.schedule = schedule
+        self.log_prefix = log_prefix
+        self.grower: Grower | None = None
+        self._reuse_optimizer = False
+        self._training = False
+        self._last_step = -1
+        trainer.add_callback(self)
+
+    # ------------------------------------------------------------------ optimizer
+    def _rebuild_optimizer(self, params) -> torch.optim.Optimizer:
+        t = self.trainer
+        if self._reuse_optimizer:
+            return t.optimizer
+        old_opt, old_sched = t.optimizer, t.lr_scheduler
+        registered = getattr(t.accelerator, "_optimizers", None)
+        if isinstance(registered, list) and old_opt in registered:
+            registered.remove(old_opt)  # let the old optimizer (and its state) be freed
+        t.optimizer = t.lr_scheduler = None
+        t.create_optimizer()
+        t.optimizer = t.accelerator.prepare(t.optimizer)
+        t.create_scheduler(num_training_steps=t.state.max_steps, optimizer=t.optimizer)
+        if self.schedule == "continue":
+            carry_schedule(old_sched, t.lr_scheduler, old_opt, t.optimizer)
+        t.callback_handler.optimizer = t.optimizer
+        t.callback_handler.lr_scheduler = t.lr_scheduler
+        return t.optimizer
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._reuse_optimizer = True  # the trainer has just built and prepared its optimizer
+        self.grower = Grower(self.trainer.model, self.config, optimizer_factory=self._rebuild_optimizer,
+                             out_dir=self.out_dir if state.is_world_process_zero else None,
+                             step_scheduler=False)
+        self._reuse_optimizer = False
+        self._training = True
+        self._last_step = state.global_step
+        if state.global_step > 0:
+            self._resume(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        grower = self.grower
+        if grower is None or grower.done or not self._training or state.global_step == self._last_step:
+            return  # outside train(), or no training since the last decision (eval_on_start)
+        self._last_step = state.global_step
+        metrics = metrics or {}
+        if self.metric_key not in metrics:
+            raise GrowthError(f"metric_for_best_model gives '{self.metric_key}', which evaluation did not "
+                              f"return (got {sorted(metrics)}); fix TrainingArguments."
+                              "metric_for_best_model or compute_metrics")
+        extras = {k: float(v) for k, v in metrics.items()
+                  if k != self.metric_key and k not in BASE_COLUMNS
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        decision = grower.step(float(metrics[self.metric_key]), **extras)
+        if decision.restructured:
+            for cb in self.trainer.callback_handler.callbacks:
+                if isinstance(cb, transformers.EarlyStoppingCallback):
+                    cb.early_stopping_patience_counter = 0
+        if decision.done:
+            control.should_training_stop = True
+        p = self.log_prefix
+        logs = {p + "dendrites": grower.state.level, p + "dendrite_phase": int(grower.phase == "dendrite"),
+                p + "params": count_parameters(grower.model)}
+        if grower.best_score is not None:
+            logs[p + "best_score"] = grower.best_score
+        self.trainer.log(logs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.grower is not None and not self.grower.done:
+            self.grower.finish()
+        self._training = False
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.grower is None or not state.is_world_process_zero or not folder.is_dir():
+            return
+        import dataclasses
+
+        write_json(folder / STATE_FILE, {
+            "format": FORMAT, "config": self.config.to_dict(),
+            "structure": ckpt.structure(self.grower.model),
+            "state": dataclasses.asdict(self.grower.state), "history": self.grower.history,
+        })
+        snap = self.grower._best_snapshot
+        if snap is not None:
+            ckpt.write_tensors(folder / BEST_FILE, snap["state"], {"structure": snap["structure"]})
+
+    def _resume(self, folder: Path) -> None:
+        path = folder / STATE_FILE
+        if not path.is_file():
+            return
+        doc = json.loads(path.read_text())
+        grower = self.grower
+        grower.state = _State(**doc["state"])
+        grower.history = doc["history"]
+        if (folder / BEST_FILE).is_file():
+            state, meta = ckpt.read_tensors(folder / BEST_FILE)
+            grower._best_snapshot = {"structure": meta["structure"], "state": state}
+
+
+def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise CheckpointError(f"{folder} holds no model.safetensors; save with safe_serialization "
+                              "(the default) or use pf.save")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(str(folder / name)))
+    return state
+
+
+def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None = None,
+                    blocks: Sequence[Any] = ()) -> nn.Module:
+    """Load a Trainer checkpoint folder (or a ``save_model`` folder) into a fresh model.
+
+    ``model`` is a new, un-perforated instance (e.g. ``AutoModelFor...from_config``). The
+    structure comes from the folder's ``perforate.json``; a ``trainer.save_model`` folder lacks
+    it, so pass the ``config`` used in training and the dendrite counts are read from the
+    tensor shapes. Reads safetensors only (no pickle). Returns the model.
+    """
+    folder = Path(folder)
+    state = _read_safetensors_folder(folder)
+    info = folder / STATE_FILE
+    if info.is_file():
+        model = ckpt.apply_structure(model, json.loads(info.read_text())["structure"])
+    else:
+        if config is None:
+            raise CheckpointError(f"{folder} has no {STATE_FILE}; pass the config used in training: "
+                                  "load_checkpoint(model, folder, config=cfg)")
+        if not dendritic_layers(model):
+            head = _output_embedding_name(model)
+            if head and head not in config.exclude:
+                config = config.replace(exclude=[*config.exclude, head])
+            model = perforate(model, config, blocks=blocks)
+        resize_to_state(model, state)
+    ckpt.load_state(model, state, folder)
+    return model

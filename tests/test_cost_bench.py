@@ -1,0 +1,47 @@
+"""`perforate bench cost --quick` runs and reports every figure (no timing assertions)."""
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from perforate.experiments.cost import TARGETS, cost_command
+
+ENTRY_KEYS = {"median", "min", "max", "target", "met"}
+
+
+def test_cost_command_quick_writes_every_ratio(tmp_path):
+    app = typer.Typer()
+    app.command("cost")(cost_command)  # as the CLI registers it
+    app.command("other")(lambda: None)  # two commands: "cost" is then a subcommand name
+    out = tmp_path / "sub" / "cost.json"
+    result = CliRunner().invoke(app, ["cost", "--quick", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "controller_overhead" in result.output and "export_latency_ratio" in result.output
+
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and data["device"] == "cpu"
+    for figure in ("controller_overhead", "wrap_overhead", "dendrite_layer_ratio", "pb_phase_ratio",
+                   "export_latency_ratio", "peak_memory_ratio"):
+        assert figure in data, figure
+        assert figure in TARGETS
+    for figure in ("wrap_overhead", "pb_phase_ratio"):
+        assert ENTRY_KEYS <= data[figure].keys()
+        assert data[figure]["target"] == TARGETS[figure]
+    cases = data["dendrite_layer_ratio"]
+    for kind in ("linear", "conv2d"):
+        for mode in ("gd", "pb"):
+            for k in (1, 2, 4):
+                names = [c for c in cases if c.startswith(kind) and c.endswith(f"/{mode}/k={k}")]
+                assert names, (kind, mode, k)
+    for figure in ("controller_overhead", "dendrite_layer_ratio", "export_latency_ratio",
+                   "peak_memory_ratio"):
+        for case, entry in data[figure].items():
+            assert ENTRY_KEYS <= entry.keys(), (figure, case)
+            assert entry["min"] <= entry["median"] <= entry["max"]
+            assert entry["median"] > 0
+            if entry["target"] is not None:
+                assert entry["met"] == (entry["median"] <= entry["target"])
+    assert set(data["export_latency_ratio"]) == {"batch=1", "batch=8"}
+    assert set(data["peak_memory_ratio"]) == {"k=1", "k=2", "k=4"}
+    for entry in data["peak_memory_ratio"].values():
+        assert entry["bytes"] > 0 and entry["plain_bytes"] > 0

@@ -1,0 +1,164 @@
+"""DendriteTrainerCallback on a tiny randomly-initialised BERT (no downloads)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import perforate as pf
+
+transformers = pytest.importorskip("transformers")
+from perforate.integrations.transformers import DendriteTrainerCallback, load_checkpoint  # noqa: E402
+
+LR = 1e-3
+VOCAB, SEQ = 24, 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is faster, and much faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _bert():
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=SEQ, num_labels=2)
+    return transformers.BertForSequenceClassification(cfg)
+
+
+class _Task(torch.utils.data.Dataset):
+    """Label 1 when token 3 occurs in the sequence."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(4, VOCAB, (n, SEQ), generator=g)
+        flip = torch.rand(n, generator=g) < 0.5
+        self.ids[flip, torch.randint(0, SEQ, (int(flip.sum()),), generator=g)] = 3
+        self.labels = (self.ids == 3).any(1).long()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(SEQ, dtype=torch.long),
+                "labels": self.labels[i]}
+
+
+class _Recorder(transformers.TrainerCallback):
+    """Per epoch, before the evaluation that drives growth: weights, LR, optimizer contents."""
+
+    def __init__(self):
+        self.states, self.lrs, self.opt_has_dendrites = [], [], []
+
+    def on_epoch_begin(self, args, state, control, model=None, optimizer=None, **kw):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        dend = [p for n, p in model.named_parameters() if "dendrite" in n or "output_weight" in n]
+        self.opt_has_dendrites.append(bool(dend) and all(id(p) in in_opt for p in dend))
+
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiny_bert_grows_restores_best_and_reloads(tmp_path):
+    scores = iter([0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+
+    def compute_metrics(pred):
+        acc = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+        return {"accuracy": acc, "score": next(scores)}  # scripted: growth at epoch 1
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", disable_tqdm=True,
+        eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+        num_train_epochs=8, per_device_train_batch_size=16, per_device_eval_batch_size=32,
+        learning_rate=LR, lr_scheduler_type="linear", metric_for_best_model="score",
+        greater_is_better=True, load_best_model_at_end=True, seed=0)
+    model = _bert()
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Task(64, 1),
+                                   eval_dataset=_Task(32, 2), compute_metrics=compute_metrics)
+    recorder = _Recorder()
+    trainer.add_callback(recorder)
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01)
+    dcb = DendriteTrainerCallback(trainer, cfg, out_dir=tmp_path / "run")
+    trainer.train()
+
+    assert [r["event"] for r in dcb.grower.history] == ["", "grow", "", "done"]
+    assert [r["epoch"] for r in dcb.grower.history] == [0, 1, 2, 3]  # not the Trainer's float epoch
+    assert "eval_accuracy" in dcb.grower.history[0]
+    assert trainer.state.epoch == 4  # stopped by growth being done, not by num_train_epochs
+    layers = pf.dendritic_layers(model)
+    for name in ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.1.attention.output.dense",
+                 "bert.encoder.layer.0.intermediate.dense", "classifier"):
+        assert layers[name].num_dendrites == 1
+    # rebuilt optimizer held the new parameters; they trained ([B, T, C] attention projection)
+    assert recorder.opt_has_dendrites == [False, False, True, True]
+    q = "bert.encoder.layer.0.attention.self.query.output_weight"
+    assert torch.count_nonzero(recorder.states[2][q]) > 0
+    # the linear decay continued across the rebuild (8 of 32 steps done at epoch 2)
+    assert recorder.lrs[2] == pytest.approx(LR * (1 - 8 / 32))
+    # the best epoch (2) was restored, not the last
+    assert not _same(recorder.states[3], recorder.states[2])
+    assert _same(model.state_dict(), recorder.states[2])
+    assert any("perforate/dendrites" in row for row in trainer.state.log_history)
+
+    # reload: the epoch-2 checkpoint folder, and a save_model folder (no perforate.json)
+    model.eval()
+    x = {"input_ids": _Task(4, 3).ids}
+    expected = model(**x).logits
+    fresh = load_checkpoint(_bert(), tmp_path / "out" / "checkpoint-12").eval()
+    assert torch.equal(fresh(**x).logits, expected)
+    trainer.save_model(str(tmp_path / "final"))
+    fresh = load_checkpoint(_bert(), tmp_path / "final", config=cfg).eval()
+    assert torch.equal(fresh(**x).logits, expected)
+
+
+def _args(tmp_path, epochs, **kw):
+    return transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", disable_tqdm=True,
+        eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+        num_train_epochs=epochs, per_device_train_batch_size=16, learning_rate=LR,
+        metric_for_best_model="score", seed=0, **kw)
+
+
+def test_resume_from_checkpoint_restores_dendrites_and_controller(tmp_path):
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01)
+    scores = iter([0.5, 0.5])
+    first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 2), train_dataset=_Task(64, 1),
+                                 eval_dataset=_Task(32, 2), compute_metrics=lambda p: {"score": next(scores)})
+    DendriteTrainerCallback(first, cfg)
+    first.train()  # grows at epoch 1; checkpoint-8 holds the grown model and the controller state
+
+    scores = iter([0.9, 0.9, 0.9])
+    model = _bert()
+    second = transformers.Trainer(model=model, args=_args(tmp_path, 6), train_dataset=_Task(64, 1),
+                                  eval_dataset=_Task(32, 2), compute_metrics=lambda p: {"score": next(scores)})
+    dcb = DendriteTrainerCallback(second, cfg)
+    second.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-8"))
+    assert [r["event"] for r in dcb.grower.history] == ["", "grow", "", "done"]
+    assert all(layer.num_dendrites == 1 for layer in pf.dendritic_layers(model).values())
+
+
+def test_needs_evaluation(tmp_path):
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                          eval_strategy="no")
+    trainer = transformers.Trainer(model=_bert(), args=args, train_dataset=_Task(8, 1))
+    with pytest.raises(pf.ConfigError, match="eval_strategy"):
+        DendriteTrainerCallback(trainer, pf.Config())
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, 'transformers', None)  # as if the package were not installed
+    monkeypatch.delitem(sys.modules, "perforate.integrations.transformers", raising=False)
+    with pytest.raises(pf.MissingExtraError, match=r"pip install 'perforate\[transformers\]'"):
+        importlib.import_module("perforate.integrations.transformers")
