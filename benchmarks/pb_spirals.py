@@ -9,7 +9,7 @@ same cap on epochs; test accuracy is read once, at the kept (best-validation) we
   many epochs as any grown run used);
 - ``pb``: the MLP grown with ``mode="pb"`` until the grower is done or the cap is reached
   (dendrite-phase epochs count against it);
-- ``gd`` (with ``--arms ...,gd``): gradient dendrites under the same rules, for reference.
+- ``gd``: gradient dendrites under the same rules, for reference.
 
 Run::
 
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max-dendrites", type=int, default=pf.Config.max_dendrites)
     p.add_argument("--retries", type=int, default=pf.Config.max_growth_retries)
     p.add_argument("--init-scale", type=float, default=pf.Config.init_scale)
-    p.add_argument("--arms", default="baseline,budget,pb", help="comma list of baseline,budget,pb,gd")
+    p.add_argument("--arms", default="baseline,budget,pb,gd", help="comma list of baseline,budget,pb,gd")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

@@ -57,9 +57,9 @@ def train(epochs, out=None, use_grower=True, seed=0):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
-        val = accuracy(model, x_val, y_val)
+        val, train_acc = accuracy(model, x_val, y_val), accuracy(model, x, y)
         if use_grower:
-            decision = grower.step(val, train_acc=accuracy(model, x, y))     # 4. one score per epoch
+            decision = grower.step(val, train_acc=train_acc)                  # 4. one score per epoch
             model = grower.model
             if decision.done:
                 break
@@ -79,12 +79,16 @@ def main():
     parser.add_argument("--compare", action="store_true",
                         help="time 30 epochs of the same loop with and without the grower")
     args = parser.parse_args()
-    if args.compare:
-        _, plain = train(30, use_grower=False)
-        _, grown = train(30, out=None, use_grower=True)
-        _, written = train(30, out="runs/quickstart-timing", use_grower=True)
-        print(f"median epoch: plain {statistics.median(plain):.4f}s | with Grower.step "
-              f"{statistics.median(grown):.4f}s | with Grower.step + out_dir {statistics.median(written):.4f}s")
+    if args.compare:  # three rounds, interleaved, so machine load hits every variant alike
+        times = {"plain": [], "Grower.step": [], "Grower.step + out_dir": []}
+        for _ in range(3):
+            times["plain"] += train(20, use_grower=False)[1]
+            times["Grower.step"] += train(20, out=None, use_grower=True)[1]
+            times["Grower.step + out_dir"] += train(20, out="runs/quickstart-timing", use_grower=True)[1]
+        plain = statistics.median(times["plain"])
+        for name, values in times.items():
+            print(f"median epoch {name:>22}: {statistics.median(values):.4f}s "
+                  f"(ratio {statistics.median(values) / plain:.3f})")
     else:
         train(args.epochs, out=args.out)
         print(f"wrote {args.out}/growth.png, history.csv, summary.json, best.pt")

@@ -193,3 +193,11 @@ def test_resume_makes_the_same_decisions(tmp_path, mode):
     assert first + rest == expected
     for (k, v), (k2, v2) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
+
+
+def test_finish_after_step_writes_each_epoch_once(tmp_path):
+    cfg = pf.Config(patience=5)
+    grower, decisions = run([0.3, 0.4, 0.5], cfg, out_dir=tmp_path)
+    grower.finish()
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[-1]["event"] == "done"

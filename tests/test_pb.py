@@ -436,3 +436,17 @@ def test_resume_in_the_middle_of_a_dendrite_phase_continues_identically(tmp_path
     assert [r["event"] for r in resumed.history] == [r["event"] for r in whole.history]
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_structure_from_state_counts_candidates():
+    """Framework checkpoints size candidate pools from the saved state's shapes."""
+    from torch import nn
+
+    from perforate.integrations._common import structure_from_state
+    from perforate.training.pb import start_dendrite_phase
+
+    cfg = pf.Config(mode="pb")
+    saved = pf.perforate(nn.Sequential(nn.Linear(3, 4)), cfg)
+    start_dendrite_phase(pf.dendritic_layers(saved), 3, torch.Generator().manual_seed(0), 0.9)
+    fresh = pf.perforate(nn.Sequential(nn.Linear(3, 4)), cfg)
+    assert structure_from_state(fresh, saved.state_dict())["0"]["candidates"] == 3

@@ -259,6 +259,8 @@ class Grower:
         """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs."""
         if not self.state.done:
             self._finish()
+            if self._history_writer is not None:  # "done" was marked on a row already written
+                self._history_writer.write(self.history, rewrite=True)
             self._write_outputs(final=True)
         return self.model
 

@@ -19,21 +19,24 @@ class HistoryWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.columns: list[str] = []
+        self.rows_written = 0
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Make the file hold ``rows``; cheap when only the last row is new."""
-        columns = list(BASE_COLUMNS)
-        for row in rows:
+    def write(self, rows: list[dict[str, Any]], rewrite: bool = False) -> None:
+        """Make the file hold ``rows``; appends only the rows not yet written unless a new
+        column appeared or ``rewrite`` (an already written row changed)."""
+        columns = list(self.columns or BASE_COLUMNS)
+        for row in rows[self.rows_written:] if self.columns else rows:
             columns += [k for k in row if k not in columns]
-        if columns != self.columns or not self.path.exists():
+        if rewrite or columns != self.columns or not self.path.exists():
             self.columns = columns
             with open(self.path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(rows)
-        else:
+        elif len(rows) > self.rows_written:
             with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=columns).writerow(rows[-1])
+                csv.DictWriter(f, fieldnames=columns).writerows(rows[self.rows_written:])
+        self.rows_written = len(rows)
 
 
 def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:

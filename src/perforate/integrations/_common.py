@@ -23,14 +23,14 @@ def structure_from_state(model: nn.Module, state: Mapping[str, Any], prefix: str
 
     Layer settings come from ``model``'s own wrapping; dendrite and candidate counts come from
     the shapes in ``state`` (``<layer>.output_weight`` is ``[K, C]``, a candidate pool's
-    ``score`` buffer is ``[P, C]``). Perforated (``pb``) layers hold frozen dendrites.
+    ``best_score`` buffer is ``[P, C]``). Perforated (``pb``) layers hold frozen dendrites.
     """
     struct = structure(model)
     for name, spec in struct.items():
         key = f"{prefix}{name}." if name else prefix
         out = state.get(key + "output_weight")
         k = int(out.shape[0]) if isinstance(out, torch.Tensor) else 0
-        pool = state.get(key + "candidate_pool.score")
+        pool = state.get(key + "candidate_pool.best_score")
         spec["num_dendrites"] = k
         spec["candidates"] = int(pool.shape[0]) if isinstance(pool, torch.Tensor) else 0
         spec["frozen"] = bool(spec["perforated"]) and k > 0
