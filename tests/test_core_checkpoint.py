@@ -6,22 +6,13 @@ import torch
 from torch import nn
 
 import perforate as pf
-
-
-class ConvBN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1)
-        self.bn = nn.BatchNorm2d(3)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
+from _models import ConvBN
 
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.block = ConvBN()
+        self.block = ConvBN(1, 3)
         self.grouped = nn.Conv2d(3, 3, 3, padding=1, groups=3)
         self.head = nn.Linear(3 * 6 * 6, 4)
 

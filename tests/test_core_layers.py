@@ -4,16 +4,7 @@ import torch
 from torch import nn
 
 import perforate as pf
-
-
-class ConvBN(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
+from _models import ConvBN
 
 
 class TinyTransformerMLP(nn.Module):

@@ -33,15 +33,6 @@ def tiny(dataset="spirals", **kw) -> Protocol:
     return Protocol(**{**base, **kw})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared machine: more threads only spin
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------- train_model
 @pytest.fixture(scope="module")
 def spirals():

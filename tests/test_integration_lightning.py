@@ -19,15 +19,6 @@ from perforate.integrations.lightning import DendriteCallback, load_checkpoint  
 LR = 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Net(L.LightningModule):
     """A tiny classifier that also logs a scripted 'score' so growth happens at known epochs."""
 

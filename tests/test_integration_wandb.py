@@ -14,15 +14,6 @@ wandb = pytest.importorskip("wandb")
 from perforate.integrations.wandb import GrowthLogger  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _records(path):
     """Decode a ``.wandb`` transaction log (LevelDB-style 32 KiB blocks of protobuf Records)."""
     from wandb.proto import wandb_internal_pb2 as pb

@@ -8,29 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import perforate as pf
+from _models import ConvBN
 from perforate.training import pb
 
 
 # ---------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (tens of times slower on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class ConvBN(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
-
-
 class ConvBNNet(nn.Module):
     def __init__(self):
         super().__init__()
