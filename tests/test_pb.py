@@ -131,7 +131,9 @@ def test_a_dendrite_learns_the_error_its_neuron_cannot_fit():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 2, generator=g)
     y = 2 * torch.sigmoid(4 * x[:, :1] - 3 * x[:, 1:])
-    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_patience=100, dendrite_max_epochs=8)
+    # lr 0.1 is already a candidate-sized rate here: no extra scaling
+    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_patience=100, dendrite_max_epochs=8,
+                    candidate_lr_scale=1.0)
     model = pf.perforate(nn.Linear(2, 1), cfg)
     with torch.no_grad():
         solution = torch.linalg.lstsq(torch.cat([x, torch.ones(512, 1)], 1), y).solution
@@ -432,3 +434,15 @@ def test_structure_from_state_counts_candidates():
     start_dendrite_phase(pf.dendritic_layers(saved), 3, torch.Generator().manual_seed(0), 0.9)
     fresh = pf.perforate(nn.Sequential(nn.Linear(3, 4)), cfg)
     assert structure_from_state(fresh, saved.state_dict())["0"]["candidates"] == 3
+
+
+def test_candidates_train_at_scaled_learning_rate():
+    from torch import nn
+
+    cfg = pf.Config(mode="pb", candidate_lr_scale=10.0)
+    model = pf.perforate(nn.Sequential(nn.Linear(3, 4)), cfg)
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.SGD(p, lr=0.01))
+    grower.add_dendrites()
+    assert grower.phase == "dendrite" and grower.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    with pytest.raises(pf.ConfigError, match="candidate_lr_scale"):
+        pf.Config(candidate_lr_scale=0)

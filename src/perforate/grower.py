@@ -169,6 +169,9 @@ class Grower:
         if not params:
             raise GrowthError("no trainable parameters are left; unfreeze some before growing")
         self.optimizer = self.optimizer_factory(params)
+        if self.state.phase == "dendrite":  # before a scheduler records its base lrs
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.config.candidate_lr_scale
         self.scheduler = self.scheduler_factory(self.optimizer) if self.scheduler_factory else None
 
     def _restore_best(self) -> None:
