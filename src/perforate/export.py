@@ -50,7 +50,8 @@ class ExportedDendriticLayer(nn.Module):
         self.units = None
         with torch.no_grad():
             if layer.kind != "block" and (layer.kind == "linear" or layer.main.groups == 1):
-                self.main_in_stack = layer._fusable_main
+                # a subclass may have its own forward: it keeps running it
+                self.main_in_stack = type(layer.main) in (nn.Linear, *_CONV_TYPES)
                 weights = [layer.dendrite_weight]
                 biases = [layer.dendrite_bias] if layer.has_bias else None
                 if self.main_in_stack:

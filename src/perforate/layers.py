@@ -108,20 +108,17 @@ class DendriticLayer(nn.Module):
             self.kind = "conv"
         else:
             self.kind = "block"
-        natural = natural_neuron_axis(main) if self.kind != "block" or neuron_axis is None else None
-        if self.kind != "block" and neuron_axis is not None and neuron_axis != natural:
+        if neuron_axis is None:
+            neuron_axis = natural_neuron_axis(main)
+        elif self.kind != "block" and neuron_axis != natural_neuron_axis(main):
             raise WrapError(
-                f"a {type(main).__name__} always puts its neurons on axis {natural}; a different "
-                "neuron_axis needs the layer wrapped inside a block (pf.perforate(..., blocks=...))"
+                f"a {type(main).__name__} always puts its neurons on axis "
+                f"{natural_neuron_axis(main)}; a different neuron_axis needs the layer wrapped "
+                "inside a block (pf.perforate(..., blocks=...))"
             )
-        self.neuron_axis = natural if neuron_axis is None else int(neuron_axis)
+        self.neuron_axis = int(neuron_axis)
         self.channels = _out_channels(main)
         self.has_bias = getattr(main, "bias", None) is not None
-        # Exact Linear/Conv types can share one call with their dendrites; subclasses may have
-        # their own forward, so they run it themselves.
-        self._fusable_main = type(main) in (nn.Linear, *_CONV_TYPES) and (
-            self.kind == "linear" or main.groups == 1
-        )
         self._num_dendrites = 0
         self.dendrite_weight: nn.Parameter | None = None
         self.dendrite_bias: nn.Parameter | None = None
@@ -216,8 +213,8 @@ class DendriticLayer(nn.Module):
             for i in range(n):
                 k = k_old + i  # the new dendrite's index; it gets inputs from dendrites 0..k-1
                 row = torch.zeros(k, self.channels, device=ref.device, dtype=ref.dtype)
-                if cascade is not None and i == 0:
-                    row[:k_old] = cascade[0][:k_old].to(row)
+                if cascade is not None:  # weights from the existing dendrites; among new ones: 0
+                    row[:k_old] = cascade[i].to(row)
                 cascade_rows.append(row)
             if k_new > 1:
                 old_c = self.cascade_weight.detach() if self.cascade_weight is not None else \

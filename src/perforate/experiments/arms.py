@@ -357,14 +357,3 @@ def run_protocol(protocol: Protocol, out: str | Path, hooks: ProtocolHooks | Non
         if hooks.on_run_end:
             hooks.on_run_end(spec, record)
     return res.save_results(out, doc)
-
-
-def growth_graph(out: Path, run_id: str) -> Path | None:
-    """The growth graph the Grower wrote for ``run_id``, if any."""
-    path = Path(out) / "runs" / run_id / "growth.png"
-    return path if path.exists() else None
-
-
-def expected_runs(protocol: Protocol) -> int:
-    return len(plan_runs(protocol))
-
