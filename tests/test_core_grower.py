@@ -201,3 +201,15 @@ def test_finish_after_step_writes_each_epoch_once(tmp_path):
     grower.finish()
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[-1]["event"] == "done"
+
+
+def test_rebuild_optimizer_uses_the_current_factories():
+    cfg = pf.Config(patience=2)
+    grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, adam)
+    first = grower.optimizer
+    grower.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.5)
+    rebuilt = grower.rebuild_optimizer()
+    assert rebuilt is grower.optimizer and rebuilt is not first
+    assert isinstance(rebuilt, torch.optim.SGD) and rebuilt.param_groups[0]["lr"] == 0.5
+    trainable = {id(p) for p in grower.model.parameters() if p.requires_grad}
+    assert {id(p) for g in rebuilt.param_groups for p in g["params"]} == trainable

@@ -174,6 +174,12 @@ class Grower:
                 group["lr"] *= self.config.candidate_lr_scale
         self.scheduler = self.scheduler_factory(self.optimizer) if self.scheduler_factory else None
 
+    def rebuild_optimizer(self) -> torch.optim.Optimizer:
+        """Build ``optimizer`` and ``scheduler`` afresh from the factories (e.g. after changing
+        what the factories build); the same rules as after a restructure apply."""
+        self._rebuild_optimizer()
+        return self.optimizer
+
     def _restore_best(self) -> None:
         if self._best_snapshot is not None:
             self.model = ckpt.restore(self.model, self._best_snapshot)
