@@ -13,7 +13,7 @@ def test_defaults_are_valid_and_documented_values():
 
 @pytest.mark.parametrize("field,value,allowed", [
     ("mode", "cc", "gd"),
-    ("dendrite_activation", "gelu", "sigmoid"),
+    ("dendrite_activation", "swish", "sigmoid"),
     ("patience", 0, ">= 1"),
     ("patience", 2.5, "integer"),
     ("max_dendrites", -1, ">= 0"),

@@ -78,7 +78,7 @@ def test_conv_bn_block_gets_own_norm_per_dendrite():
     layers = pf.dendritic_layers(model)
     assert set(layers) == {"0", "2"}  # the block's inner conv is not wrapped separately
     block = layers["0"]
-    assert block.kind == "block" and block.neuron_axis == 1
+    assert block.kind == "block" and block.neuron_axis == -3  # the channel axis, counted from the end
     model.eval()
     before = model(x)
     _grow_all(model, 2)
@@ -115,7 +115,7 @@ def test_include_exclude_globs():
 def test_neuron_axis_inferred_and_overridable():
     model = pf.perforate(nn.Sequential(nn.Linear(3, 3), nn.Conv1d(3, 3, 1)), pf.Config())
     layers = pf.dendritic_layers(model)
-    assert layers["0"].neuron_axis == -1 and layers["1"].neuron_axis == 1
+    assert layers["0"].neuron_axis == -1 and layers["1"].neuron_axis == -2  # channels, from the end
 
     class ChannelsLast(nn.Module):
         def __init__(self):

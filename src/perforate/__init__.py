@@ -2,8 +2,8 @@
 from .checkpoint import load, read_checkpoint_meta, save
 from .config import Config
 from .convert import dendritic_layers, perforate
-from .errors import (CheckpointError, ConfigError, ExperimentError, GrowthError, MissingExtraError,
-                     PerforateError, WrapError)
+from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError, GrowthError,
+                     MissingExtraError, PerforateError, WrapError)
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower
 from .layers import DendriticLayer
@@ -12,8 +12,8 @@ from .measure import count_parameters, flops_per_sample, parameter_breakdown, re
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer", "ExperimentError",
-    "ExportedDendriticLayer", "Grower", "GrowthError", "MissingExtraError", "PerforateError",
+    "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer",
+    "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowthError", "MissingExtraError", "PerforateError",
     "WrapError", "count_parameters", "dendritic_layers", "export", "flops_per_sample", "load",
     "parameter_breakdown", "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",
 ]

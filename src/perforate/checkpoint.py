@@ -31,7 +31,7 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
             "neuron_axis": layer.neuron_axis,
             "perforated": layer.perforated,
             "init_scale": layer.init_scale,
-            "frozen": layer._dendrites_frozen,
+            "frozen": layer.dendrites_frozen,
             "candidates": pool.num_candidates if pool is not None else 0,
         }
     return out
@@ -39,8 +39,10 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
 
 def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.Module:
     """Wrap (if needed) and resize ``model``'s layers to match ``struct``; returns the model."""
+    from .kinds import openers
     from .training.pb import CandidatePool
 
+    model = openers.open_for(model, list(struct))
     existing = dendritic_layers(model)
     for name, spec in struct.items():
         layer = existing.get(name)
@@ -56,7 +58,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.M
             else:
                 layer = DendriticLayer(module, activation=spec["activation"],
                                        neuron_axis=spec["neuron_axis"], perforated=spec["perforated"],
-                                       init_scale=spec["init_scale"])
+                                       init_scale=spec["init_scale"], kind=spec.get("kind"), name=name)
                 if not name:
                     model = layer
                 else:
@@ -69,6 +71,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.M
     if extra:
         raise CheckpointError(f"this model has dendritic layers {sorted(extra)} that the checkpoint "
                               "lacks; pass an un-wrapped base model")
+    openers.guard(model)
     return model
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .activations import ACTIVATIONS
 from .errors import ConfigError
 
 MODES = ("gd", "pb")
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
 CHECKPOINT_POLICIES = ("memory", "disk")
 
 
@@ -75,7 +75,7 @@ class Config:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
         _choice("mode", self.mode, MODES)
-        _choice("dendrite_activation", self.dendrite_activation, ACTIVATIONS)
+        _choice("dendrite_activation", self.dendrite_activation, tuple(ACTIVATIONS))
         _choice("checkpoint_best", self.checkpoint_best, CHECKPOINT_POLICIES)
         _int("patience", self.patience, 1)
         _int("max_dendrites", self.max_dendrites, 0)

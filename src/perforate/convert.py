@@ -6,11 +6,11 @@ from typing import Iterable, Sequence
 
 from torch import nn
 
+from . import kinds
 from .config import Config
 from .errors import WrapError
+from .kinds import openers
 from .layers import DendriticLayer
-
-WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 BlockSpec = str | type
 
@@ -49,7 +49,8 @@ def replace_module(model: nn.Module, module: nn.Module, replacement: nn.Module) 
         setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
 
 
-def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None) -> DendriticLayer:
+def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None,
+               name: str = "", kind: str | None = None) -> DendriticLayer:
     """Wrap one module with the settings ``config`` gives."""
     return DendriticLayer(
         module,
@@ -57,12 +58,22 @@ def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None
         neuron_axis=neuron_axis,
         perforated=config.mode == "pb",
         init_scale=config.init_scale,
+        kind=kind,
+        name=name,
     )
+
+
+def _trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
 
 
 def perforate(model: nn.Module, config: Config | None = None, *,
               blocks: Sequence[BlockSpec] = ()) -> nn.Module:
-    """Wrap every selected Linear/Conv1d/2d/3d (and declared block) of ``model`` in place.
+    """Wrap every selected layer of ``model`` in place (see :mod:`perforate.kinds`).
+
+    Linear, Conv1d/2d/3d, RNN/LSTM/GRU, PyG ``Linear`` and the projections of
+    ``nn.MultiheadAttention`` are found on their own (subclasses too); other modules are
+    wrapped whole when declared in ``blocks``.
 
     Args:
         model: any ``nn.Module``; its outputs are unchanged by wrapping.
@@ -84,32 +95,36 @@ def perforate(model: nn.Module, config: Config | None = None, *,
         if not isinstance(spec, (str, type)):
             raise WrapError(f"blocks entries must be module-name globs or module classes; got {spec!r}")
 
-    wrapped: dict[int, DendriticLayer] = {}
-    targets: list[tuple[str, nn.Module]] = []
+    def selected(name: str) -> bool:
+        return _matches(name, config.include) and not _matches(name, config.exclude)
+
+    model = openers.open_selected(model, selected)
+    targets: list[tuple[str, nn.Module, bool]] = []
     skip_prefixes: list[str] = []
     for name, module in model.named_modules(remove_duplicate=False):
         if any(name.startswith(prefix) for prefix in skip_prefixes):
             continue
         is_block = _is_block(name, module, blocks)
-        if not (is_block or isinstance(module, WRAPPABLE)):
+        if not (is_block or kinds.kind_of(module) is not None):
             continue
-        if not _matches(name, config.include) or _matches(name, config.exclude):
+        if not selected(name) or not _trainable(module):
             continue
-        if not any(p.requires_grad for p in module.parameters()):
-            continue
-        targets.append((name, module))
-        if is_block:
+        targets.append((name, module, is_block))
+        if is_block or not kinds.kind_of(module).stacked:  # its inner layers belong to it
             skip_prefixes.append(name + "." if name else "")
     if not targets:
         raise WrapError(
-            "no layer was selected for dendrites: the model has no trainable Linear/Conv1d/2d/3d "
-            f"matching include={config.include} and not exclude={config.exclude}; "
-            "check those patterns against [name for name, _ in model.named_modules()]"
-        )
-    for name, module in targets:
+            "no layer was selected for dendrites: the model has no trainable Linear/ConvNd/"
+            f"RNN/attention projection matching include={config.include} and not "
+            f"exclude={config.exclude}; check those patterns against "
+            "[name for name, _ in model.named_modules()], or declare blocks=[...]")
+    wrapped: dict[int, DendriticLayer] = {}
+    for name, module, is_block in targets:
+        kind = kinds.block_kind(module).name if is_block and kinds.kind_of(module) is None else None
         if name == "":
-            return make_layer(module, config, _axis_override(name, config))
+            return make_layer(module, config, _axis_override(name, config), name, kind)
         if id(module) not in wrapped:
-            wrapped[id(module)] = make_layer(module, config, _axis_override(name, config))
+            wrapped[id(module)] = make_layer(module, config, _axis_override(name, config), name, kind)
             replace_module(model, module, wrapped[id(module)])
+    openers.guard(model)
     return model

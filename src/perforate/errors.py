@@ -39,3 +39,11 @@ def require_extra(module: str, extra: str):
         raise MissingExtraError(
             f"'{module}' is not installed; run: pip install 'perforate[{extra}]'"
         ) from exc
+
+
+class BypassError(PerforateError, AttributeError):
+    """Code read a wrapped layer's tensors directly, which would bypass its dendrites.
+
+    Also an AttributeError, so ``hasattr``/``getattr(..., default)`` probes behave as they do on
+    any module without that attribute.
+    """

@@ -194,7 +194,8 @@ class Grower:
                 p.requires_grad_(trainable)
         if trainable is None:
             for layer in self.layers.values():
-                layer.freeze_dendrites(layer._dendrites_frozen)
+                layer.freeze_dendrites(layer.dendrites_frozen)
+        pb.hold_norm_statistics(self.model, hold=trainable is False)  # the phase keeps outputs
 
     # ------------------------------------------------------------------ growth actions
     def add_dendrites(self) -> Decision:

@@ -282,7 +282,7 @@ class DendriteCallback(pl.Callback):
                 for p in layer.candidate_pool.parameters():
                     p.requires_grad_(True)
             else:
-                layer.freeze_dendrites(layer._dendrites_frozen)
+                layer.freeze_dendrites(layer.dendrites_frozen)
 
     def _restore(self, saved: Mapping[str, Any]) -> None:
         grower = self.grower

@@ -20,12 +20,11 @@ directions, and a per-batch ``|cov|`` is biased upward by sampling noise).
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
-from ..layers import _ACTIVATIONS, DendriticLayer
+from .. import activations
+from ..layers import DendriticLayer
 
 _EPS = 1e-8
 _VAR_EPS = 1e-16  # floor of var(delta): keeps 1 / std(delta) finite where a neuron gets no error
@@ -60,13 +59,6 @@ def correlation_statistics(a: torch.Tensor, delta: torch.Tensor, sign: torch.Ten
     return s.unsqueeze(1) * d / n, cov, var
 
 
-_ACTIVATION_BACKWARD = {  # fused d act / d z from the activation's output
-    "sigmoid": torch.ops.aten.sigmoid_backward,
-    "tanh": torch.ops.aten.tanh_backward,
-    "relu": lambda grad, a: torch.ops.aten.threshold_backward(grad, a, 0.0),
-}
-
-
 class _Tap(torch.autograd.Function):
     """Forward: activate the candidates' pre-activations ``z`` and return zeros shaped like the
     layer output. Backward: the correlation objective's gradient for ``z``.
@@ -78,16 +70,17 @@ class _Tap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, pool: "CandidatePool", activation: str, axis: int) -> torch.Tensor:
-        a = _ACTIVATIONS[activation](z)
-        ctx.pool, ctx.activation, ctx.axis = pool, activation, axis
-        ctx.save_for_backward(a)
+        act = activations.ACTIVATIONS[activation]
+        a = act.forward(z)
+        ctx.pool, ctx.act, ctx.axis = pool, act, axis
+        ctx.save_for_backward(a, None if act.from_output else z)
         return a.new_zeros(()).expand(z.shape[:axis] + z.shape[axis + 1:])
 
     @staticmethod
     def backward(ctx, delta: torch.Tensor):
-        (a,) = ctx.saved_tensors
+        a, z = ctx.saved_tensors
         grad = ctx.pool._objective_gradient(a, delta, ctx.axis)
-        return _ACTIVATION_BACKWARD[ctx.activation](grad, a), None, None, None
+        return ctx.act.backward(grad, a, z), None, None, None
 
 
 class CandidatePool(nn.Module):
@@ -99,20 +92,10 @@ class CandidatePool(nn.Module):
         self.num_candidates = p = num_candidates
         ref = layer._reference()
         c, k = layer.channels, layer.num_dendrites
-        units = layer.new_unit_tensors(p, generator)
-        self.weight = self.bias = None
-        self.blocks = None
-        if layer.kind == "block":
-            self.blocks = nn.ModuleList(units)
-            for i, unit in enumerate(units):  # remembered best state of each block, as buffers
-                for name, t in unit.state_dict().items():
-                    self.register_buffer(self._best_block_key(i, name), t.detach().clone())
-        else:
-            w, b = units
-            self.weight = nn.Parameter(w)
-            self.bias = nn.Parameter(b) if b is not None else None
-            self.register_buffer("best_weight", w.detach().clone())
-            self.register_buffer("best_bias", b.detach().clone() if b is not None else None)
+        self.adapter = layer.adapter
+        self.weight = self.bias = None  # stacked kinds' candidates: [P*C, ...] and [P*C]
+        self.blocks = None  # other kinds' candidates: P module copies
+        self.adapter.init_pool(self, layer, layer.new_units(p, generator))
         self.cascade = nn.Parameter(torch.zeros(p, k, c, device=ref.device, dtype=ref.dtype)) if k else None
         self.register_buffer("best_cascade", self.cascade.detach().clone() if k else None)
         stats_dtype = torch.promote_types(ref.dtype, torch.float32)  # at least float32
@@ -125,10 +108,6 @@ class CandidatePool(nn.Module):
         self.register_buffer("ema_weight", torch.ones((), device=ref.device, dtype=stats_dtype))
         self.register_buffer("rate", torch.tensor(1.0 - float(decay), device=ref.device, dtype=stats_dtype))
         self._plans: dict = {}  # reduction dims and sizes by (output shape, axis)
-
-    @staticmethod
-    def _best_block_key(index: int, name: str) -> str:
-        return f"best_block{index}__" + name.replace(".", "__")
 
     # ------------------------------------------------------------------ scores
     @property
@@ -148,29 +127,15 @@ class CandidatePool(nn.Module):
         return cov.abs() / ((square - mean.square()).clamp_min(0).sqrt() + _EPS)
 
     # ------------------------------------------------------------------ forward / backward
-    def forward(self, x: torch.Tensor, acts: list[torch.Tensor], layer: DendriticLayer) -> torch.Tensor:
-        """A zero tensor shaped like the layer output that carries the candidates' gradient.
+    def forward(self, x, acts: list[torch.Tensor], layer: DendriticLayer, args: tuple = (),
+                kwargs: dict | None = None) -> torch.Tensor:
+        """A zero tensor shaped like the layer's neuron tensor that carries the candidates' gradient.
 
-        ``x`` and ``acts`` (the accepted dendrites' activations) must come detached.
+        ``x`` and ``acts`` (the accepted dendrites' activations) must come detached; ``args`` and
+        ``kwargs`` are the layer call's other arguments.
         """
         p, c = self.num_candidates, layer.channels
-        if self.blocks is not None:
-            z = [block(x) for block in self.blocks]
-            axis = layer._axis(z[0].ndim)
-            z = torch.stack(z, axis)
-        elif layer.kind == "linear":
-            z = torch.nn.functional.linear(x, self.weight.reshape(p * c, -1),
-                                           None if self.bias is None else self.bias.reshape(p * c))
-            axis = z.ndim - 1
-            z = z.unflatten(-1, (p, c))
-        else:
-            axis = 1
-            if layer.main.groups == 1:
-                z = layer.main._conv_forward(x, self.weight.reshape(p * c, *self.weight.shape[2:]),
-                                             None if self.bias is None else self.bias.reshape(p * c))
-                z = z.unflatten(1, (p, c))
-            else:
-                z = torch.stack(layer._stacked_call(x, self.weight, self.bias, p), 1)
+        z, axis = layer.adapter.pool_preactivations(self, layer, x, args, kwargs or {})
         # z: [..., P, C, ...] with the candidate axis at the output's neuron axis
         if acts:
             tail = [1] * (z.ndim - axis - 2)
@@ -220,23 +185,13 @@ class CandidatePool(nn.Module):
     def remember_best(self) -> None:
         """Keep, per candidate and channel, the weights with the highest score so far.
 
-        A block's channels share its weights, so a block candidate is remembered whole, when
-        its mean score over channels improves.
+        A module copy's channels share its weights, so such a candidate is remembered whole,
+        when its mean score over channels improves.
         """
         score = self.score
-        improved = score > self.best_score
-        if self.blocks is not None:
-            improved = (score.mean(1) > self.best_score.mean(1)).unsqueeze(1).expand_as(score)
-            for p in improved[:, 0].nonzero().flatten().tolist():
-                for name, live in self.blocks[p].state_dict().items():
-                    self._buffers[self._best_block_key(p, name)].copy_(live)
+        improved = self.adapter.remember(self, score > self.best_score)
         self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.best_correlation.copy_(torch.where(improved, self.correlation, self.best_correlation))
-        if self.weight is not None:
-            mask = improved.reshape(*improved.shape, *([1] * (self.weight.ndim - 2)))
-            self.best_weight.copy_(torch.where(mask, self.weight, self.best_weight))
-            if self.bias is not None:
-                self.best_bias.copy_(torch.where(improved, self.bias, self.best_bias))
         if self.cascade is not None:
             self.best_cascade.copy_(torch.where(improved.unsqueeze(1), self.cascade, self.best_cascade))
 
@@ -258,25 +213,18 @@ class CandidatePool(nn.Module):
     def select(self):
         """The winning dendrite as ``(units, cascade)`` for :meth:`DendriticLayer.add_dendrites`.
 
-        Stacked layers take, for each neuron, the remembered weights of its best candidate;
-        blocks take the remembered candidate with the best mean score (a block's channels
-        cannot be split between candidates).
+        Stacked kinds take, for each neuron, the remembered weights of its best candidate;
+        kinds whose dendrites are module copies take the remembered candidate with the best
+        mean score (a copy's channels cannot be split between candidates).
         """
-        if self.blocks is not None:
-            winner = int(self.best_score.mean(1).argmax())
-            block = copy.deepcopy(self.blocks[winner])
-            block.load_state_dict({name: self._buffers[self._best_block_key(winner, name)]
-                                   for name in block.state_dict()})
-            cascade = self.best_cascade[winner].unsqueeze(0).clone() if self.cascade is not None else None
-            return [block], cascade
-        best = self.best_score.argmax(0)  # [C]
-        channels = torch.arange(best.shape[0], device=best.device)
-        w = self.best_weight[best, channels].unsqueeze(0).clone()
-        b = self.best_bias[best, channels].unsqueeze(0).clone() if self.bias is not None else None
+        adapter = self.adapter
+        winners = adapter.winners(self)  # [C]
+        units = adapter.select(self, winners)
         cascade = None
         if self.best_cascade is not None:
-            cascade = self.best_cascade[best, :, channels].transpose(0, 1).unsqueeze(0).clone()
-        return (w, b), cascade
+            channels = torch.arange(winners.shape[0], device=winners.device)
+            cascade = self.best_cascade[winners, :, channels].transpose(0, 1).unsqueeze(0).clone()
+        return units, cascade
 
 
 def candidate_parameters(layers: dict[str, DendriticLayer]) -> list[nn.Parameter]:
@@ -305,3 +253,28 @@ def join_candidates(layers: dict[str, DendriticLayer]) -> dict[str, dict[str, fl
         layer.freeze_dendrites(True)
     return scores
 
+
+
+_HELD = "_perforate_held_statistics"
+
+
+def hold_norm_statistics(model: nn.Module, hold: bool) -> None:
+    """Stop (``hold=True``) or restart the running statistics of the model's norm layers.
+
+    A dendrite phase promises unchanged outputs, but batch-norm layers in train mode keep
+    updating their running mean and variance, so eval outputs would drift. Held, they still
+    normalise with batch statistics in train mode (as ``track_running_stats=False`` does) and
+    with the unchanged running statistics in eval mode. Candidate pools are left alone: their
+    norms must learn the statistics they will need once joined.
+    """
+    pools = [m for m in model.modules() if isinstance(m, CandidatePool)]
+    skip = {id(sub) for pool in pools for sub in pool.modules()}
+    for module in model.modules():
+        if id(module) in skip or not isinstance(module, nn.modules.batchnorm._NormBase):
+            continue
+        if hold and module.track_running_stats and module.running_mean is not None:
+            module.track_running_stats = False
+            setattr(module, _HELD, True)
+        elif not hold and getattr(module, _HELD, False):
+            module.track_running_stats = True
+            delattr(module, _HELD)

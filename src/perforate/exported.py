@@ -1,0 +1,126 @@
+"""ExportedDendriticLayer: the inference form of a DendriticLayer (no pools, no hooks, no
+trainable flags), built by ``pf.export``."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import activations, kinds
+
+
+class ExportedDendriticLayer(nn.Module):
+    """Inference form of a DendriticLayer.
+
+    For stacked kinds (Linear, ConvNd, PyG Linear) ``stacked`` computes the main layer's output
+    and every dendrite's pre-activation in one call (``(K+1)*C`` channels) when the main layer
+    is a plain one whose weights nothing else shares; otherwise ``main`` runs on its own and
+    ``stacked`` holds only the dendrites (grouped convolutions: ``units``, one per dendrite).
+    Kinds whose dendrites are module copies keep them in ``units``. Cascade and output weights
+    are parameters (inference needs them: ``pf.count_parameters`` counts them) that do not train.
+
+    Args:
+        layer: the DendriticLayer (with at least one dendrite).
+        share: reuse the layer's modules instead of copying them (``pf.export`` works on a copy
+            of the whole model already; sharing keeps weights tied across modules tied).
+        fold_main: allow folding the main layer into the stacked call.
+    """
+
+    def __init__(self, layer: nn.Module, share: bool = False, fold_main: bool = True) -> None:
+        super().__init__()
+        adapter = layer.adapter
+        own = (lambda m: m) if share else copy.deepcopy
+        self.kind = layer.kind
+        self.channels = c = layer.channels
+        self.num_dendrites = k = layer.num_dendrites
+        self.activation = layer.activation
+        self.neuron_axis = layer.neuron_axis
+        self.main_in_stack = False
+        self.main = None
+        self.stacked = None
+        self.units = None
+        with torch.no_grad():
+            weight = None if layer.dendrite_weight is None else layer.dendrite_weight.detach()
+            bias = None if layer.dendrite_bias is None else layer.dendrite_bias.detach()
+            if adapter.stacked and adapter.units_per_call(layer.main):
+                self.main_in_stack = fold_main and adapter.foldable(layer.main)
+                if self.main_in_stack:
+                    weight = torch.cat([layer.main.weight.detach(), weight])
+                    if bias is not None:
+                        bias = torch.cat([layer.main.bias.detach(), bias])
+                self.stacked = adapter.widened(layer.main, weight, bias)
+            elif adapter.stacked:  # grouped convolution: one plain copy per dendrite
+                self.units = nn.ModuleList()
+                for i in range(k):
+                    unit = copy.deepcopy(layer.main)
+                    unit.weight.copy_(weight[i * c:(i + 1) * c])
+                    if bias is not None:
+                        unit.bias.copy_(bias[i * c:(i + 1) * c])
+                    self.units.append(unit)
+            else:
+                self.units = own(layer.dendrite_blocks)
+            if not self.main_in_stack:
+                self.main = own(layer.main)
+            cascade = layer.cascade_weight.detach().clone() if layer.cascade_weight is not None \
+                else layer.output_weight.detach().new_zeros(0, c)
+            # Per-channel weights are stored already shaped to broadcast against the output
+            # ([R, C, 1, ...]) where the output's rank is known: one op fewer per call.
+            self.trailing = None
+            ones: list[int] = []
+            if adapter.stacked:
+                self.trailing = layer.main.weight.ndim - 2
+                ones = [1] * self.trailing
+                cascade = cascade.reshape(*cascade.shape, *ones)
+            self.cascade_weight = nn.Parameter(cascade, requires_grad=False)
+            self.output_weight = nn.Parameter(layer.output_weight.detach().clone().reshape(k, c, *ones),
+                                              requires_grad=False)
+
+    def _rows(self, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, ...]:
+        """The rows of a per-channel weight, shaped to broadcast against an ``ndim``-dim output."""
+        if self.trailing is None:  # stacked kinds' neuron axes count from the end: shaped once
+            t = t.reshape(t.shape[0], self.channels, *([1] * (ndim - self._axis(ndim) - 1)))
+        return t.unbind(0)
+
+    def _axis(self, ndim: int) -> int:
+        return self.neuron_axis + ndim if self.neuron_axis < 0 else self.neuron_axis
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        # Few ops on purpose: at small batch sizes their count, not their FLOPs, sets the latency.
+        rebuild = None
+        stacked = self.stacked
+        if stacked is not None:
+            if self.trailing == 0:  # a Linear: skip the module call, it costs as much as an op
+                z = F.linear(x, stacked.weight, stacked.bias)
+            else:
+                z = stacked(x)
+            units = self.num_dendrites + int(self.main_in_stack)
+            axis = self._axis(z.ndim)
+            parts = torch.unflatten(z, axis, (units, self.channels)).unbind(axis)
+            if self.main_in_stack:
+                y, parts = parts[0], parts[1:]
+            else:
+                y = self.main(x)
+        else:
+            adapter = kinds.get(self.kind)
+            y, rebuild = adapter.neurons(self.main, self.main(x, *args, **kwargs))
+            if adapter.stacked:
+                parts = [unit(x) for unit in self.units]
+            else:
+                parts = [adapter.unit_neurons(unit, adapter.call_unit(unit, x, args, kwargs))
+                         for unit in self.units]
+        act = activations.ACTIVATIONS[self.activation].forward
+        v = self._rows(self.output_weight, y.ndim)
+        w = self._rows(self.cascade_weight, y.ndim) if self.num_dendrites > 1 else ()
+        acts: list[torch.Tensor] = []
+        row = 0
+        for k, pre in enumerate(parts):
+            for j in range(k):
+                pre = torch.addcmul(pre, w[row], acts[j])
+                row += 1
+            a = act(pre)
+            acts.append(a)
+            y = torch.addcmul(y, v[k], a)
+        return y if rebuild is None else rebuild(y)
