@@ -6,7 +6,8 @@ kind       modules                                       dendrites
 linear     ``nn.Linear`` and subclasses                  stacked: one wide Linear (``linear.py``)
 conv       ``nn.Conv1d/2d/3d`` and subclasses            stacked: one wide convolution (``conv.py``)
 graph      PyG ``Linear`` (inside GCNConv, SAGEConv,     stacked: one wide Linear (``graph.py``)
-           GATConv, ...); declared PyG convolutions      copies of the convolution
+           GATConv, ...)
+graph_conv a PyG convolution given in ``blocks=``        copies of the convolution (``graph.py``)
 recurrent  ``nn.RNN``, ``nn.LSTM``, ``nn.GRU``           copies of the recurrent layer, joined on
                                                          its hidden outputs (``recurrent.py``)
 block      any module given in ``blocks=``               copies of the block (``block.py``)
@@ -15,7 +16,8 @@ block      any module given in ``blocks=``               copies of the block (``
 ``nn.MultiheadAttention`` is *opened* (``attention.py``): its projections become Linear
 sub-modules that the linear kind wraps, and Transformer layers that would read their weights
 directly take their ordinary path. A multi-layer RNN is opened into single-layer RNNs
-(``recurrent.py``). Adding a kind: a module defining ``KIND`` and one line in ``_MODULES``.
+(``recurrent.py``). Adding a kind: a module defining ``KIND`` (or ``KINDS``) and its name in
+``_MODULES``.
 """
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ from torch import nn
 from .base import Kind
 
 # automatic selection tries these in order; "block" is only ever used when declared
-_MODULES = ("linear", "conv", "block")
+_MODULES = ("linear", "conv", "graph", "recurrent", "block")
 KINDS: dict[str, Kind] = {}
 for _name in _MODULES:
-    _kind = importlib.import_module(f"{__name__}.{_name}").KIND
-    KINDS[_kind.name] = _kind
+    _module = importlib.import_module(f"{__name__}.{_name}")
+    for _kind in getattr(_module, "KINDS", None) or (_module.KIND,):
+        KINDS[_kind.name] = _kind
 
 
 def get(name: str) -> Kind:

@@ -33,7 +33,7 @@ class Opener(Protocol):
         """Make containers that read wrapped weights directly take their ordinary path."""
 
 
-_OPENER_MODULES: tuple[str, ...] = ()
+_OPENER_MODULES = ("attention", "recurrent")
 
 
 def _openers() -> list[Opener]:
@@ -77,8 +77,9 @@ def guard(model: nn.Module) -> None:
 
 
 def close_all(model: nn.Module) -> nn.Module:
-    """Close every opened module in ``model`` whose sites hold no dendrites (export)."""
-    for name, module in list(model.named_modules()):
+    """Close every opened module in ``model`` whose sites hold no dendrites (export); inner
+    modules first, so that the containers around them see what is left."""
+    for name, module in reversed(list(model.named_modules())):
         for opener in _openers():
             if opener.is_open(module):
                 model = _replace(model, name, module, opener.close(module))
