@@ -196,7 +196,7 @@ def test_model_forward_and_sgd_step(loaded, model_name, data_name):
 
 
 def test_every_dataset_has_a_model_and_cnn2d_only_for_images(loaded):
-    assert compatible_models(loaded["mnist1d"]) == ["mlp", "cnn1d", "gru"]
+    assert compatible_models(loaded["mnist1d"]) == ["mlp", "cnn1d", "gru", "lstm", "transformer"]
     assert compatible_models(loaded["digits"]) == ["mlp", "cnn2d"]
     assert "cnn2d" not in compatible_models(loaded["wine"])
 
@@ -235,7 +235,7 @@ def _count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("model_name", ["mlp", "cnn1d", "gru"])
+@pytest.mark.parametrize("model_name", ["mlp", "cnn1d", "gru", "lstm", "transformer"])
 @pytest.mark.parametrize("target", [2_000, 25_000, 150_000])
 def test_width_for_params_matches(loaded, model_name, target):
     d = loaded["mnist1d"]

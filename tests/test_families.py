@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import perforate as pf
+from perforate.experiments.models import LSTMNet, TabularNet, TransformerNet
 
 ATOL = 1e-5
 
@@ -81,6 +82,10 @@ CASES = {
     "gru_time_major": (lambda: Recurrent(nn.GRU, False, False, 1), lambda: (torch.randn(6, 4, 3),), {}),
     "rnn_2layer": (lambda: Recurrent(nn.RNN, True, False, 2), lambda: (torch.randn(4, 6, 3),), {}),
     "lstm_packed": (lambda: Recurrent(nn.LSTM, True, True, 2), lambda: (_packed(torch.randn(4, 6, 3)),), {}),
+    "tabular_embeddings": (lambda: TabularNet([3, 5], 2, 2, 8),
+                           lambda: (torch.randint(0, 3, (6, 2)), torch.randn(6, 2)), {}),
+    "harness_transformer": (lambda: TransformerNet(2, 5, 3, 8), lambda: (torch.randn(4, 5, 2),), {}),
+    "harness_lstm": (lambda: LSTMNet(2, 3, 6), lambda: (torch.randn(4, 5, 2),), {}),
 }
 
 
@@ -239,3 +244,19 @@ def test_models_the_library_cannot_wrap_get_a_clear_error():
         model(torch.randn(2, 4))
     with pytest.raises(pf.WrapError, match="no layer was selected"):
         pf.perforate(nn.Sequential(nn.LSTM(2, 3)), pf.Config(include=["nothing"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["char_gpt.py --epochs 2 --steps 2", "lstm_lm.py --epochs 2 --steps 2",
+                                    "gcn_karate.py --epochs 4 --seeds 1"])
+def test_family_examples_run(script):
+    import pathlib
+    import subprocess
+    import sys
+
+    examples = pathlib.Path(__file__).resolve().parents[1] / "examples"
+    name, *args = script.split()
+    run = subprocess.run([sys.executable, str(examples / name), *args], cwd=examples,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "baseline" in run.stdout and "dendrites (gd)" in run.stdout

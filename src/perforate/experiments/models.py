@@ -10,7 +10,15 @@ name      input_shape (per sample)            architecture (``w`` = width, ``out
                                               MaxPool2d(2)], then Linear(w * H/4 * W/4, out)
 ``gru``   (L,) as L steps of 1 feature,       GRU(hidden=w, batch_first) over the sequence,
           or (T, F) as T steps of F features  Linear(w, out) on the last hidden state
+``lstm``  as ``gru``                          2-layer LSTM(hidden=w), Linear(w, out) on the last
+                                              layer's final hidden state
+``transformer`` as ``gru``                    Linear(F, w) + learned positions, one
+                                              TransformerEncoderLayer(w, 1 head, 2w, pre-norm),
+                                              mean over steps, Linear(w, out)
 ========  ==================================  ===================================================
+
+:class:`TabularNet` (categorical embeddings + continuous features into an MLP) is the tabular
+family; the bundled tabular data sets have no categorical columns, so it is not in ``MODELS``.
 
 ``out`` is ``data.num_classes`` for classification and 1 for regression.
 """
@@ -31,7 +39,10 @@ __all__ = [
     "CNN1d",
     "CNN2d",
     "GRUNet",
+    "LSTMNet",
     "MODELS",
+    "TabularNet",
+    "TransformerNet",
     "ModelSpec",
     "build_model",
     "compatible_models",
@@ -103,6 +114,64 @@ class GRUNet(nn.Module):
         return self.head(hidden[-1])
 
 
+def _steps(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(-1) if x.dim() == 2 else x
+
+
+class LSTMNet(nn.Module):
+    """A two-layer LSTM over the sequence and a Linear head on the last layer's final state."""
+
+    def __init__(self, num_features: int, out_features: int, width: int):
+        super().__init__()
+        self.lstm = nn.LSTM(num_features, width, num_layers=2, batch_first=True)
+        self.head = nn.Linear(width, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(_steps(x))
+        return self.head(hidden[-1])
+
+
+class TransformerNet(nn.Module):
+    """A one-layer pre-norm Transformer encoder over the steps, mean-pooled, and a Linear head."""
+
+    def __init__(self, num_features: int, length: int, out_features: int, width: int):
+        super().__init__()
+        self.embed = nn.Linear(num_features, width)
+        self.positions = nn.Parameter(torch.zeros(length, width))
+        self.encoder = nn.TransformerEncoderLayer(width, 1, 2 * width, dropout=0.0, batch_first=True,
+                                                  norm_first=True)
+        self.head = nn.Linear(width, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(_steps(x)) + self.positions
+        return self.head(self.encoder(h).mean(1))
+
+
+class TabularNet(nn.Module):
+    """Tabular rows: one embedding per categorical column, concatenated with the continuous
+    columns, then Linear(w) ReLU Linear(w) ReLU Linear(out).
+
+    Takes ``(categorical [B, n_cat] long, continuous [B, n_cont] float)``.
+    """
+
+    def __init__(self, cardinalities: list[int], num_continuous: int, out_features: int, width: int,
+                 embedding_dim: int = 4):
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in cardinalities)
+        inputs = embedding_dim * len(cardinalities) + num_continuous
+        self.mlp = nn.Sequential(nn.Linear(inputs, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                 nn.Linear(width, out_features))
+
+    def forward(self, categorical: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        columns = [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat([*columns, continuous], 1))
+
+
+def _sequence(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(steps, features) of a per-sample sequence shape (L,) or (T, F)."""
+    return (shape[0], 1) if len(shape) == 1 else (shape[0], shape[1])
+
+
 def _mlp(shape: tuple[int, ...], out: int, width: int) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
@@ -141,6 +210,10 @@ MODELS: dict[str, ModelSpec] = {
         "(C, H, W) images with H, W >= 4",
     ),
     "gru": ModelSpec(_gru, lambda s: len(s) in (1, 2), "(L,) or (T, F) sequences"),
+    "lstm": ModelSpec(lambda s, out, w: LSTMNet(_sequence(s)[1], out, w), lambda s: len(s) in (1, 2),
+                      "(L,) or (T, F) sequences"),
+    "transformer": ModelSpec(lambda s, out, w: TransformerNet(_sequence(s)[1], _sequence(s)[0], out, w),
+                             lambda s: len(s) in (1, 2), "(L,) or (T, F) sequences"),
 }
 """Model name -> :class:`ModelSpec`."""
 
