@@ -181,7 +181,8 @@ def test_outputs_written(tmp_path):
 
 @pytest.mark.parametrize("mode", ["gd", "pb"])
 def test_resume_makes_the_same_decisions(tmp_path, mode):
-    cfg = pf.Config(mode=mode, patience=2, max_dendrites=3, dendrite_patience=1, dendrite_max_epochs=2)
+    cfg = pf.Config(mode=mode, patience=2, max_dendrites=3, dendrite_patience=1, dendrite_max_epochs=2,
+                    plots=False)
     scores = [0.3, 0.4, 0.4, 0.4, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
     full, expected = run(scores, cfg, out_dir=tmp_path / "full")
     # interrupted after epoch 6, then resumed from disk into a fresh model
@@ -196,7 +197,7 @@ def test_resume_makes_the_same_decisions(tmp_path, mode):
 
 
 def test_finish_after_step_writes_each_epoch_once(tmp_path):
-    cfg = pf.Config(patience=5)
+    cfg = pf.Config(patience=5, plots=False)
     grower, decisions = run([0.3, 0.4, 0.5], cfg, out_dir=tmp_path)
     grower.finish()
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))

@@ -41,7 +41,8 @@ def _run(mode: str, rank: int, tmp: Path) -> None:
 
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own data shard
     x, y = torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
-    cfg = pf.Config(patience=1, improvement_threshold_abs=0.05, max_dendrites=1, seed=3, **CONFIG[mode])
+    cfg = pf.Config(patience=1, improvement_threshold_abs=0.05, max_dendrites=1, seed=3, plots=False,
+                    **CONFIG[mode])
     dg = DDPGrower(_make(), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                    out_dir=tmp / f"{mode}_run{rank}", init_sync=False)
     events, states = [], []

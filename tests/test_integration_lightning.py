@@ -197,10 +197,57 @@ def test_pb_mode_dendrite_phase_then_join(tmp_path):
     assert _same(net.state_dict(), recorder.states[4])
 
 
+class PhaseRecorder(L.Callback):
+    """At each epoch's start: what the optimizer holds, its LR and which weights train."""
+
+    def __init__(self):
+        self.held, self.lrs, self.trainable, self.states = [], [], [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        names = {id(p): n for n, p in pl_module.named_parameters()}
+        opt = trainer.optimizers[0]
+        self.held.append(sorted(names[id(p)] for g in opt.param_groups for p in g["params"]))
+        self.lrs.append(opt.param_groups[0]["lr"])
+        self.trainable.append(sorted(n for n, p in pl_module.named_parameters() if p.requires_grad))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.states.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
+    # epoch 1 plateaus -> dendrite phase (epochs 2-3) -> join -> best at 4 -> done at 5; the
+    # first fit ends after epoch 2, in the middle of the dendrite phase
+    scores = [0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9]
+    cfg = pf.Config(mode="pb", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+                    dendrite_patience=5, dendrite_max_epochs=2, candidate_lr_scale=10.0)
+    train, val = _loaders()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+    first = PhaseRecorder()
+    _trainer(tmp_path, [DendriteCallback(cfg, monitor="score"), ckpt, first], max_epochs=3,
+             logger=False).fit(Net(scores), train, val)
+    assert all("candidate_pool" in n for n in first.trainable[2])  # epoch 2: a dendrite epoch
+    assert first.lrs[2] == pytest.approx(10 * LR * 0.9 ** 2)
+
+    second = PhaseRecorder()
+    dcb = DendriteCallback(cfg, monitor="score")
+    _trainer(tmp_path, [dcb, second], max_epochs=8, logger=False).fit(
+        Net(scores), train, val, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert [r["event"] for r in dcb.grower.history] == ["", "dendrite_start", "", "join", "", "done"]
+    # the resumed dendrite epoch (3) trained the candidates alone, at the scaled rate
+    assert second.trainable[0] == first.trainable[2] and second.held[0] == second.trainable[0]
+    assert second.lrs[0] == pytest.approx(10 * LR * 0.9 ** 3)
+    main = [k for k in first.states[2] if "candidate_pool" not in k]
+    assert all(torch.equal(second.states[0][k], first.states[2][k]) for k in main)
+    # after the join: originals and new output weights at the user's rate, dendrites frozen
+    assert "model.0.output_weight" in second.held[1] and "model.0.main.weight" in second.held[1]
+    assert not any("candidate_pool" in n or n.endswith("dendrite_weight") for n in second.held[1])
+    assert second.lrs[1] == pytest.approx(LR * 0.9 ** 4)
+
+
 def test_resize_hook_loads_any_dendrite_count_and_pickles():
     import pickle
 
-    from perforate.integrations._common import install_resize_hook
+    from perforate.integrations.common import install_resize_hook
 
     torch.manual_seed(0)
     grown = pf.perforate(nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 2)))

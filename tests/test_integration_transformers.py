@@ -77,7 +77,7 @@ def test_tiny_bert_grows_restores_best_and_reloads(tmp_path):
                                    eval_dataset=_Task(32, 2), compute_metrics=compute_metrics)
     recorder = _Recorder()
     trainer.add_callback(recorder)
-    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01)
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, plots=False)
     dcb = DendriteTrainerCallback(trainer, cfg, out_dir=tmp_path / "run")
     trainer.train()
 
@@ -153,3 +153,55 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.delitem(sys.modules, "perforate.integrations.transformers", raising=False)
     with pytest.raises(pf.MissingExtraError, match=r"pip install 'perforate\[transformers\]'"):
         importlib.import_module("perforate.integrations.transformers")
+
+
+class _PhaseRecorder(transformers.TrainerCallback):
+    """At each epoch's start: what the optimizer holds, its LR and which weights train."""
+
+    def __init__(self):
+        self.held, self.lrs, self.trainable, self.states = [], [], [], []
+
+    def on_epoch_begin(self, args, state, control, model=None, optimizer=None, **kw):
+        names = {id(p): n for n, p in model.named_parameters()}
+        self.held.append(sorted(names[id(p)] for g in optimizer.param_groups for p in g["params"]))
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        self.trainable.append(sorted(n for n, p in model.named_parameters() if p.requires_grad))
+
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
+    # pb: plateau at epoch 1 -> dendrite phase (epochs 2-3) -> join at 3 -> best at 4 -> done at 5;
+    # the first run stops after epoch 2, in the middle of the dendrite phase
+    cfg = pf.Config(mode="pb", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+                    dendrite_patience=5, dendrite_max_epochs=2, candidate_lr_scale=10.0)
+    scores = iter([0.5, 0.5, 0.5])
+    first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 3, lr_scheduler_type="constant"),
+                                 train_dataset=_Task(64, 1), eval_dataset=_Task(32, 2),
+                                 compute_metrics=lambda p: {"score": next(scores)})
+    DendriteTrainerCallback(first, cfg)
+    first.train()
+
+    scores = iter([0.5, 0.9, 0.9])
+    model = _bert()
+    second = transformers.Trainer(model=model, args=_args(tmp_path, 6, lr_scheduler_type="constant"),
+                                  train_dataset=_Task(64, 1), eval_dataset=_Task(32, 2),
+                                  compute_metrics=lambda p: {"score": next(scores)})
+    recorder = _PhaseRecorder()
+    second.add_callback(recorder)
+    dcb = DendriteTrainerCallback(second, cfg)
+    second.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-12"))
+
+    assert [r["event"] for r in dcb.grower.history] == ["", "dendrite_start", "", "join", "", "done"]
+    # the resumed dendrite epoch (3) trained the candidates alone, at the scaled learning rate
+    assert recorder.trainable[0] and all("candidate_pool" in n for n in recorder.trainable[0])
+    assert recorder.held[0] == recorder.trainable[0]
+    assert recorder.lrs[0] == pytest.approx(10 * LR)
+    saved = load_checkpoint(_bert(), tmp_path / "out" / "checkpoint-12").state_dict()
+    main = [k for k in saved if "candidate_pool" not in k]
+    assert all(torch.equal(recorder.states[0][k], saved[k]) for k in main)
+    # after the join the originals and the new output weights train at the user's rate
+    assert "classifier.output_weight" in recorder.held[1] and "classifier.main.weight" in recorder.held[1]
+    assert recorder.lrs[1] == pytest.approx(LR)
+    assert not any("candidate_pool" in n or n.endswith("dendrite_weight") for n in recorder.held[1])

@@ -362,7 +362,7 @@ def test_pb_cycle_on_each_layer_kind(case):
 # ---------------------------------------------------------------------------- reporting and resume
 def test_correlation_columns_and_weak_layer_report(tmp_path):
     x, y = _task(128)
-    cfg = pf.Config(mode="pb", patience=100, dendrite_max_epochs=2, correlation_floor=0.99)
+    cfg = pf.Config(mode="pb", patience=100, dendrite_max_epochs=2, correlation_floor=0.99, plots=False)
     model = pf.perforate(_mlp(), cfg)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2), out_dir=tmp_path)
     _epoch(grower, x, y)
@@ -388,7 +388,7 @@ def test_correlation_columns_and_weak_layer_report(tmp_path):
 def test_resume_in_the_middle_of_a_dendrite_phase_continues_identically(tmp_path):
     x, y = _task(128)
     cfg = pf.Config(mode="pb", patience=3, candidates=2, dendrite_patience=2, dendrite_max_epochs=4,
-                    max_dendrites=2)
+                    max_dendrites=2, plots=False)
     factory = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
 
     def run(grower, epochs):
@@ -425,7 +425,7 @@ def test_structure_from_state_counts_candidates():
     """Framework checkpoints size candidate pools from the saved state's shapes."""
     from torch import nn
 
-    from perforate.integrations._common import structure_from_state
+    from perforate.integrations.common import structure_from_state
     from perforate.training.pb import start_dendrite_phase
 
     cfg = pf.Config(mode="pb")

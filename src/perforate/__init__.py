@@ -5,7 +5,7 @@ from .convert import dendritic_layers, perforate
 from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError, GrowthError,
                      MissingExtraError, PerforateError, WrapError)
 from .export import ExportedDendriticLayer, export
-from .grower import Decision, Grower
+from .grower import Decision, Grower, GrowerState
 from .layers import DendriticLayer
 from .measure import count_parameters, flops_per_sample, parameter_breakdown, remaining_error_reduction
 
@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer",
-    "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowthError", "MissingExtraError", "PerforateError",
+    "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowerState", "GrowthError",
+    "MissingExtraError", "PerforateError",
     "WrapError", "count_parameters", "dendritic_layers", "export", "flops_per_sample", "load",
     "parameter_breakdown", "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",
 ]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from torch import nn
 
 from .convert import dendritic_layers, replace_module
 from .errors import CheckpointError
+from .files import atomic_path
 from .layers import DendriticLayer
 
 FORMAT = "perforate/1"
@@ -96,11 +96,10 @@ def write_tensors(path: str | Path, state: dict[str, torch.Tensor], meta: dict[s
     path = Path(path)
     tensors, aliases = _unique_tensors(state)
     doc = {"format": FORMAT, "aliases": aliases, **meta}
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata={"perforate": json.dumps(doc)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"perforate": json.dumps(doc)})
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}; choose a writable path") from exc
 

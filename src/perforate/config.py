@@ -4,13 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .activations import ACTIVATIONS
 from .errors import ConfigError
+from .files import read_settings, write_text
 
 MODES = ("gd", "pb")
 CHECKPOINT_POLICIES = ("memory", "disk")
@@ -67,6 +67,9 @@ class Config:
     end; "disk": also write best.pt whenever the best score changes."""
     checkpoint_every: int = 1
     """Write the resume state every N epochs (0: never; the run then cannot be resumed)."""
+    plots: bool = True
+    """Draw growth.png in ``out_dir`` at growth events and at the end. False skips drawing (and
+    importing matplotlib); history.csv holds the same numbers."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,8 +98,9 @@ class Config:
         if self.correlation_decay >= 1.0:
             raise ConfigError("correlation_decay must be in [0, 1); got "
                               f"{self.correlation_decay!r}")
-        if not isinstance(self.maximize, bool):
-            raise ConfigError(f"maximize must be true or false; got {self.maximize!r}")
+        for name in ("maximize", "plots"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
         for name in ("include", "exclude"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -142,29 +146,7 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Config:
         """Read a .toml, .yaml/.yml or .json file (a ``[perforate]`` table is also accepted)."""
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".toml", ".yaml", ".yml", ".json"):
-            raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        try:
-            if suffix == ".toml":
-                if sys.version_info >= (3, 11):
-                    import tomllib
-                else:  # pragma: no cover
-                    import tomli as tomllib
-                data = tomllib.loads(text)
-            elif suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as exc:
-            raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+        data = read_settings(path, "config file")
         if isinstance(data, dict) and set(data) == {"perforate"}:
             data = data["perforate"]
         return cls.from_dict(data)
@@ -177,15 +159,16 @@ class Config:
         if suffix == ".toml":
             import tomli_w
 
-            path.write_text(tomli_w.dumps(data))
+            text = tomli_w.dumps(data)
         elif suffix in (".yaml", ".yml"):
             import yaml
 
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            text = yaml.safe_dump(data, sort_keys=False)
         elif suffix == ".json":
-            path.write_text(json.dumps(data, indent=2))
+            text = json.dumps(data, indent=2)
         else:
             raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+        write_text(path, text)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -12,15 +12,23 @@ Rules (both modes):
   ``Decision.done`` is True.
 The grower rebuilds ``grower.optimizer`` (and scheduler) after every restructure from the
 factories, holding exactly the parameters that train in the new phase.
+
+Its whole state is public, so that a run can be resumed and a framework can drive it:
+:meth:`Grower.state_dict` / :meth:`Grower.load_state_dict` (the one resume path,
+:meth:`Grower.resume` and the integrations use it), :class:`GrowerState` (the decisions),
+:meth:`Grower.apply_trainable` and :meth:`Grower.param_groups` (what trains in the current phase,
+for integrations whose framework builds the optimizer). Files are written by
+:class:`perforate.writer.RunWriter`, never by the decision logic.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -30,12 +38,13 @@ from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import CheckpointError, GrowthError
 from .measure import count_parameters, flops_per_sample
-from .report import HistoryWriter, plot_growth, write_json
 from .training import gd, pb
+from .writer import RESUME_STEM, STATE_FORMAT, RunWriter, load_grower_state
 
 log = logging.getLogger("perforate")
 
-RESUME_FILE = "resume.safetensors"
+LR_SCALE_KEY = "perforate_lr_scale"
+"""Parameter-group option recording the phase's learning-rate multiplier already in ``lr``."""
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -58,8 +67,11 @@ class Decision:
 
 
 @dataclass
-class _State:
-    """Everything the controller decides from; JSON-serialisable for resume."""
+class GrowerState:
+    """Everything the controller decides from: plain JSON values (see ``to_dict``).
+
+    ``grower.state`` holds the live one; :meth:`Grower.state_dict` carries it under ``"state"``.
+    """
 
     epoch: int = 0
     phase: str = "neuron"
@@ -82,6 +94,20 @@ class _State:
     correlations: list = dataclasses.field(default_factory=list)
     weak_layers: list = dataclasses.field(default_factory=list)
     trainable_flags: dict = dataclasses.field(default_factory=dict)
+    """``requires_grad`` of each named parameter when the grower was built (the user's choice)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GrowerState:
+        """Build from ``to_dict()`` output; fields it lacks keep their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"grower state has unknown fields {unknown}: it was written by "
+                                  "another version of perforate; resume it with that version")
+        return cls(**copy.deepcopy(dict(data)))
 
 
 class Grower:
@@ -92,8 +118,8 @@ class Grower:
         config: the :class:`Config`.
         optimizer_factory: builds an optimizer from an iterable of parameters.
         scheduler_factory: optional, builds an LR scheduler from the optimizer.
-        out_dir: folder for history.csv, summary.json, growth.png, best.pt and resume state;
-            None writes nothing.
+        out_dir: folder for history.csv, summary.json, growth.png, best.pt and resume state
+            (see :mod:`perforate.writer`); None writes nothing.
         step_scheduler: call ``scheduler.step()`` once per ``step`` (with the score for
             ReduceLROnPlateau). Set False to step a per-batch scheduler yourself.
     """
@@ -101,8 +127,7 @@ class Grower:
     def __init__(self, model: nn.Module, config: Config | None = None,
                  optimizer_factory: OptimizerFactory | None = None,
                  scheduler_factory: SchedulerFactory | None = None,
-                 out_dir: str | Path | None = None, step_scheduler: bool = True,
-                 *, _resume: bool = False) -> None:
+                 out_dir: str | Path | None = None, step_scheduler: bool = True) -> None:
         self.config = config or Config()
         if optimizer_factory is None:
             raise GrowthError("Grower needs optimizer_factory, e.g. "
@@ -116,27 +141,20 @@ class Grower:
         self.scheduler_factory = scheduler_factory
         self.step_scheduler = step_scheduler
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.state = _State(retries_left=self.config.max_growth_retries)
+        self.writer = RunWriter(self.out_dir) if self.out_dir is not None else None
+        self.state = GrowerState(retries_left=self.config.max_growth_retries,
+                                 trainable_flags={n: p.requires_grad for n, p in model.named_parameters()})
         self.history: list[dict[str, Any]] = []
-        self._best_snapshot: dict[str, Any] | None = None
-        self._best_dirty = self._resume_best_dirty = False
+        self.best_version = 0
+        """Counts changes of the best snapshot (a writer rewrites best files only when it moved)."""
+        self._best: dict[str, Any] | None = None  # ckpt.snapshot of the best model so far
         self._example: torch.Tensor | None = None
         self._capture_handle = model.register_forward_pre_hook(self._capture_example)
         self._last_time = time.perf_counter()
         self._params = count_parameters(model)
-        self._history_writer = None
-        if self.out_dir is not None:
-            try:
-                (self.out_dir / "state").mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise GrowthError(f"cannot create out_dir {self.out_dir}: {exc}; "
-                                  "pass a writable folder or out_dir=None") from exc
-            self._history_writer = HistoryWriter(self.out_dir / "history.csv")
         self.optimizer: torch.optim.Optimizer
         self.scheduler = None
-        if not _resume:
-            self.state.trainable_flags = {n: p.requires_grad for n, p in model.named_parameters()}
-            self._rebuild_optimizer()
+        self._rebuild_optimizer()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -155,6 +173,12 @@ class Grower:
     def best_score(self) -> float | None:
         return self.state.best_score
 
+    @property
+    def lr_scale(self) -> float:
+        """The learning-rate multiplier of the current phase: ``Config.candidate_lr_scale`` in a
+        pb dendrite phase, else 1."""
+        return self.config.candidate_lr_scale if self.state.phase == "dendrite" else 1.0
+
     def _capture_example(self, module, args):
         if args and isinstance(args[0], torch.Tensor):
             self._example = args[0][:1].detach().clone()
@@ -164,14 +188,65 @@ class Grower:
         self.state.attempts += 1
         return torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.state.attempts)
 
+    # ------------------------------------------------------------------ what trains now
+    def apply_trainable(self) -> list[nn.Parameter]:
+        """Set ``requires_grad`` for the current phase and return the parameters that train.
+
+        In a pb dendrite phase only the candidate pools train. Otherwise every parameter takes
+        the flag it had when the grower was built (new dendrite weights train), and the
+        dendrites of layers whose ``dendrites_frozen`` is set (joined pb dendrites) do not.
+        The grower calls this after every restructure; an integration calls it after its
+        framework rebuilt or reloaded the model.
+        """
+        dendrite_phase = self.state.phase == "dendrite"
+        flags = self.state.trainable_flags
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not dendrite_phase and flags.get(name, True))
+        for layer in self.layers.values():
+            if dendrite_phase and layer.candidate_pool is not None:
+                for p in layer.candidate_pool.trainable_parameters():
+                    p.requires_grad_(True)
+            elif not dendrite_phase:
+                layer.freeze_dendrites(layer.dendrites_frozen)
+        pb.hold_norm_statistics(self.model, hold=dendrite_phase)  # the phase keeps outputs
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def param_groups(self, groups: Iterable[Any] | None = None) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for the current phase.
+
+        ``groups`` is what an optimizer takes (parameters, or group dicts such as the
+        ``param_groups`` of an optimizer a framework built the user's way); None means all of
+        the model's parameters. Returns new group dicts without the model's parameters that do
+        not train now (other parameters are kept), with ``lr`` and ``initial_lr`` multiplied by
+        :attr:`lr_scale`. The multiplier is recorded under ``LR_SCALE_KEY``, so groups passed
+        through twice, or from another phase, get the current phase's rate exactly once. Fit an
+        optimizer that has not stepped yet in place with
+        ``optimizer.param_groups[:] = grower.param_groups(optimizer.param_groups)``.
+        """
+        groups = list(self.model.parameters() if groups is None else groups)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        idle = {id(p) for p in self.model.parameters() if not p.requires_grad}
+        scale = self.lr_scale
+        out = []
+        for group in groups:
+            new = {**group, "params": [p for p in group["params"] if id(p) not in idle],
+                   LR_SCALE_KEY: scale}
+            for key in ("lr", "initial_lr"):
+                if key in group:
+                    new[key] = group[key] * (scale / group.get(LR_SCALE_KEY, 1.0))
+            out.append(new)
+        if not any(group["params"] for group in out):
+            raise GrowthError("no trainable parameters are left; unfreeze some before growing")
+        return out
+
     def _rebuild_optimizer(self) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise GrowthError("no trainable parameters are left; unfreeze some before growing")
         self.optimizer = self.optimizer_factory(params)
-        if self.state.phase == "dendrite":  # before a scheduler records its base lrs
-            for group in self.optimizer.param_groups:
-                group["lr"] *= self.config.candidate_lr_scale
+        # before a scheduler records its base lrs
+        self.optimizer.param_groups[:] = self.param_groups(self.optimizer.param_groups)
         self.scheduler = self.scheduler_factory(self.optimizer) if self.scheduler_factory else None
 
     def rebuild_optimizer(self) -> torch.optim.Optimizer:
@@ -180,22 +255,14 @@ class Grower:
         self._rebuild_optimizer()
         return self.optimizer
 
-    def _restore_best(self) -> None:
-        if self._best_snapshot is not None:
-            self.model = ckpt.restore(self.model, self._best_snapshot)
-            self.state.level = self.state.best_level
+    def _remember_best(self) -> None:
+        self._best = ckpt.snapshot(self.model)
+        self.best_version += 1
 
-    def _set_trainable(self, trainable: bool | None) -> None:
-        """Freeze everything (True->False) for a dendrite phase, or restore the user's flags."""
-        for name, p in self.model.named_parameters():
-            if trainable is None:
-                p.requires_grad_(self.state.trainable_flags.get(name, True))
-            else:
-                p.requires_grad_(trainable)
-        if trainable is None:
-            for layer in self.layers.values():
-                layer.freeze_dendrites(layer.dendrites_frozen)
-        pb.hold_norm_statistics(self.model, hold=trainable is False)  # the phase keeps outputs
+    def _restore_best(self) -> None:
+        if self._best is not None:
+            self.model = ckpt.restore(self.model, self._best)
+            self.state.level = self.state.best_level
 
     # ------------------------------------------------------------------ growth actions
     def add_dendrites(self) -> Decision:
@@ -216,13 +283,13 @@ class Grower:
             s.level += 1
             self._after_restructure()
         else:
-            self._set_trainable(False)
             pb.start_dendrite_phase(self.layers, self.config.candidates, generator,
                                     self.config.correlation_decay)
             s.phase = "dendrite"
             s.dendrite_epochs = s.dendrite_stale = 0
             s.dendrite_best = None
             event = "dendrite_start" if event == "grow" else event
+            self.apply_trainable()
             self._rebuild_optimizer()
         s.switch_epochs.append(s.epoch)
         self._mark_event(event)
@@ -235,12 +302,12 @@ class Grower:
         s.cycle_best = s.best_score
         s.stale = 0
         self._params = count_parameters(self.model)
+        self.apply_trainable()
         self._rebuild_optimizer()
 
     def _join(self) -> None:
         s = self.state
         scores = pb.join_candidates(self.layers)
-        self._set_trainable(None)
         s.level += 1
         s.phase = "neuron"
         weak = [n for n, v in scores.items() if v["correlation"] < self.config.correlation_floor]
@@ -257,8 +324,6 @@ class Grower:
         self._restore_best()
         for layer in self.layers.values():
             layer.candidate_pool = None
-        if self.config.mode == "pb":
-            self._set_trainable(None)
         s.done = True
         s.phase = "neuron"
         self._after_restructure()
@@ -269,9 +334,8 @@ class Grower:
         """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs."""
         if not self.state.done:
             self._finish()
-            if self._history_writer is not None:  # "done" was marked on a row already written
-                self._history_writer.write(self.history, rewrite=True)
-            self._write_outputs(final=True)
+            if self.writer is not None:
+                self.writer.run_end(self)
         return self.model
 
     # ------------------------------------------------------------------ the epoch step
@@ -304,7 +368,8 @@ class Grower:
             else:
                 self.scheduler.step()
         s.epoch += 1
-        self._write_outputs(final=decision.done, event=bool(decision.event))
+        if self.writer is not None:
+            self.writer.epoch_end(self, decision)
         return decision
 
     def _neuron_step(self, score: float) -> Decision:
@@ -312,8 +377,7 @@ class Grower:
         improved = False
         if cfg.better(score, s.best_score):
             s.best_score, s.best_epoch, s.best_level = score, s.epoch, s.level
-            self._best_snapshot = ckpt.snapshot(self.model)
-            self._best_dirty = self._resume_best_dirty = True
+            self._remember_best()
             improved = True
             if s.attempts and cfg.better(score, s.score_before_growth):
                 s.improved_since_growth = True
@@ -388,50 +452,60 @@ class Grower:
             "config": self.config.to_dict(),
         }
 
-    def _write_outputs(self, final: bool = False, event: bool = False) -> None:
-        if self.out_dir is None:
-            return
-        self._history_writer.write(self.history)
-        if self.config.checkpoint_best == "disk" and self._best_dirty:
-            self._write_best()
-        if event or final:
-            self._write_best()
-            write_json(self.out_dir / "summary.json", self.summary())
-            plot_growth(self.history, self.out_dir / "growth.png",
-                        title=f"perforate ({self.config.mode})")
-        every = self.config.checkpoint_every
-        if every and (self.state.epoch % every == 0 or event or final):
-            self._write_resume_state()
+    # ------------------------------------------------------------------ state and resume
+    def state_dict(self, model: bool = True, optimizer: bool = True) -> dict[str, Any]:
+        """The grower's state: what :meth:`load_state_dict` needs to continue the run.
 
-    def _write_best(self) -> None:
-        if self._best_snapshot is None:
-            return
-        snap = self._best_snapshot
-        ckpt.write_tensors(self.out_dir / "best.pt", snap["state"],
-                           {"structure": snap["structure"], "history": self.history,
-                            "extra": {"best_score": self.state.best_score}})
-        self._best_dirty = False
+        Always: ``"config"``, ``"state"`` (:class:`GrowerState` as a dict), ``"history"``,
+        ``"structure"`` (the live model's wrapping), all JSON-able, and ``"best"`` (the best
+        model's structure and tensors, or None) with ``"best_version"``. With ``model``:
+        ``"model"``, the live model's state dict. With ``optimizer``: ``"optimizer"`` and
+        ``"scheduler"`` state dicts. As in ``nn.Module.state_dict``, tensors are references, not
+        copies. A framework that checkpoints the model and optimizer itself passes
+        ``model=False, optimizer=False``.
+        """
+        out: dict[str, Any] = {
+            "format": STATE_FORMAT, "config": self.config.to_dict(), "state": self.state.to_dict(),
+            "history": [dict(row) for row in self.history], "structure": ckpt.structure(self.model),
+            "best": self._best, "best_version": self.best_version,
+        }
+        if model:
+            out["model"] = self.model.state_dict()
+        if optimizer:
+            out["optimizer"] = self.optimizer.state_dict()
+            out["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+        return out
 
-    def _write_resume_state(self) -> None:
-        """One file per epoch: model and optimizer tensors, controller state as JSON metadata.
-        The best snapshot goes to its own file, rewritten only when the best changed."""
-        folder = self.out_dir / "state"
-        if self._best_snapshot is not None and self._resume_best_dirty:
-            self._resume_best_dirty = False
-            ckpt.write_tensors(folder / "best.safetensors", self._best_snapshot["state"],
-                               {"structure": self._best_snapshot["structure"]})
-        optim_tensors, optim_doc = ckpt.optimizer_state_to_tensors({
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-        })
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"optim/{k}": v for k, v in optim_tensors.items()})
-        ckpt.write_tensors(folder / RESUME_FILE, tensors, {
-            "structure": ckpt.structure(self.model), "optimizer": optim_doc,
-            "config": self.config.to_dict(), "state": dataclasses.asdict(self.state),
-            "history": self.history})
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output (its model and optimizer parts are optional).
 
-    # ------------------------------------------------------------------ resume
+        Restores the decisions, history and best snapshot; when present, the model's structure
+        and weights. Then applies the saved phase's trainable set (:meth:`apply_trainable`),
+        rebuilds the optimizer and scheduler for it and, when present, loads their states: from
+        here ``step`` decides as the saved grower would have. The config is not replaced; build
+        the grower with ``Config.from_dict(state_dict["config"])`` (as :meth:`resume` does).
+        """
+        if state_dict.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"not a grower state (format {state_dict.get('format')!r}); pass "
+                                  "what Grower.state_dict() returned")
+        if "model" in state_dict:
+            self.model = ckpt.apply_structure(self.model, state_dict["structure"])
+            ckpt.load_state(self.model, state_dict["model"], "the grower state")
+        self.state = GrowerState.from_dict(state_dict["state"])
+        self.history = [dict(row) for row in state_dict["history"]]
+        self._best, self.best_version = state_dict["best"], state_dict["best_version"]
+        self._params = count_parameters(self.model)
+        self.apply_trainable()
+        self._rebuild_optimizer()
+        if state_dict.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state_dict["optimizer"])
+        if self.scheduler is not None and state_dict.get("scheduler") is not None:
+            # entries a scheduler cannot save (e.g. LambdaLR's functions) come back as None
+            self.scheduler.load_state_dict({k: v for k, v in state_dict["scheduler"].items()
+                                            if v is not None})
+        if self.writer is not None:
+            self.writer.restart(self)
+
     @classmethod
     def resume(cls, out_dir: str | Path, base_model: nn.Module, optimizer_factory: OptimizerFactory,
                scheduler_factory: SchedulerFactory | None = None,
@@ -444,30 +518,12 @@ class Grower:
         next epoch to run.
         """
         folder = Path(out_dir) / "state"
-        if not (folder / RESUME_FILE).is_file():
-            raise CheckpointError(f"no resumable run in {out_dir} (no state/{RESUME_FILE}); was it "
-                                  "started with out_dir set and checkpoint_every > 0?")
-        tensors, doc = ckpt.read_tensors(folder / RESUME_FILE)
-        config = Config.from_dict(doc["config"])
-        model = ckpt.apply_structure(base_model, doc["structure"])
-        ckpt.load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")},
-                        folder / RESUME_FILE)
-        grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir,
-                     step_scheduler, _resume=True)
-        grower.state = _State(**doc["state"])
-        if grower.state.phase == "dendrite":  # only the candidate pools train in a dendrite phase
-            grower._set_trainable(False)
-            for p in pb.candidate_parameters(grower.layers):
-                p.requires_grad_(True)
-        grower.history = doc["history"]
-        grower._history_writer.write(grower.history)
-        if (folder / "best.safetensors").exists():
-            state, meta = ckpt.read_tensors(folder / "best.safetensors")
-            grower._best_snapshot = {"structure": meta["structure"], "state": state}
-        grower._rebuild_optimizer()
-        optim_tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}
-        saved = ckpt.optimizer_state_from_tensors(optim_tensors, doc["optimizer"])
-        grower.optimizer.load_state_dict(saved["optimizer"])
-        if grower.scheduler is not None and saved["scheduler"] is not None:
-            grower.scheduler.load_state_dict({k: v for k, v in saved["scheduler"].items() if v is not None})
+        if not (folder / f"{RESUME_STEM}.safetensors").is_file():
+            raise CheckpointError(f"no resumable run in {out_dir} (no state/{RESUME_STEM}.safetensors); "
+                                  "was it started with out_dir set and checkpoint_every > 0?")
+        state_dict = load_grower_state(folder)
+        model = ckpt.apply_structure(base_model, state_dict["structure"])
+        grower = cls(model, Config.from_dict(state_dict["config"]), optimizer_factory,
+                     scheduler_factory, out_dir, step_scheduler)
+        grower.load_state_dict(state_dict)
         return grower

@@ -1,55 +1,16 @@
-"""Run outputs: history.csv (appended per epoch), summary.json and growth.png (at events)."""
+"""The growth graph of a run (growth.png), drawn from the grower's history rows.
+
+matplotlib is imported only when a graph is drawn, so ``import perforate`` stays light.
+"""
 from __future__ import annotations
 
-import csv
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from .files import atomic_path
 
 BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event"]
-
-
-class HistoryWriter:
-    """Appends one CSV row per epoch; rewrites the file only when a new column appears."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.columns: list[str] = []
-        self.rows_written = 0
-
-    def write(self, rows: list[dict[str, Any]], rewrite: bool = False) -> None:
-        """Make the file hold ``rows``; appends only the rows not yet written unless a new
-        column appeared or ``rewrite`` (an already written row changed)."""
-        columns = list(self.columns or BASE_COLUMNS)
-        for row in rows[self.rows_written:] if self.columns else rows:
-            columns += [k for k in row if k not in columns]
-        if rewrite or columns != self.columns or not self.path.exists():
-            self.columns = columns
-            with open(self.path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(rows)
-        elif len(rows) > self.rows_written:
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=columns).writerows(rows[self.rows_written:])
-        self.rows_written = len(rows)
-
-
-def write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
-    """Write ``data`` atomically. ``indent=None`` is several times faster (json's C encoder)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, default=_jsonable))
-    os.replace(tmp, path)
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
+"""The columns of every history row, in order; extra scores given to ``Grower.step`` follow."""
 
 
 def _dendrite_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -70,6 +31,11 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     over time, and (pb) the candidates' correlation by layer. Uses no pyplot global state."""
     if not history:
         return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     correlation_cols = sorted({k for row in history for k in row if k.startswith("corr/")})
     extra_cols = sorted({k for row in history for k in row
                          if k not in BASE_COLUMNS and not k.startswith("corr/")
@@ -96,8 +62,6 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> N
             ax_i.axvline(e, color="red", ls=":", lw=1)
     ax.set_ylabel("score")
     handles, labels = ax.get_legend_handles_labels()
-    from matplotlib.patches import Patch
-    from matplotlib.lines import Line2D
     handles += [Line2D([], [], color="green", ls="--"), Patch(color="orange", alpha=0.3),
                 Line2D([], [], color="red", ls=":")]
     labels += ["growth / join", "dendrite phase", "done (best restored)"]
@@ -115,6 +79,5 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> N
         axes[2].legend(fontsize=6, ncol=2, loc="best")
     axes[-1].set_xlabel("epoch")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)

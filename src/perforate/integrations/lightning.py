@@ -15,7 +15,9 @@ What the callback does:
   ``trainer.callback_metrics[monitor]`` to a :class:`perforate.Grower`. Other scalar metrics go
   into the grower's history as extra columns.
 - after a restructure it rebuilds the optimizers and LR schedulers by calling the module's own
-  ``configure_optimizers`` (``trainer.strategy.setup_optimizers``). With
+  ``configure_optimizers`` (``trainer.strategy.setup_optimizers``) and fits them to the new
+  phase with ``Grower.param_groups`` (only the parameters that train; in a pb dendrite phase
+  the learning rate times ``Config.candidate_lr_scale``). With
   ``schedule="continue"`` (default) each new scheduler continues the old one's progress (step
   count and current LR), so a run-long schedule is not restarted by growth; ``"restart"``
   starts each schedule afresh. ``EarlyStopping`` counters restart at each restructure
@@ -28,12 +30,15 @@ What the callback does:
   has a logger.
 
 Checkpoints: Lightning's checkpoints hold the perforated state dict (dendrite tensors
-included). ``on_save_checkpoint`` adds ``checkpoint["perforate"]`` (JSON-able: config,
-structure, attribute) and the callback state (controller state, history, best snapshot) goes
-into ``checkpoint["callbacks"]``. Lightning loads model weights *before* callbacks see the
-checkpoint, so the reload works through a ``load_state_dict`` pre-hook that sizes each
-dendritic layer from the incoming tensor shapes; ``trainer.fit(..., ckpt_path=...)`` therefore
-resumes growth, and ``trainer.test(ckpt_path="best")`` works. Outside a Trainer use
+included) and the optimizer states. ``on_save_checkpoint`` adds ``checkpoint["perforate"]``
+(JSON-able: config, structure, attribute) and the callback state, ``Grower.state_dict(model=False,
+optimizer=False)`` (decisions, history, best snapshot), goes into ``checkpoint["callbacks"]``.
+Lightning loads model weights *before* callbacks see the checkpoint, so the reload works
+through a ``load_state_dict`` pre-hook that sizes each dendritic layer from the incoming tensor
+shapes. On ``trainer.fit(..., ckpt_path=...)`` the grower built in ``on_fit_start`` loads the
+callback state with ``Grower.load_state_dict`` (the saved phase's trainable set, optimizers
+rebuilt for it) before Lightning restores the optimizer states, so growth resumes, in a pb
+dendrite phase too. ``trainer.test(ckpt_path="best")`` works. Outside a Trainer use
 :func:`load_checkpoint`.
 
 DDP (``strategy="ddp"``): the score is averaged over ranks, weights are broadcast from rank 0
@@ -42,7 +47,6 @@ before each decision and the DDP wrapper is rebuilt after each restructure; only
 """
 from __future__ import annotations
 
-import dataclasses
 import pickle
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -54,15 +58,15 @@ from ..checkpoint import apply_structure, load_state, structure
 from ..config import Config
 from ..convert import dendritic_layers, perforate
 from ..errors import CheckpointError, ConfigError, GrowthError, require_extra
-from ..grower import Grower, _State
+from ..grower import Grower
 from ..measure import count_parameters
 from ..report import BASE_COLUMNS
-from ._common import carry_schedule, install_resize_hook, resize_to_state
+from .common import carry_schedule, install_resize_hook, resize_to_state
 from .ddp import broadcast_module_state, reduce_score
 
 pl = require_extra("lightning.pytorch", "lightning")
 
-FORMAT = "perforate-lightning/1"
+FORMAT = "perforate-lightning/2"
 
 
 def _distributed() -> bool:
@@ -117,8 +121,7 @@ class DendriteCallback(pl.Callback):
         self.log_prefix = log_prefix
         self.grower: Grower | None = None
         self._trainer = None
-        self._reuse_optimizer = False
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, Any] | None = None  # a grower state loaded before on_fit_start
         self._val_ran = self._val_seen = False
 
     @property
@@ -141,35 +144,38 @@ class DendriteCallback(pl.Callback):
         install_resize_hook(_target(pl_module, self.attribute))
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        # after Lightning built the optimizers, before it restores their states from a checkpoint
         self._trainer = trainer
-        self._reuse_optimizer = True  # Lightning built the optimizers already
+        self.grower = None  # a new grower per fit
         target = _target(pl_module, self.attribute)
         self.grower = Grower(target, self.config, optimizer_factory=self._rebuild_optimizers,
                              out_dir=self.out_dir if trainer.is_global_zero else None,
                              step_scheduler=False)
-        self._reuse_optimizer = False
         if self._pending is not None:
-            self._restore(self._pending)
+            self.grower.load_state_dict(self._pending)
             self._pending = None
+            self._after_restructure(trainer)  # the saved phase may train another parameter set
 
     # ------------------------------------------------------------------ optimizers
     def _rebuild_optimizers(self, params) -> torch.optim.Optimizer:
+        """The grower's optimizer factory: the module's own optimizers, fitted to the phase."""
         from lightning.fabric.utilities.optimizer import _optimizers_to_device
 
         trainer = self._trainer
         strategy = trainer.strategy
-        if self._reuse_optimizer and strategy.optimizers:
-            return strategy.optimizers[0]
-        old = list(strategy.lr_scheduler_configs)
+        old_schedulers = list(strategy.lr_scheduler_configs)
         strategy.setup_optimizers(trainer)
         _optimizers_to_device(strategy.optimizers, strategy.root_device)
-        if self.schedule == "continue":
-            for before, after in zip(old, strategy.lr_scheduler_configs):
-                carry_schedule(before.scheduler, after.scheduler,
-                               getattr(before.scheduler, "optimizer", None),
-                               after.scheduler.optimizer)
         if not strategy.optimizers:
             raise GrowthError("configure_optimizers returned no optimizer; DendriteCallback needs one")
+        if self.grower is not None:  # the grower fits the first optimizer itself when it is built
+            for optimizer in strategy.optimizers:
+                optimizer.param_groups[:] = self.grower.param_groups(optimizer.param_groups)
+        carry = self.schedule == "continue"
+        for i, after in enumerate(strategy.lr_scheduler_configs):
+            before = old_schedulers[i].scheduler if carry and i < len(old_schedulers) else None
+            carry_schedule(before, after.scheduler, getattr(before, "optimizer", None),
+                           after.scheduler.optimizer)
         return strategy.optimizers[0]
 
     def _after_restructure(self, trainer) -> None:
@@ -247,49 +253,18 @@ class DendriteCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        grower = self.grower
-        if grower is None:
+        if self.grower is None:
             return {}
-        state: dict[str, Any] = {"format": FORMAT, "config": self.config.to_dict(),
-                                 "state": dataclasses.asdict(grower.state), "history": grower.history}
-        snap = grower._best_snapshot
-        if snap is not None:
-            state["best_structure"] = snap["structure"]
-            state["best_state"] = snap["state"]
-        return state
+        # Lightning checkpoints the model and the optimizers itself
+        return {"format": FORMAT, "grower": self.grower.state_dict(model=False, optimizer=False)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("format") != FORMAT:
             return
         if self.grower is not None:
-            self._restore(state_dict)
+            self.grower.load_state_dict(state_dict["grower"])
         else:
-            self._pending = state_dict
-            self._apply_trainable(state_dict)
-
-    def _apply_trainable(self, saved: Mapping[str, Any]) -> None:
-        """Re-freeze parameters as the saved phase had them (before Lightning builds optimizers)."""
-        trainer = self._trainer
-        if trainer is None or trainer.lightning_module is None:
-            return
-        target = _target(trainer.lightning_module, self.attribute)
-        state = saved["state"]
-        flags = state.get("trainable_flags", {})
-        for name, p in target.named_parameters():
-            p.requires_grad_(flags.get(name, True) and state.get("phase") != "dendrite")
-        for layer in dendritic_layers(target).values():
-            if state.get("phase") == "dendrite" and layer.candidate_pool is not None:
-                for p in layer.candidate_pool.parameters():
-                    p.requires_grad_(True)
-            else:
-                layer.freeze_dendrites(layer.dendrites_frozen)
-
-    def _restore(self, saved: Mapping[str, Any]) -> None:
-        grower = self.grower
-        grower.state = _State(**saved["state"])
-        grower.history = list(saved["history"])
-        if "best_state" in saved:
-            grower._best_snapshot = {"structure": saved["best_structure"], "state": saved["best_state"]}
+            self._pending = state_dict["grower"]
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["perforate"] = {

@@ -21,19 +21,24 @@ objects, not the trainer, so a plain callback cannot swap them. Taking the train
 constructor fixes that while staying composable: it works with any ``Trainer`` subclass
 (``Seq2SeqTrainer``, TRL's trainers) where a subclass would force one base class.
 
-After each restructure the optimizer is rebuilt with the trainer's own ``create_optimizer``
-(weight-decay groups, ``optim`` choice) and prepared by Accelerate; the new scheduler continues
-the old one's step count and LR (``schedule="continue"``) so a run-long warm-up/decay is not
-restarted. When growth is done, training stops with the best model restored; when
+The callback takes over ``trainer.create_optimizer`` (on this trainer only): every optimizer,
+the first one of ``train()`` included, is the trainer's own (weight-decay groups, ``optim``
+choice) fitted to the grower's phase with ``Grower.param_groups`` (in a pb dendrite phase the
+learning rate times ``Config.candidate_lr_scale``). The grower is built there, when ``train()``
+creates its optimizer. After each restructure the optimizer is rebuilt that way and prepared by
+Accelerate; the new scheduler continues the old one's step count and LR
+(``schedule="continue"``) so a run-long warm-up/decay is not restarted. When growth is done, training stops with the best model restored; when
 ``num_train_epochs`` runs out first, ``on_train_end`` restores it. ``EarlyStoppingCallback``
 counters restart at each restructure.
 
-Checkpoints: each ``checkpoint-N`` folder gets ``perforate.json`` (config, structure,
-controller state, history) and ``perforate_best.safetensors`` (the best snapshot). The model's
-own ``load_state_dict`` accepts states of any dendrite count, so ``load_best_model_at_end`` and
-``resume_from_checkpoint`` work; on resume the controller state is read back from the
-checkpoint folder of the resumed step. :func:`load_checkpoint` loads a checkpoint folder into a
-fresh model without pickle.
+Checkpoints: each ``checkpoint-N`` folder gets ``perforate.safetensors`` (the grower's state
+without model and optimizer: config, structure, decisions, history; see
+``perforate.writer.save_grower_state``) and ``perforate.best-<n>.safetensors`` (the best
+snapshot). The model's own ``load_state_dict`` accepts states of any dendrite count, so
+``load_best_model_at_end`` and ``resume_from_checkpoint`` work. On resume the grower loads its
+state from the checkpoint folder of the resumed step (``Grower.load_state_dict``: the saved
+phase's trainable set, in a pb dendrite phase too) before the trainer restores the optimizer.
+:func:`load_checkpoint` loads a checkpoint folder into a fresh model without pickle.
 
 Not supported yet: multi-process training (DDP/FSDP/DeepSpeed through the Trainer) and
 optimizer/scheduler *instances* passed as ``Trainer(optimizers=...)`` (use ``optim`` /
@@ -52,16 +57,16 @@ from .. import checkpoint as ckpt
 from ..config import Config
 from ..convert import dendritic_layers, perforate
 from ..errors import CheckpointError, ConfigError, GrowthError, require_extra
-from ..grower import Grower, _State
+from ..grower import Grower
 from ..measure import count_parameters
-from ..report import BASE_COLUMNS, write_json
-from ._common import carry_schedule, install_resize_hook, resize_to_state
+from ..report import BASE_COLUMNS
+from ..writer import load_grower_state, save_grower_state
+from .common import carry_schedule, install_resize_hook, resize_to_state
 
 transformers = require_extra("transformers", "transformers")
 
-FORMAT = "perforate-transformers/1"
-STATE_FILE = "perforate.json"
-BEST_FILE = "perforate_best.safetensors"
+STATE_STEM = "perforate"
+STATE_FILE = STATE_STEM + ".safetensors"
 
 
 def _output_embedding_name(model: nn.Module) -> str | None:
@@ -123,41 +128,62 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         self.schedule = schedule
         self.log_prefix = log_prefix
         self.grower: Grower | None = None
-        self._reuse_optimizer = False
         self._training = False
         self._last_step = -1
+        self._trainer_create_optimizer = trainer.create_optimizer
+        trainer.create_optimizer = self._create_optimizer
         trainer.add_callback(self)
 
     # ------------------------------------------------------------------ optimizer
-    def _rebuild_optimizer(self, params) -> torch.optim.Optimizer:
+    def _create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """``trainer.create_optimizer``: ``train()`` asks for its first optimizer here, after it
+        loaded a resumed checkpoint's weights and before it loads the optimizer state."""
         t = self.trainer
-        if self._reuse_optimizer:
-            return t.optimizer
+        if self._training:  # a restructure is rebuilding the optimizer
+            return self._phase_optimizer()
+        self.grower = None  # a new grower per train() call; it builds the optimizer
+        self.grower = Grower(t.model, self.config, optimizer_factory=lambda params: self._phase_optimizer(),
+                             out_dir=self.out_dir if t.is_world_process_zero() else None,
+                             step_scheduler=False)
+        folder = Path(t.args.output_dir) / f"checkpoint-{t.state.global_step}"
+        if t.state.global_step > 0 and (folder / STATE_FILE).is_file():
+            self.grower.load_state_dict(load_grower_state(folder, STATE_STEM))
+        t.optimizer = self.grower.optimizer
+        return t.optimizer
+
+    def _phase_optimizer(self) -> torch.optim.Optimizer:
+        """The trainer's own optimizer, fitted to the grower's phase (``trainer.optimizer`` is
+        left as it was: :meth:`_rebuild_optimizer` swaps it)."""
+        t = self.trainer
+        current, t.optimizer = t.optimizer, None  # create_optimizer builds only when there is none
+        optimizer = self._trainer_create_optimizer()
+        t.optimizer = current
+        if self.grower is not None:  # the grower fits the first optimizer itself when it is built
+            optimizer.param_groups[:] = self.grower.param_groups(optimizer.param_groups)
+        return optimizer
+
+    def _rebuild_optimizer(self) -> None:
+        """After a restructure: a new optimizer and scheduler, prepared as the trainer would."""
+        t = self.trainer
         old_opt, old_sched = t.optimizer, t.lr_scheduler
         registered = getattr(t.accelerator, "_optimizers", None)
         if isinstance(registered, list) and old_opt in registered:
             registered.remove(old_opt)  # let the old optimizer (and its state) be freed
-        t.optimizer = t.lr_scheduler = None
-        t.create_optimizer()
-        t.optimizer = t.accelerator.prepare(t.optimizer)
+        t.optimizer = t.accelerator.prepare(self.grower.optimizer)
+        t.lr_scheduler = None
         t.create_scheduler(num_training_steps=t.state.max_steps, optimizer=t.optimizer)
-        if self.schedule == "continue":
-            carry_schedule(old_sched, t.lr_scheduler, old_opt, t.optimizer)
+        carry_schedule(old_sched if self.schedule == "continue" else None, t.lr_scheduler,
+                       old_opt, t.optimizer)
         t.callback_handler.optimizer = t.optimizer
         t.callback_handler.lr_scheduler = t.lr_scheduler
-        return t.optimizer
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args, state, control, **kwargs):
-        self._reuse_optimizer = True  # the trainer has just built and prepared its optimizer
-        self.grower = Grower(self.trainer.model, self.config, optimizer_factory=self._rebuild_optimizer,
-                             out_dir=self.out_dir if state.is_world_process_zero else None,
-                             step_scheduler=False)
-        self._reuse_optimizer = False
+        if self.grower is None:
+            raise GrowthError("the trainer built no optimizer through create_optimizer; "
+                              "DendriteTrainerCallback needs it to (re)build optimizers")
         self._training = True
         self._last_step = state.global_step
-        if state.global_step > 0:
-            self._resume(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         grower = self.grower
@@ -174,6 +200,7 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
         decision = grower.step(float(metrics[self.metric_key]), **extras)
         if decision.restructured:
+            self._rebuild_optimizer()
             for cb in self.trainer.callback_handler.callbacks:
                 if isinstance(cb, transformers.EarlyStoppingCallback):
                     cb.early_stopping_patience_counter = 0
@@ -195,28 +222,8 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.grower is None or not state.is_world_process_zero or not folder.is_dir():
             return
-        import dataclasses
-
-        write_json(folder / STATE_FILE, {
-            "format": FORMAT, "config": self.config.to_dict(),
-            "structure": ckpt.structure(self.grower.model),
-            "state": dataclasses.asdict(self.grower.state), "history": self.grower.history,
-        })
-        snap = self.grower._best_snapshot
-        if snap is not None:
-            ckpt.write_tensors(folder / BEST_FILE, snap["state"], {"structure": snap["structure"]})
-
-    def _resume(self, folder: Path) -> None:
-        path = folder / STATE_FILE
-        if not path.is_file():
-            return
-        doc = json.loads(path.read_text())
-        grower = self.grower
-        grower.state = _State(**doc["state"])
-        grower.history = doc["history"]
-        if (folder / BEST_FILE).is_file():
-            state, meta = ckpt.read_tensors(folder / BEST_FILE)
-            grower._best_snapshot = {"structure": meta["structure"], "state": state}
+        # the trainer saves the model and the optimizer itself
+        save_grower_state(folder, self.grower.state_dict(model=False, optimizer=False), STATE_STEM)
 
 
 def _read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
@@ -241,7 +248,7 @@ def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None 
     """Load a Trainer checkpoint folder (or a ``save_model`` folder) into a fresh model.
 
     ``model`` is a new, un-perforated instance (e.g. ``AutoModelFor...from_config``). The
-    structure comes from the folder's ``perforate.json``; a ``trainer.save_model`` folder lacks
+    structure comes from the folder's ``perforate.safetensors``; a ``trainer.save_model`` folder lacks
     it, so pass the ``config`` used in training and the dendrite counts are read from the
     tensor shapes. Reads safetensors only (no pickle). Returns the model.
     """
@@ -249,7 +256,7 @@ def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None 
     state = _read_safetensors_folder(folder)
     info = folder / STATE_FILE
     if info.is_file():
-        model = ckpt.apply_structure(model, json.loads(info.read_text())["structure"])
+        model = ckpt.apply_structure(model, ckpt.read_checkpoint_meta(info)["structure"])
     else:
         if config is None:
             raise CheckpointError(f"{folder} has no {STATE_FILE}; pass the config used in training: "

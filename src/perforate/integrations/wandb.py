@@ -24,11 +24,9 @@ from typing import Any
 
 from ..errors import GrowthError, require_extra
 from ..grower import Decision, Grower
-from ..report import plot_growth
+from ..report import BASE_COLUMNS, plot_growth
 
 wandb = require_extra("wandb", "wandb")
-
-_BASE = ("epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event")
 
 
 class GrowthLogger:
@@ -70,7 +68,7 @@ class GrowthLogger:
         if grower.best_score is not None:
             data[p + "best_score"] = grower.best_score
         for key, value in row.items():
-            if key not in _BASE and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in BASE_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
                 data[p + key] = value
         if self.log_graph and (row["event"] or (decision is not None and decision.done)):
             data[p + "growth"] = self._graph(grower)

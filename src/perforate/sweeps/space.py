@@ -42,7 +42,7 @@ MODEL_PARAMETERS = {"lr": float, "batch_size": int, "weight_decay": float}
 WIDTH_ALIASES = {"compressed_width": "width"}
 # Config fields that steer wrapping, outputs or seeding rather than growth: not tunable here.
 _UNTUNABLE_CONFIG = {"include", "exclude", "neuron_axis", "seed", "maximize",
-                     "checkpoint_best", "checkpoint_every"}
+                     "checkpoint_best", "checkpoint_every", "plots"}
 DENDRITE_PARAMETERS = tuple(
     [f.name for f in fields(Config) if f.name not in _UNTUNABLE_CONFIG] + ["width"]
 )

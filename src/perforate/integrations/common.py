@@ -1,4 +1,5 @@
-"""Pieces every framework integration shares: resizing on load, and carrying an LR schedule.
+"""Public helpers for framework integrations (see docs/integrations.md): resizing on load, and
+carrying an LR schedule across optimizer rebuilds.
 
 Frameworks load state dicts on their own (Lightning's ``ckpt_path``, Hugging Face's
 ``load_best_model_at_end``). :func:`install_resize_hook` lets such a load succeed when the saved
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..checkpoint import apply_structure, structure
 from ..convert import dendritic_layers
+from ..grower import LR_SCALE_KEY
 
 _HOOK_ATTR = "_perforate_resize_hook"
 
@@ -63,19 +65,35 @@ def install_resize_hook(model: nn.Module) -> None:
 
 def carry_schedule(old: Any, new: Any, old_optimizer: torch.optim.Optimizer | None,
                    new_optimizer: torch.optim.Optimizer) -> None:
-    """Continue ``old``'s LR schedule in ``new`` (same class): step count and current LRs.
+    """Make ``new`` follow its optimizer's phase rates and, when possible, continue ``old``.
 
-    A rebuilt optimizer gets a fresh scheduler; without this, a schedule defined over the
-    whole run (warm-up, linear or one-cycle decay) would restart at every growth step.
+    ``new`` was built with ``new_optimizer`` before that optimizer was fitted to the grower's
+    phase (``Grower.param_groups`` scales ``lr`` and ``initial_lr``): its base rates are taken
+    from the fitted groups. When ``old`` is of the same class its schedule continues: step count
+    and current rates, moved to the new phase's rate multiplier. Without this a schedule defined
+    over the whole run (warm-up, linear or one-cycle decay) would restart at every growth step.
     """
-    if old is None or new is None or type(old) is not type(new):
+    if new is None:
+        return
+    groups = new_optimizer.param_groups
+    if hasattr(new, "base_lrs"):
+        new.base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
+    if old is None or type(old) is not type(new):
         return
     state = old.state_dict()
     try:
         new.load_state_dict(state)
     except (KeyError, ValueError, TypeError, RuntimeError):
         return
-    if old_optimizer is not None and len(old_optimizer.param_groups) == len(new_optimizer.param_groups):
-        for g_old, g_new in zip(old_optimizer.param_groups, new_optimizer.param_groups):
-            if "lr" in g_old:
-                g_new["lr"] = g_old["lr"]
+    if old_optimizer is None or len(old_optimizer.param_groups) != len(groups):
+        return
+    ratios = [_lr_scale(g_new) / _lr_scale(g_old) for g_old, g_new in zip(old_optimizer.param_groups, groups)]
+    if "base_lrs" in state:
+        new.base_lrs = [base * r for base, r in zip(state["base_lrs"], ratios)]
+    for g_old, g_new, r in zip(old_optimizer.param_groups, groups, ratios):
+        if "lr" in g_old:
+            g_new["lr"] = g_old["lr"] * r
+
+
+def _lr_scale(group: Mapping[str, Any]) -> float:
+    return group.get(LR_SCALE_KEY, 1.0)

@@ -1,0 +1,84 @@
+"""Files the library reads and writes: atomic writes and settings files (TOML, YAML, JSON).
+
+Every writer goes through :func:`atomic_path`, so a reader (or a crash) never sees half a file,
+and parallel writers (sweep trials) never share a temporary name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConfigError
+
+SETTINGS_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
+
+    The temporary name keeps ``path``'s suffix (matplotlib and safetensors read it) and is unique
+    to this process and call. On an error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON atomically; numpy/torch scalars become numbers, other objects text.
+
+    ``indent=None`` is several times faster (json's C encoder).
+    """
+    write_text(path, json.dumps(data, indent=indent, default=_jsonable))
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def read_settings(path: str | Path, what: str = "config file") -> Any:
+    """Parse a .toml, .yaml/.yml or .json file; ConfigError names ``what`` and the problem.
+
+    An empty YAML file reads as ``{}``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SETTINGS_SUFFIXES:
+        raise ConfigError(f"{what} {path} must end in .toml, .yaml, .yml or .json")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    try:
+        if suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text)
+        import yaml
+
+        data = yaml.safe_load(text)
+        return {} if data is None else data
+    except Exception as exc:
+        raise ConfigError(f"cannot parse {what} {path}: {exc}") from exc

@@ -1,0 +1,174 @@
+"""The grower's public state: state_dict / load_state_dict, the phase's trainable set and
+optimizer groups, and the run writer."""
+import copy
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import perforate as pf
+from perforate.grower import LR_SCALE_KEY
+from perforate.writer import load_grower_state, save_grower_state
+
+X = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+# gd: grow at 3, retry at 5, grow at 9, retry at 11, done at 13; pb: dendrite phases at 4-5,
+# 10-11 and 14-15 (a retry), done at 17
+SCORES = [0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.5, 0.6] + [0.6] * 12
+CONFIGS = {"gd": dict(mode="gd"),
+           "pb": dict(mode="pb", candidates=2, dendrite_patience=5, dendrite_max_epochs=2)}
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def config(mode, **changes):
+    return pf.Config(patience=2, max_dendrites=2, **CONFIGS[mode], **changes)
+
+
+def adam(params):
+    return torch.optim.Adam(params, lr=1e-2)
+
+
+def epoch(grower, score):
+    """Two optimizer steps, then the epoch's decision and the model's outputs."""
+    model = grower.model.train()
+    for _ in range(2):
+        grower.optimizer.zero_grad()
+        loss = model(X).pow(2).mean() + sum((p - 0.3).pow(2).sum() for p in model.parameters()) * 1e-2
+        loss.backward()
+        grower.optimizer.step()
+    d = grower.step(score)
+    with torch.no_grad():
+        out = grower.model.eval()(X)
+    return (d.event, d.phase, d.done), out
+
+
+@pytest.mark.parametrize("mode,split", [("gd", 5), ("pb", 5)])
+def test_state_dict_round_trip_continues_identically(mode, split):
+    cfg = config(mode)
+    a = pf.Grower(make_model(), cfg, adam)
+    for score in SCORES[:split]:
+        epoch(a, score)
+    if mode == "pb":
+        assert a.phase == "dendrite" and a.state.dendrite_epochs == 1  # mid dendrite phase
+    saved = copy.deepcopy(a.state_dict())
+    json.dumps({k: v for k, v in saved.items() if k not in ("model", "optimizer", "scheduler", "best")})
+
+    b = pf.Grower(make_model(seed=7), pf.Config.from_dict(saved["config"]), adam)  # other weights
+    b.load_state_dict(saved)
+    assert b.state == a.state and b.history == a.history and b.phase == a.phase
+    for score in SCORES[split:]:
+        (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
+        assert da == db
+        assert torch.equal(out_a, out_b)
+        if da[2]:
+            break
+    assert a.done and b.done and a.state.level >= 1
+
+
+def test_load_state_dict_without_model_and_optimizer_keeps_the_live_ones():
+    cfg = config("pb")
+    a = pf.Grower(make_model(), cfg, adam)
+    for score in SCORES[:5]:
+        epoch(a, score)
+    b = pf.Grower(copy.deepcopy(a.model), cfg, adam)  # as a framework would: its own copy
+    b.load_state_dict(copy.deepcopy(a.state_dict(model=False, optimizer=False)))
+    assert b.phase == "dendrite" and b.state == a.state
+    trainable = {n for n, p in b.model.named_parameters() if p.requires_grad}
+    assert trainable and all("candidate_pool" in n for n in trainable)
+    with pytest.raises(pf.CheckpointError, match="state_dict"):
+        b.load_state_dict({"state": {}})
+    with pytest.raises(pf.CheckpointError, match="unknown fields"):
+        pf.GrowerState.from_dict({"epoch": 1, "novel": 2})
+
+
+def test_param_groups_fit_a_framework_optimizer_to_each_phase():
+    cfg = config("pb", candidate_lr_scale=10.0)
+    outside = nn.Parameter(torch.zeros(2))  # e.g. a head the grower does not manage
+    grower = pf.Grower(make_model(), cfg, adam)
+    grower.add_dendrites()
+    assert grower.phase == "dendrite" and grower.lr_scale == 10.0
+    user = torch.optim.SGD([*grower.model.parameters(), outside], lr=0.01)  # built the user's way
+    user.param_groups[:] = grower.param_groups(user.param_groups)
+    held = user.param_groups[0]["params"]
+    pools = [p for layer in pf.dendritic_layers(grower.model).values()
+             for p in layer.candidate_pool.parameters()]
+    assert {id(p) for p in held} == {id(p) for p in pools} | {id(outside)}
+    assert user.param_groups[0]["lr"] == pytest.approx(0.1) and user.param_groups[0][LR_SCALE_KEY] == 10.0
+    user.param_groups[:] = grower.param_groups(user.param_groups)  # twice: scaled once
+    assert user.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert grower.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the grower's own
+    for score in [0.1, 0.1, 0.1]:  # dendrite_max_epochs=2: join
+        grower.step(score)
+    assert grower.phase == "neuron" and grower.lr_scale == 1.0
+    # a group with the dendrite phase's options over the model's parameters now
+    groups = grower.param_groups([{**user.param_groups[0], "params": [*grower.model.parameters(), outside]}])
+    assert groups[0]["lr"] == pytest.approx(0.01)
+    layer = pf.dendritic_layers(grower.model)["0"]
+    held = {id(p) for p in groups[0]["params"]}
+    assert id(layer.output_weight) in held and id(layer.dendrite_weight) not in held
+    assert layer.dendrites_frozen and not layer.dendrite_weight.requires_grad
+
+
+def test_apply_trainable_keeps_the_users_frozen_parameters():
+    model = pf.perforate(make_model(), config("pb"))
+    model[0].main.bias.requires_grad_(False)
+    grower = pf.Grower(model, config("pb"), adam)
+    grower.add_dendrites()
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == \
+        [n for n, p in model.named_parameters() if "candidate_pool" in n]
+    grower.state.phase = "neuron"  # as after a join: the user's flags come back
+    for layer in pf.dendritic_layers(model).values():
+        layer.candidate_pool = None
+    trainable = grower.apply_trainable()
+    assert not model[0].main.bias.requires_grad and model[0].main.weight.requires_grad
+    assert all(p.requires_grad for p in trainable)
+
+
+def test_writer_keeps_one_best_file_per_version_and_resumes(tmp_path):
+    cfg = config("gd", checkpoint_best="disk")
+    grower = pf.Grower(make_model(), cfg, adam, out_dir=tmp_path)
+    for score in SCORES[:2]:  # two improvements
+        epoch(grower, score)
+    assert grower.best_version == 2
+    state = tmp_path / "state"
+    assert sorted(p.name for p in state.glob("resume.best-*")) == ["resume.best-2.safetensors"]
+    loaded = load_grower_state(state)
+    assert loaded["state"] == grower.state.to_dict() and loaded["best_version"] == 2
+    assert torch.equal(loaded["model"]["0.main.weight"], grower.model[0].main.weight)
+    assert pf.load(tmp_path / "best.pt", make_model())  # "disk": best.pt follows every new best
+    # a state without model and optimizer (a framework's checkpoint folder) round-trips too
+    save_grower_state(tmp_path / "framework", grower.state_dict(model=False, optimizer=False), "perforate")
+    partial = load_grower_state(tmp_path / "framework", "perforate")
+    assert "model" not in partial and "optimizer" not in partial and partial["best"] is not None
+
+
+def test_plots_switched_off_write_everything_else_without_matplotlib(tmp_path):
+    script = f"""
+import sys, torch
+from torch import nn
+import perforate as pf
+imported_by_import = 'matplotlib' in sys.modules
+torch.manual_seed(0)
+cfg = pf.Config(patience=1, max_dendrites=1, plots=False)
+grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
+                   out_dir={str(tmp_path)!r})
+for score in [0.5, 0.5, 0.5, 0.5]:
+    grower.step(score)
+grower.finish()
+print(imported_by_import, 'matplotlib' in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
+    assert not (tmp_path / "growth.png").exists()
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [r["event"] for r in rows] == ["", "grow", "retry", "done"]
+    assert json.loads((tmp_path / "summary.json").read_text())["done"] is True
+    assert (tmp_path / "best.pt").is_file()
