@@ -70,6 +70,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
     try:
         for mode in ("gd", "pb"):
             _run(mode, rank, Path(tmp))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
