@@ -7,14 +7,15 @@ from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError,
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower, GrowerState
 from .layers import DendriticLayer
-from .measure import count_parameters, flops_per_sample, parameter_breakdown, remaining_error_reduction
+from .measure import (count_parameters, flops_per_sample, parameter_breakdown, peak_training_memory,
+                      remaining_error_reduction)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer",
     "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowerState", "GrowthError",
-    "MissingExtraError", "PerforateError",
-    "WrapError", "count_parameters", "dendritic_layers", "export", "flops_per_sample", "load",
-    "parameter_breakdown", "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",
+    "MissingExtraError", "PerforateError", "WrapError", "count_parameters", "dendritic_layers",
+    "export", "flops_per_sample", "load", "parameter_breakdown", "peak_training_memory",
+    "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",
 ]

@@ -142,8 +142,8 @@ class Grower:
         self.step_scheduler = step_scheduler
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.writer = RunWriter(self.out_dir) if self.out_dir is not None else None
-        self.state = GrowerState(retries_left=self.config.max_growth_retries,
-                                 trainable_flags={n: p.requires_grad for n, p in model.named_parameters()})
+        flags = {name: p.requires_grad for name, p in model.named_parameters()}
+        self.state = GrowerState(retries_left=self.config.max_growth_retries, trainable_flags=flags)
         self.history: list[dict[str, Any]] = []
         self.best_version = 0
         """Counts changes of the best snapshot (a writer rewrites best files only when it moved)."""

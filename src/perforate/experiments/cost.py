@@ -22,10 +22,9 @@ Figures (targets from the speed issue):
 - ``export_latency_ratio``: ``pf.export`` of a dendritic model versus a plain model of equal
   parameter count, batch 1 and 256. Target <= 1.10.
 - ``peak_memory_ratio``: peak memory of one training step (forward, backward, Adam step) with k
-  dendrites versus the plain model of equal parameter count. CPU: torch's own allocation events
-  from ``torch.profiler`` (``profile_memory=True``) summed over time on top of the resident
-  parameters, gradients and optimizer state; CUDA: ``torch.cuda.max_memory_allocated``.
-  No target: reported for information.
+  dendrites versus the plain model of equal parameter count, as ``pf.peak_training_memory``
+  counts it (the harness's ``peak_memory_mb`` column is the same quantity). No target:
+  reported for information.
 
 Epoch-level figures use the MNIST-1D MLP of width 100, batch 32, batches cut from tensors (no
 DataLoader, so no loader overhead hides the cost being measured).
@@ -333,43 +332,22 @@ def _export_figures(s: dict, data, device: torch.device, repeats: int, clock: _C
 
 
 def _peak_training_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Peak bytes of torch allocations during one training step, resident state included.
-
-    The step runs forward, backward and ``optimizer.step()`` after ``zero_grad(set_to_none=True)``,
-    so parameters and optimizer state are resident and gradients are allocated in the step.
-    """
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    """Peak bytes of one Adam training step (``pf.peak_training_memory``), after a first step
+    made the optimizer state resident."""
+    from perforate.measure import peak_training_memory
 
     opt = _adam(model.parameters())
 
     def step():
+        opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    step()  # optimizer state now exists: it is part of the resident set
+    step()
     opt.zero_grad(set_to_none=True)
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
+    with peak_training_memory(model, opt) as peak:
         step()
-        torch.cuda.synchronize(x.device)
-        return int(torch.cuda.max_memory_allocated(x.device))
-    resident = {t.data_ptr(): t.untyped_storage().nbytes() for t in model.parameters()}
-    for state in opt.state.values():
-        for t in state.values():
-            if isinstance(t, torch.Tensor):
-                resident[t.data_ptr()] = t.untyped_storage().nbytes()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    # the profiler's allocator records: +bytes on allocation, -bytes on free
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
-    running = peak = 0
-    for _, nbytes in events:
-        running += nbytes
-        peak = max(peak, running)
-    return sum(resident.values()) + peak
+    return peak.bytes
 
 
 def _memory_figures(s: dict, data, device: torch.device) -> dict:

@@ -367,9 +367,9 @@ def render_report(out: str | Path, markdown: str | Path | None = None) -> Path:
         "RER: remaining error reduction against the baseline of the same seed, "
         "`(err_base - err_arm) / err_base`. params: every parameter inference needs; pruned "
         "rows also give the non-zero count (FLOPs are dense: no sparse kernels). peak MB: "
-        "tensor memory of one training step (parameters, gradients, optimizer state and the "
-        "activations saved for backward, at the largest architecture of the run; CUDA: "
-        "`max_memory_allocated`). Latency: median of the exported model (`pf.export`), "
+        "peak tensor memory of one training step (`pf.peak_training_memory`: parameters, "
+        "gradients, optimizer state, activations and temporaries, at the largest architecture "
+        "of the run; the same count on every device). Latency: median of the exported model (`pf.export`), "
         "eval mode, no grad. Seconds and latencies are wall-clock on the machine that ran the "
         "bench: on a shared machine they move with its load (hence their large std); compare "
         "them within one table only.", "",

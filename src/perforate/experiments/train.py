@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,8 +30,10 @@ import perforate as pf
 from perforate.errors import ExperimentError
 from perforate.experiments.datasets import DatasetSplits
 from perforate.experiments.models import build_model
+from perforate.experiments.stopper import EarlyStopper
+from perforate.measure import peak_training_memory
 
-__all__ = ["DEFAULT_PATIENCE", "TrainResult", "evaluate", "step_memory_mb", "train_model"]
+__all__ = ["DEFAULT_PATIENCE", "TrainResult", "evaluate", "train_model"]
 
 DEFAULT_PATIENCE = 10
 """Early-stopping / growth patience when no config is given."""
@@ -61,7 +65,9 @@ class TrainResult:
     """One row per epoch: epoch, phase, val_score, val_loss, train_loss, train_score, lr,
     params, dendrites, event, seconds."""
     peak_memory_mb: float | None
-    """Peak tensor memory of one training step in MB; see :func:`step_memory_mb`."""
+    """Peak tensor memory of a training step in MB (10^6 bytes): the largest
+    :func:`perforate.measure.peak_training_memory` over the first step of every architecture
+    (and optimizer) the run trained."""
     model: nn.Module | None = field(default=None, repr=False)
     restart_epochs: list[int] = field(default_factory=list)
     """Epochs at whose start a fresh optimizer was built (growth events of a dendritic run)."""
@@ -116,55 +122,9 @@ def _batch_score(data: DatasetSplits, out: torch.Tensor, y: torch.Tensor) -> flo
     return 0.0
 
 
-# ---------------------------------------------------------------------------- memory
-class _SavedTensorMeter:
-    """Bytes of the distinct tensors autograd saves for backward during a forward pass."""
-
-    def __init__(self) -> None:
-        self.seen: set[tuple[int, int]] = set()
-        self.bytes = 0
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        if key not in self.seen:
-            self.seen.add(key)
-            self.bytes += key[1]
-        return t
-
-    @staticmethod
-    def unpack(t: torch.Tensor) -> torch.Tensor:
-        return t
-
-
-def _tensor_bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            key = t.untyped_storage().data_ptr()
-            if key not in seen:
-                seen.add(key)
-                total += t.untyped_storage().nbytes()
-    return total
-
-
-def step_memory_mb(model: nn.Module, optimizer: torch.optim.Optimizer, activation_bytes: int) -> float:
-    """Tensor memory of one training step, in MB (10^6 bytes).
-
-    On CPU PyTorch keeps no allocator statistics, so the peak is counted from the tensors a step
-    must hold at once: parameters and buffers, gradients, optimizer state, and the activations
-    autograd saved for backward (``activation_bytes``, measured with saved-tensor hooks). It
-    leaves out the allocator's slack and short-lived temporaries, so it is a lower bound that
-    compares models fairly, not the process's resident size.
-    """
-    params = list(model.parameters())
-    state = [v for s in optimizer.state.values() for v in s.values()]
-    total = (_tensor_bytes(params) + _tensor_bytes(model.buffers())
-             + _tensor_bytes(p.grad for p in params) + _tensor_bytes(state) + activation_bytes)
-    return total / 1e6
-
-
 # ---------------------------------------------------------------------------- the loop
-def _check_args(mode: str | None, max_epochs: int, batch_size: int, lr: float) -> None:
+def _check_args(mode: str | None, max_epochs: int, batch_size: int, lr: float, monitor: str,
+                config: pf.Config | None) -> None:
     if mode not in (None, "gd", "pb"):
         raise ExperimentError(f"mode must be None (plain training), 'gd' or 'pb'; got {mode!r}")
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
@@ -173,6 +133,59 @@ def _check_args(mode: str | None, max_epochs: int, batch_size: int, lr: float) -
         raise ExperimentError(f"batch_size must be a positive integer; got {batch_size!r}")
     if not lr > 0:
         raise ExperimentError(f"lr must be positive; got {lr!r}")
+    if monitor not in ("score", "loss"):
+        raise ExperimentError(f"monitor must be 'score' or 'loss'; got {monitor!r}")
+    if config is not None and not isinstance(config, pf.Config):
+        raise ExperimentError(f"config must be a perforate.Config; got {type(config).__name__}")
+
+
+class _Epochs:
+    """The training split on the device, cut into shuffled minibatches, one epoch per call."""
+
+    def __init__(self, data: DatasetSplits, batch_size: int, seed: int, device: torch.device) -> None:
+        self.data = data
+        self.x, self.y = data.x_train.to(device), data.y_train.to(device)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def train(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+              measure_memory: bool) -> tuple[float, float | None, int | None]:
+        """One epoch: (mean training loss, training score, peak step bytes or None).
+
+        With ``measure_memory`` the first step's peak memory is measured
+        (:func:`perforate.measure.peak_training_memory`).
+        """
+        model.train()
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        loss_sum, correct, peak = 0.0, 0.0, None
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            measured = measure_memory and i == 0
+            with peak_training_memory(model, optimizer) if measured else nullcontext() as memory:
+                out = model(self.x[idx])
+                loss = _loss(self.data, out, self.y[idx])
+                loss.backward()
+                optimizer.step()
+            if measured:
+                peak = memory.bytes
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += _batch_score(self.data, out.detach(), self.y[idx])
+        score = 100.0 * correct / n if self.data.task == "classification" else None
+        return loss_sum / n, score, peak
+
+
+def _controller(model: nn.Module, mode: str | None, config: pf.Config | None, seed: int,
+                by_loss: bool, optimizer_factory, out_dir: str | Path | None,
+                early_stopping: bool, restart_epochs: Sequence[int]) -> pf.Grower | EarlyStopper:
+    """A Grower for a dendritic run, an EarlyStopper for a plain one; both follow ``Config.better``."""
+    cfg = (config or pf.Config(patience=DEFAULT_PATIENCE)).replace(seed=seed, maximize=not by_loss)
+    if mode is None:
+        return EarlyStopper(model, cfg, optimizer_factory, stop_early=early_stopping,
+                            restart_epochs=restart_epochs)
+    return pf.Grower(model, cfg.replace(mode=mode), optimizer_factory=optimizer_factory,
+                     out_dir=out_dir)
 
 
 def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str | None = None,
@@ -180,10 +193,8 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
                 weight_decay: float = 0.0, max_epochs: int = 100, seed: int = 0,
                 out_dir: str | Path | None = None,
                 epoch_callback: Callable[[int, float], None] | None = None,
-                model: nn.Module | None = None,
-                early_stopping: bool = True,
-                restart_epochs: Sequence[int] = (),
-                monitor: str = "score",
+                model: nn.Module | None = None, early_stopping: bool = True,
+                restart_epochs: Sequence[int] = (), monitor: str = "score",
                 device: str | torch.device = "cpu") -> TrainResult:
     """Train one model on ``data`` and score it; the test split is scored once, at the end.
 
@@ -191,12 +202,14 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
         data: the dataset splits.
         model_name, width: the reference model (``build_model(model_name, data, width, seed)``);
             ignored when ``model`` is given.
-        mode: None trains the plain model with early stopping (``config.patience`` epochs, or
-            :data:`DEFAULT_PATIENCE`) and keeps its best-validation weights. ``"gd"``/``"pb"``
-            perforates the model and grows dendrites with :class:`pf.Grower` until it is done or
-            ``max_epochs`` ran out (then ``grower.finish()`` restores the best model).
+        mode: None trains the plain model with early stopping (:class:`EarlyStopper`:
+            ``config.patience`` epochs, or :data:`DEFAULT_PATIENCE`) and keeps its
+            best-validation weights. ``"gd"``/``"pb"`` perforates the model and grows dendrites
+            with :class:`pf.Grower` until it is done or ``max_epochs`` ran out (then
+            ``grower.finish()`` restores the best model). Both count improvements by
+            ``Config.better``.
         config: the dendritic configuration (its ``mode`` and ``seed`` are replaced by ``mode``
-            and ``seed``); for plain training only its ``patience`` is used.
+            and ``seed``); plain training uses its ``patience`` and improvement thresholds.
         lr, batch_size, weight_decay: Adam's settings and the minibatch size.
         max_epochs: the epoch budget.
         seed: model initialisation, data order and new dendrites.
@@ -214,130 +227,63 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
             ``val_score`` and ``epoch_callback`` report the score either way.
         device: where to train.
     """
-    _check_args(mode, max_epochs, batch_size, lr)
-    if monitor not in ("score", "loss"):
-        raise ExperimentError(f"monitor must be 'score' or 'loss'; got {monitor!r}")
-    by_loss = monitor == "loss"
-    if config is not None and not isinstance(config, pf.Config):
-        raise ExperimentError(f"config must be a perforate.Config; got {type(config).__name__}")
+    _check_args(mode, max_epochs, batch_size, lr, monitor, config)
     device = torch.device(device)
-    if model is None:
-        model = build_model(model_name, data, width, seed=seed)
-    model = model.to(device)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    model = (model if model is not None else build_model(model_name, data, width, seed=seed)).to(device)
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-
-    def make_optimizer(params):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-
-    grower = None
-    patience = config.patience if config is not None else DEFAULT_PATIENCE
-    if mode is not None:
-        cfg = (config or pf.Config()).replace(mode=mode, seed=seed, maximize=not by_loss)
-        grower = pf.Grower(model, cfg, optimizer_factory=make_optimizer, out_dir=out_dir)
-        optimizer = grower.optimizer
-    else:
-        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
-    restarts = set(int(e) for e in restart_epochs)
-
-    generator = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    used_restarts: list[int] = []
-    best_val, best_epoch, best_state, stale = None, -1, None, 0
-    best_key = None  # what "best" follows: the score, or minus the loss
-    peak_mb: float | None = None
-    measure_memory = True  # on the first step of every new architecture / optimizer
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    adam = functools.partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)
+    by_loss = monitor == "loss"
+    controller = _controller(model, mode, config, seed, by_loss, adam, out_dir, early_stopping,
+                             restart_epochs)
     start = time.perf_counter()
-    epoch = 0
+    history, restarts, peak_bytes = _run_epochs(controller, _Epochs(data, batch_size, seed, device),
+                                                x_val, y_val, max_epochs, by_loss, epoch_callback)
+    model = controller.finish().eval()
+    seconds = time.perf_counter() - start
+    best_epoch = controller.state.best_epoch  # the first epoch always improves: it is set
+    test = evaluate(model, data, data.x_test.to(device), data.y_test.to(device))
+    return TrainResult(
+        val_score=history[best_epoch]["val_score"], test_score=test, params=pf.count_parameters(model),
+        nonzero_params=count_nonzero(model), flops_per_sample=pf.flops_per_sample(model, x_val[:8]),
+        epochs=len(history), seconds=seconds, dendrites=_dendrites(model), history=history,
+        peak_memory_mb=peak_bytes / 1e6 or None, model=model, restart_epochs=restarts,
+        best_epoch=best_epoch)
+
+
+def _run_epochs(controller: pf.Grower | EarlyStopper, epochs: _Epochs, x_val: torch.Tensor,
+                y_val: torch.Tensor, max_epochs: int, by_loss: bool,
+                epoch_callback: Callable[[int, float], None] | None
+                ) -> tuple[list[dict], list[int], int]:
+    """Train until the controller is done or the budget is spent: (history, epochs at which a
+    fresh optimizer was built, peak bytes of the measured training steps)."""
+    history: list[dict] = []
+    restarts: list[int] = []
+    peak_bytes = 0
+    measure_memory = True  # on the first step of every new architecture / optimizer
     for epoch in range(max_epochs):
         epoch_start = time.perf_counter()
-        if grower is None and epoch in restarts and epoch > 0:
-            optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
-            used_restarts.append(epoch)
-            measure_memory = True
-        live = grower.model if grower is not None else model
-        live.train()
-        n = len(y_train)
-        order = torch.randperm(n, generator=generator).to(device)
-        loss_sum, correct = 0.0, 0.0
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if measure_memory and not cuda:
-                meter = _SavedTensorMeter()
-                with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
-                    out = live(xb)
-                    loss = _loss(data, out, yb)
-            else:
-                out = live(xb)
-                loss = _loss(data, out, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if measure_memory and not cuda:
-                # gradients exist now; optimizer state appears after the first step
-                optimizer.step()
-                mb = step_memory_mb(live, optimizer, meter.bytes)
-                peak_mb = mb if peak_mb is None else max(peak_mb, mb)
-                measure_memory = False
-            else:
-                optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += _batch_score(data, out.detach(), yb)
-        val, val_loss = _evaluate(live, data, x_val, y_val)
-        row = {"epoch": epoch, "phase": grower.phase if grower is not None else "neuron",
-               "val_score": val, "val_loss": val_loss, "train_loss": loss_sum / n,
-               "train_score": 100.0 * correct / n if data.task == "classification" else None,
+        live, optimizer = controller.model, controller.optimizer
+        train_loss, train_score, step_bytes = epochs.train(live, optimizer, measure_memory)
+        peak_bytes = max(peak_bytes, step_bytes or 0)
+        val, val_loss = _evaluate(live, epochs.data, x_val, y_val)
+        row = {"epoch": epoch, "phase": controller.phase, "val_score": val, "val_loss": val_loss,
+               "train_loss": train_loss, "train_score": train_score,
                "lr": optimizer.param_groups[0]["lr"], "params": pf.count_parameters(live),
-               "dendrites": _dendrites(live), "event": ""}
-        done = False
-        if grower is not None:
-            if by_loss:  # the growth graph then shows losses, on one scale
-                decision = grower.step(val_loss, train_loss=row["train_loss"])
-            else:
-                extra = {"train_acc": row["train_score"]} if row["train_score"] is not None else {}
-                decision = grower.step(val, **extra)
-            row["event"] = decision.event
-            if decision.restructured and not decision.done:
-                optimizer = grower.optimizer
-                used_restarts.append(epoch + 1)
-                measure_memory = True
-            done = decision.done
+               "dendrites": _dendrites(live)}
+        if by_loss:  # the growth graph then shows losses, on one scale
+            decision = controller.step(val_loss, train_loss=train_loss)
         else:
-            key = -val_loss if by_loss else val
-            if best_key is None or key > best_key:
-                best_key, best_val, best_epoch, stale = key, val, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-            done = early_stopping and stale >= patience
-        row["seconds"] = time.perf_counter() - epoch_start
-        history.append(row)
+            extra = {"train_acc": train_score} if train_score is not None else {}
+            decision = controller.step(val, **extra)
+        measure_memory = decision.restructured and not decision.done
+        if measure_memory:
+            restarts.append(epoch + 1)
+        history.append({**row, "event": decision.event, "seconds": time.perf_counter() - epoch_start})
         if epoch_callback is not None:
             epoch_callback(epoch, val)
-        if done:
+        if decision.done:
             break
-    epochs = epoch + 1
-    if grower is not None:
-        model = grower.finish()
-        best_epoch = grower.state.best_epoch
-        best_val = history[best_epoch]["val_score"] if 0 <= best_epoch < len(history) \
-            else grower.best_score
-    elif best_state is not None:
-        model.load_state_dict(best_state)
-    seconds = time.perf_counter() - start
-    if cuda:
-        peak_mb = torch.cuda.max_memory_allocated(device) / 1e6
-    model.eval()
-    test = evaluate(model, data, data.x_test.to(device), data.y_test.to(device))
-    example = x_val[:8]
-    return TrainResult(
-        val_score=float(best_val), test_score=test, params=pf.count_parameters(model),
-        nonzero_params=count_nonzero(model), flops_per_sample=pf.flops_per_sample(model, example),
-        epochs=epochs, seconds=seconds, dendrites=_dendrites(model), history=history,
-        peak_memory_mb=peak_mb, model=model, restart_epochs=used_restarts, best_epoch=best_epoch)
+    return history, restarts, peak_bytes
 
 
 def _dendrites(model: nn.Module) -> int:

@@ -87,7 +87,8 @@ def carry_schedule(old: Any, new: Any, old_optimizer: torch.optim.Optimizer | No
         return
     if old_optimizer is None or len(old_optimizer.param_groups) != len(groups):
         return
-    ratios = [_lr_scale(g_new) / _lr_scale(g_old) for g_old, g_new in zip(old_optimizer.param_groups, groups)]
+    ratios = [_lr_scale(new_group) / _lr_scale(old_group)
+              for old_group, new_group in zip(old_optimizer.param_groups, groups)]
     if "base_lrs" in state:
         new.base_lrs = [base * r for base, r in zip(state["base_lrs"], ratios)]
     for g_old, g_new, r in zip(old_optimizer.param_groups, groups, ratios):

@@ -142,7 +142,8 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         if self._training:  # a restructure is rebuilding the optimizer
             return self._phase_optimizer()
         self.grower = None  # a new grower per train() call; it builds the optimizer
-        self.grower = Grower(t.model, self.config, optimizer_factory=lambda params: self._phase_optimizer(),
+        self.grower = Grower(t.model, self.config,
+                             optimizer_factory=lambda params: self._phase_optimizer(),
                              out_dir=self.out_dir if t.is_world_process_zero() else None,
                              step_scheduler=False)
         folder = Path(t.args.output_dir) / f"checkpoint-{t.state.global_step}"
