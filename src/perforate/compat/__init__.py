@@ -1,0 +1,1 @@
+"""Drop-in layers that run scripts written for other dendritic-optimization libraries on perforate."""

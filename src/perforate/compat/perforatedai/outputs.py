@@ -1,0 +1,95 @@
+"""The files a perforatedai run leaves in ``<save_name>/``, written with perforate's own tools.
+
+``<save_name>.png`` is :func:`perforate.report.plot_growth` (scores with growth points, phases,
+parameters). It and the score CSVs (the reference's names and headers, one row per epoch) are
+rewritten at growth events, at the end and every ``GRAPH_EVERY`` epochs, not every epoch.
+Checkpoints (``latest.pt``, ``best_model.pt``) are :func:`perforate.save` files: safetensors
+plus JSON, never pickle.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Iterable
+
+from torch import nn
+
+from ...checkpoint import save
+from ...report import plot_growth
+
+GRAPH_EVERY = 50
+SWITCH_EVENTS = ("grow", "retry", "dendrite_start", "join")
+
+
+def is_switch(row: dict[str, Any]) -> bool:
+    return any(e in SWITCH_EVENTS for e in str(row.get("event", "")).split("+"))
+
+
+class RunFiles:
+    """Writes one run's graph, tables and checkpoints under ``folder`` (named like the reference)."""
+
+    def __init__(self, folder: Path, generation: str, graphs: bool, checkpoints: bool) -> None:
+        self.folder = folder
+        self.prefix = folder.name
+        self.generation = generation
+        self.graphs = graphs
+        self.checkpoints = checkpoints
+
+    def checkpoint(self, model: nn.Module, name: str, history: list[dict] | None = None) -> None:
+        save(model, self.folder / f"{name}.pt", history=history)
+
+    def graph(self, history: list[dict[str, Any]], title: str, suffix: str = "") -> None:
+        if self.graphs and history:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            plot_growth(history, self.folder / f"{self.prefix}{suffix}.png", title=title)
+
+    def tables(self, rows: list[dict[str, Any]], extra_names: Iterable[str], test_names: list[str],
+               maximize: bool, suffix: str = "") -> None:
+        """Scores, learning rates, epoch times, switch epochs, parameter counts, best per architecture."""
+        if not rows:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        p = f"{self.prefix}{suffix}"
+        names = list(extra_names)
+        self._csv(f"{p}Scores.csv", ["Epochs", "Validation Scores", "Validation Running Scores", *names],
+                  [[r["epoch"], r["score"], r["running"], *(r.get(n, "") for n in names)] for r in rows])
+        self._csv(f"{p}learning_rate.csv", ["Epochs", "learning_rate"], [[r["epoch"], r["lr"]] for r in rows])
+        self._csv(f"{p}Times.csv", ["Epochs", "Normal Epoch Times", "PAI Epoch Times"],
+                  [[r["epoch"], *((r["seconds"], "") if r["phase"] == "neuron" else ("", r["seconds"]))]
+                   for r in rows])
+        switches = [r for r in rows if is_switch(r)]
+        self._csv(f"{p}switch_epochs.csv", ["Switch Number", "Switch Epoch"],
+                  [[i, r["epoch"]] for i, r in enumerate(switches)])
+        self._csv(f"{p}param_counts.csv", ["Switch Number", "Param Count"],
+                  list(enumerate(param_counts(rows))))
+        best = best_by_architecture(rows, maximize)
+        if self.generation == "3.2":
+            self._csv(f"{p}_best_arch_scores.csv", ["Param Counts", "Max Valid Scores", *names],
+                      [[r["params"], r["score"], *(r.get(n, "") for n in names)] for r in best])
+        else:
+            test = test_names[0] if test_names else None
+            self._csv(f"{p}best_test_scores.csv", ["Param Counts", "Max Valid Scores", "Max Test Scores"],
+                      [[r["params"], r["score"], r.get(test, "") if test else ""] for r in best])
+
+    def _csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
+        with open(self.folder / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+def param_counts(rows: list[dict[str, Any]]) -> list[int]:
+    """Parameters at the start and after each switch."""
+    return [rows[0]["params"], *(r["params_after"] for r in rows if is_switch(r))] if rows else []
+
+
+def best_by_architecture(rows: list[dict[str, Any]], maximize: bool) -> list[dict[str, Any]]:
+    """Per dendrite count, the neuron-phase row with the best validation score."""
+    best: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["phase"] != "neuron":
+            continue
+        held = best.get(row["dendrites"])
+        if held is None or (row["score"] > held["score"] if maximize else row["score"] < held["score"]):
+            best[row["dendrites"]] = row
+    return [best[k] for k in sorted(best)]
