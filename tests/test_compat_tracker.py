@@ -90,6 +90,10 @@ def test_the_tracker_steps_the_schedule_replays_it_mid_cycle_and_restarts_it_aft
     assert seen[-1] == (1, False)
     optimizer, _ = GPA.pai_tracker.setup_optimizer(model, *args)
     assert optimizer.param_groups[0]["lr"] == 1.0  # as the reference with find_best_lr off
+    GPA.pai_tracker.set_scheduler(torch.optim.lr_scheduler.ReduceLROnPlateau)
+    optimizer, _ = GPA.pai_tracker.setup_optimizer(model, args[0], {"mode": "max", "patience": 0})
+    feed(model, [40, 30], optimizer)  # stepped with the scores: 30 after 40 cuts the LR once
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
 def test_param_vals_by_total_epoch_continues_the_schedule(fresh):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...config import Config
 from ...convert import dendritic_layers
 from ...grower import Decision, Grower
 from ...measure import count_parameters
@@ -47,7 +48,7 @@ class PAITracker:
     A tracker made with no model only explains, on any call, that the model must be converted first.
     """
 
-    def __init__(self, pc: PAIConfig, model: nn.Module | None = None, config=None, *,
+    def __init__(self, pc: PAIConfig, model: nn.Module | None = None, config: Config | None = None, *,
                  generation: str = "3.2", save_name: str = "PAI", doing_pai: bool = True,
                  making_graphs: bool = True) -> None:
         self.pc = pc
@@ -87,9 +88,12 @@ class PAITracker:
         switches = [r["epoch"] for r in rows if is_switch(r)]
         cycle = self._scores[self._cycle_start:]
         pick = max if self.config is None or self.config.maximize else min
-        tries = 0
+        tries = 0  # retries since the last growth that paid
         for row in rows:
-            tries = 0 if "grow" in row["event"] else tries + ("retry" in row["event"])
+            if "retry" in row["event"]:
+                tries += 1
+            elif is_switch(row) and "join" not in row["event"]:
+                tries = 0
         return {
             "mode": "p" if grower is not None and grower.phase == "dendrite" else "n",
             "num_dendrites_added": self.num_dendrites_added,
@@ -277,7 +281,7 @@ class PAITracker:
         return (mode == PAIConfig.DOING_FIXED_SWITCH and epoch % fixed == fixed - 1
                 and epoch >= self.pc.value("first_fixed_switch_num", level) - 1)
 
-    def _grower_config(self):
+    def _grower_config(self) -> Config:
         return knobs.validated(self.config, self._fields())
 
     def _capacity_test(self) -> bool:
