@@ -117,3 +117,22 @@ def test_nothing_chosen_says_how_to_choose_and_unwrapped_params_are_noted(fresh,
     with caplog.at_level(logging.WARNING, "perforate"):
         UPA.perforate_model(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
     assert "no dendrites on 1" in caplog.text
+
+
+def test_recurrent_layers_need_no_processor(fresh):
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lstm = nn.LSTM(4, 6, batch_first=True)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    GPA.pc.append_modules_to_perforate([nn.LSTM])
+    model = Tagger().eval()
+    x = torch.randn(3, 5, 4)
+    before = model(x)
+    model = UPA.perforate_model(model)
+    assert wrapped(model) == ["head", "lstm"] and torch.allclose(model(x), before)

@@ -46,7 +46,8 @@ class Knob:
 
 def _knobs() -> list[Knob]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    no_processors = "perforate wraps modules with one tensor output; track modules with tuple outputs"
+    no_processors = ("perforate wraps nn.RNN/LSTM/GRU itself and needs no processors; track other "
+                     "modules with tuple outputs")
     return [
         # switching
         Knob("switch_mode", 1),

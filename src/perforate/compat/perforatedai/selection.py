@@ -12,8 +12,9 @@ import re
 from torch import nn
 
 from ...config import Config
-from ...convert import WRAPPABLE, perforate, replace_module
+from ...convert import perforate, replace_module
 from ...errors import WrapError
+from ...kinds import kind_of
 from .errors import CompatConfigError, CompatUsageError
 from .settings import PAIConfig
 
@@ -99,8 +100,9 @@ def _glob(name: str) -> str:
 def convert(model: nn.Module, pc: PAIConfig, generation: str, config: Config) -> tuple[nn.Module, Config]:
     """Wrap the chosen modules; returns the model and the config that wrapped it.
 
-    Linear and Conv layers keep their natural neuron axis (perforate knows it); a set
-    ``output_dimensions`` steers the wrapped blocks (``PAISequential``, classes chosen by name).
+    Layers perforate wraps on its own (Linear, ConvNd, recurrent, ...) keep their natural neuron
+    axis; a set ``output_dimensions`` steers the wrapped blocks (``PAISequential``, classes chosen
+    by name).
     """
     model = replace_listed(model, pc)
     wrap, tracked = choose(model, pc, generation)
@@ -110,7 +112,7 @@ def convert(model: nn.Module, pc: PAIConfig, generation: str, config: Config) ->
             "no module was chosen for dendrites: the model has no trainable module on the "
             "perforate lists; add some with GPA.pc.append_modules_to_perforate([MyLayer]) or "
             "GPA.pc.append_module_names_to_perforate(['MyBlock']) before converting")
-    blocks = [n for n in chosen if not isinstance(model.get_submodule(n), WRAPPABLE)]
+    blocks = [n for n in chosen if kind_of(model.get_submodule(n)) is None]  # not found on its own
     axis = neuron_axis(pc)
     config = config.replace(include=[_glob(n) for n in chosen],
                             neuron_axis={_glob(n): axis for n in blocks} if axis is not None else {})
