@@ -104,6 +104,6 @@ def test_bad_values_name_the_setting(fresh):
     with pytest.raises(CompatConfigError, match="set_n_epochs_to_switch"):
         UPA.perforate_model(mlp())
     GPA.pc.set_n_epochs_to_switch(3)
-    GPA.pc.set_pai_forward_function(torch.nn.functional.gelu)
-    with pytest.raises(CompatConfigError, match="torch.sigmoid, torch.tanh or torch.relu"):
+    GPA.pc.set_pai_forward_function(torch.nn.functional.silu)
+    with pytest.raises(CompatConfigError, match="one of \\['sigmoid', 'tanh'"):
         UPA.perforate_model(mlp())

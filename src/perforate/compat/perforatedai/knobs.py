@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ...activations import ACTIVATIONS
 from ...config import Config
 from ...errors import ConfigError
 from .errors import CompatConfigError
@@ -161,7 +162,6 @@ def canonical(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------- mapping onto Config
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 SOURCES = {  # Config field -> the setting it comes from (for error messages)
     "mode": "perforated_backpropagation", "patience": "n_epochs_to_switch",
@@ -177,12 +177,12 @@ ONLY_WHEN_SET = ("init_scale", "dendrite_patience", "correlation_improvement")
 
 
 def activation_name(fn: Any) -> str:
-    """'sigmoid', 'tanh' or 'relu' for torch.sigmoid / nn.Tanh() / F.relu / 'relu' ..."""
+    """The registry name (``perforate.activations``) of torch.sigmoid / nn.Tanh() / F.relu / 'gelu' ..."""
     name = fn if isinstance(fn, str) else getattr(fn, "__name__", type(fn).__name__)
     name = name.lower().strip("_")
     if name not in ACTIVATIONS:
-        raise CompatConfigError(f"GPA.pc.set_pai_forward_function: perforate's dendrites use "
-                                f"torch.sigmoid, torch.tanh or torch.relu; got {fn!r}")
+        raise CompatConfigError(f"GPA.pc.set_pai_forward_function: perforate's dendrites use one of "
+                                f"{list(ACTIVATIONS)} (e.g. torch.sigmoid); got {fn!r}")
     return name
 
 
