@@ -9,6 +9,7 @@ are first swapped for ``replacement_modules[i](module)``.
 from __future__ import annotations
 
 import re
+
 from torch import nn
 
 from ...config import Config
