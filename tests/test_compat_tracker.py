@@ -198,20 +198,37 @@ def test_scores_reach_the_csvs_and_the_graph(fresh):
     assert pf.read_checkpoint_meta(folder / "best_model.pt")["structure"]
 
 
-def test_save_system_is_safetensors_and_load_system_restarts_the_tracker(fresh):
+def test_load_system_from_latest_continues_the_run_as_if_uninterrupted(fresh):
+    scores = [50, 60, 61, 61, 61, 62, 62, 62, 62, 62, 62, 62, 62, 62, 62]
+    model = start(n_epochs_to_switch=2)
+    adam_setup(model)
+    model, before, _ = feed(model, scores[:6], rebuild=lambda m: adam_setup(m)[0])
+    raw = (fresh / "PAI" / "latest.pt").read_bytes()
+    assert raw[8:9] == b"{"  # safetensors: 8-byte header length, then JSON; no pickle
+    model.eval()
+    expected = model(X)
+
+    GPA.reset()  # a new process: same script, then load_system(..., 'latest', True)
+    model = start(n_epochs_to_switch=2, testing_dendrite_capacity=False, drawing_pai=False)
+    model = UPA.load_system(model, "PAI", "latest", True)
+    adam_setup(model)
+    model.eval()
+    assert torch.equal(model(X), expected)
+    model, after, _ = feed(model, scores[6:], rebuild=lambda m: adam_setup(m)[0])
+    assert [r for r, _ in before + after] == [0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, True]
+    mv = GPA.pai_tracker.member_vars
+    assert mv["switch_epochs"] == [4, 7, 10] and mv["total_epochs_run"] == 14
+
+
+def test_save_system_then_load_system_into_a_fresh_model(fresh):
     model = start(n_epochs_to_switch=2)
     adam_setup(model)
     model, _, _ = feed(model, [50, 60, 60, 60], rebuild=lambda m: adam_setup(m)[0])
     UPA.save_system(model, "PAI", "mine")
-    raw = (fresh / "PAI" / "mine.pt").read_bytes()
-    assert raw[8:9] == b"{"  # safetensors: 8-byte header length, then JSON; no pickle
-    recipe = GPA.pai_tracker.recipe
-    loaded = UPA.load_system(model, "PAI", "mine")
-    assert loaded is model and GPA.pai_tracker.recipe is recipe
-    assert GPA.pai_tracker.member_vars["total_epochs_run"] == 0
-    other = UPA.load_system(mlp(), "PAI", "mine")
+    other = UPA.load_system(mlp(), "PAI", "mine")  # not the tracked model: weights only
     model.eval(), other.eval()
     assert torch.equal(model(X), other(X)) and UPA.count_params(other) == pf.count_parameters(model)
+    assert GPA.pai_tracker.model is model
 
 
 def test_misuse_gets_typed_errors_that_say_what_to_do(fresh):

@@ -4,7 +4,8 @@
 parameters). It and the score CSVs (the reference's names and headers, one row per epoch) are
 rewritten at growth events, at the end and every ``GRAPH_EVERY`` epochs, not every epoch.
 Checkpoints (``latest.pt``, ``best_model.pt``) are :func:`perforate.save` files: safetensors
-plus JSON, never pickle.
+plus JSON, never pickle; ``latest.pt`` (and ``UPA.save_system``) also keep the tracker's state
+beside them so ``UPA.load_system`` can continue the run.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from ...checkpoint import save
 from ...report import plot_growth
+from ...writer import load_grower_state, save_grower_state
 
 GRAPH_EVERY = 50
 SWITCH_EVENTS = ("grow", "retry", "dendrite_start", "join")
@@ -35,8 +37,9 @@ class RunFiles:
         self.graphs = graphs
         self.checkpoints = checkpoints
 
-    def checkpoint(self, model: nn.Module, name: str, history: list[dict] | None = None) -> None:
-        save(model, self.folder / f"{name}.pt", history=history)
+    def checkpoint(self, model: nn.Module, name: str, history: list[dict] | None = None,
+                   tracker_state: dict[str, Any] | None = None) -> None:
+        write_system(model, self.folder, name, history, tracker_state)
 
     def graph(self, history: list[dict[str, Any]], title: str, suffix: str = "") -> None:
         if self.graphs and history:
@@ -76,6 +79,22 @@ class RunFiles:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+
+
+def write_system(model: nn.Module, folder: str | Path, name: str, history: list[dict] | None = None,
+                 tracker_state: dict[str, Any] | None = None) -> None:
+    """``<folder>/<name>.pt`` (:func:`perforate.save`) and, given a tracker state, beside it
+    ``<name>.tracker.safetensors`` (:func:`perforate.writer.save_grower_state`): no pickle."""
+    save(model, Path(folder) / f"{name}.pt", history=history)
+    if tracker_state is not None:
+        save_grower_state(folder, tracker_state, stem=f"{name}.tracker")
+
+
+def read_tracker_state(folder: str | Path, name: str) -> dict[str, Any] | None:
+    """The tracker state :func:`write_system` stored beside ``<name>.pt``, or None."""
+    if not (Path(folder) / f"{name}.tracker.safetensors").is_file():
+        return None
+    return load_grower_state(folder, stem=f"{name}.tracker")
 
 
 def param_counts(rows: list[dict[str, Any]]) -> list[int]:

@@ -331,7 +331,7 @@ class PAITracker:
         epoch = len(self._scores) - 1
         if self.files.checkpoints:
             history = self.grower.history
-            self.files.checkpoint(self.model, "latest", history)
+            self.files.checkpoint(self.model, "latest", history, self.state_dict())
             if decision.improved:
                 self.files.checkpoint(self.model, "best_model", history)
         if decision.event or complete or (epoch + 1) % GRAPH_EVERY == 0:
@@ -346,6 +346,31 @@ class PAITracker:
         if self.grower is not None:
             self.files.graph(self.grower.history, f"perforate ({self.grower.config.mode})", extra_string)
             self._tables(extra_string)
+
+    # ------------------------------------------------------------------ continuing a saved run
+    _RECORD = ("rows", "_scores", "_cycle_start", "_running", "_last_improved", "complete",
+               "_awaiting_optimizer")
+    _NAMES = ("_extra_names", "_hidden_names", "_test_names")
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The grower's decisions (``Grower.state_dict`` without model and optimizer) plus this
+        tracker's scores; None before the first epoch."""
+        if self.grower is None:
+            return None
+        state = self.grower.state_dict(model=False, optimizer=False)
+        state["compat"] = {**{k: getattr(self, k) for k in self._RECORD},
+                           **{k: list(getattr(self, k)) for k in self._NAMES}}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output; the model must already hold the saved weights."""
+        for key in self._RECORD:
+            setattr(self, key, state["compat"][key])
+        for key in self._NAMES:
+            setattr(self, key, dict.fromkeys(state["compat"][key]))
+        grower = self.grower or self._registered()
+        grower.load_state_dict(state)
+        self._awaiting_optimizer = state["compat"]["_awaiting_optimizer"]
 
     # ------------------------------------------------------------------ calls perforate needs not
     def save_tracker_settings(self) -> None:

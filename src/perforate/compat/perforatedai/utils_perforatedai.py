@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...checkpoint import load, save
+from ...checkpoint import load
 from ...convert import dendritic_layers
 from ...export import export
 from ...measure import count_parameters
 from . import globals_perforatedai as GPA
 from . import knobs, selection
+from .outputs import read_tracker_state, write_system
 from .tracker import PAITracker
 
 __all__ = [
@@ -92,31 +93,37 @@ def convert_network(net: nn.Module, layer_name: str = "") -> nn.Module:
 
 
 # ---------------------------------------------------------------------- saving and loading
-def _path(folder: str | Path, name: str) -> Path:
-    return Path(folder) / (name if name.endswith(".pt") else f"{name}.pt")
+def _stem(name: str) -> str:
+    return name[:-3] if name.endswith(".pt") else name
 
 
 def save_system(net: nn.Module, folder: str | Path, name: str) -> None:
-    """Write ``<folder>/<name>.pt``: weights, dendrite structure and (when tracked) the growth history."""
+    """Write ``<folder>/<name>.pt`` (weights, dendrite structure, growth history) and, for the
+    tracked model, the tracker's state beside it, so ``load_system`` can continue the run."""
     tracker = GPA.pai_tracker
-    history = tracker.grower.history if tracker.model is net and tracker.grower is not None else None
-    save(net, _path(folder, name), history=history)
+    tracked = tracker.model is net and tracker.grower is not None
+    write_system(net, folder, _stem(name), tracker.grower.history if tracked else None,
+                 tracker.state_dict() if tracked else None)
 
 
 def load_system(net: nn.Module, folder: str | Path, name: str, load_from_restart: bool = False,
                 switch_call: bool = False, load_from_manual_save: bool = False) -> nn.Module:
     """Load ``<folder>/<name>.pt`` into ``net`` (resized to the saved dendrite count); returns it.
 
-    When ``net`` is the tracked model, its tracker starts afresh from the loaded model (growth
-    decisions and scores restart; the optimizer recipe is kept): call ``setup_optimizer`` next.
+    When ``net`` is the tracked model, its tracker starts again from the file: with the saved
+    tracker state (``latest``, or any ``save_system`` file) the scores and growth decisions
+    continue where they were; otherwise they start afresh. Call ``setup_optimizer`` next.
     """
-    model = load(_path(folder, name), net)
+    model = load(Path(folder) / f"{_stem(name)}.pt", net)
     tracker = GPA.pai_tracker
     if tracker.model is net:
         fresh = PAITracker(tracker.pc, model, tracker.config, generation=tracker.generation,
                            save_name=str(tracker.files.folder), doing_pai=tracker.doing_pai,
                            making_graphs=tracker.files.graphs)
         fresh.recipe = tracker.recipe
+        state = read_tracker_state(folder, _stem(name))
+        if state is not None:
+            fresh.load_state_dict(state)
         GPA.pai_tracker = fresh
     return model
 
@@ -125,7 +132,7 @@ def load_pretrained_model(net: nn.Module, folder: str | Path, name: str,
                           remove_dendrite_scaffolding: bool = False) -> nn.Module:
     """Load weights and dendrites for transfer learning; with ``remove_dendrite_scaffolding``,
     return :func:`perforate.export`'s plain model (dendrites fused, nothing left to grow)."""
-    model = load(_path(folder, name), net)
+    model = load(Path(folder) / f"{_stem(name)}.pt", net)
     return export(model) if remove_dendrite_scaffolding else model
 
 
