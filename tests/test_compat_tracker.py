@@ -108,7 +108,8 @@ def test_param_vals_by_total_epoch_continues_the_schedule(fresh):
 
 
 def test_an_optimizer_instance_is_used_and_a_missing_rebuild_is_flagged(fresh, caplog):
-    model = start(n_epochs_to_switch=2)
+    model = UPA.perforate_model(mlp())
+    GPA.pc.set_n_epochs_to_switch(2)
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
     GPA.pai_tracker.set_optimizer_instance(sgd)
     assert GPA.pai_tracker.member_vars["optimizer_instance"] is sgd

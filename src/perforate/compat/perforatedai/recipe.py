@@ -29,10 +29,8 @@ class OptimizerRecipe:
     instance: torch.optim.Optimizer | None = None
     """An optimizer the script built itself (``set_optimizer_instance``); handed over once."""
     manages_scheduler: bool = True
-
-    @property
-    def ready(self) -> bool:
-        return self.optimizer_class is not None or self.instance is not None
+    registered: bool = False
+    """The script set up an optimizer (arguments or an instance) at least once."""
 
     def use_arguments(self, opt_args: dict[str, Any], sched_args: dict[str, Any] | None,
                       parameters: Iterable | None) -> None:
@@ -53,6 +51,7 @@ class OptimizerRecipe:
         self.scheduler_kwargs = dict(sched_args or {})
         self.instance = None
         self.manages_scheduler = True
+        self.registered = True
 
     def use_instance(self, optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -60,6 +59,7 @@ class OptimizerRecipe:
                                    f"{type(optimizer).__name__}")
         self.instance = optimizer
         self.manages_scheduler = False
+        self.registered = True
 
     # ------------------------------------------------------------------ factories
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -239,7 +239,7 @@ class PAITracker:
         self._record(grower, value)
         if restructured:
             self._cycle_start = len(self._scores)
-            self._awaiting_optimizer = True
+            self._awaiting_optimizer = self.recipe.registered  # else "no optimizer" was said already
         self._write(decision, complete)
         compiled = net is not self.model and getattr(net, "_orig_mod", None) is self.model
         return (net if compiled else self.model), restructured, complete
