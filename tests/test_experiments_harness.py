@@ -12,7 +12,7 @@ import perforate as pf
 from perforate.errors import ExperimentError
 from perforate.experiments import results as res
 from perforate.experiments.arms import ARMS, Protocol, ProtocolHooks, plan_runs, run_protocol
-from perforate.experiments.cli import app
+from perforate.cli import app
 from perforate.experiments.datasets import dataset_names, load_dataset
 from perforate.experiments.models import build_model
 from perforate.experiments.render import render_report

@@ -10,10 +10,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .convert import dendritic_layers, replace_module
+from .convert import dendritic_layers
 from .errors import CheckpointError
 from .files import atomic_path
 from .layers import DendriticLayer
+from .modules import replace_module
 
 FORMAT = "perforate/1"
 

@@ -11,6 +11,7 @@ from .config import Config
 from .errors import WrapError
 from .kinds import openers
 from .layers import DendriticLayer
+from .modules import replace_module
 
 BlockSpec = str | type
 
@@ -38,15 +39,6 @@ def _axis_override(name: str, config: Config) -> int | None:
 def dendritic_layers(model: nn.Module) -> dict[str, DendriticLayer]:
     """Every DendriticLayer in ``model``, keyed by module name, in registration order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, DendriticLayer)}
-
-
-def replace_module(model: nn.Module, module: nn.Module, replacement: nn.Module) -> None:
-    """Put ``replacement`` wherever ``module`` is registered inside ``model`` (tied modules
-    are registered under several names)."""
-    names = [n for n, m in model.named_modules(remove_duplicate=False) if m is module and n]
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
 
 
 def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None,

@@ -5,9 +5,10 @@ import copy
 
 from torch import nn
 
-from .convert import dendritic_layers, replace_module
+from .convert import dendritic_layers
 from .exported import ExportedDendriticLayer
 from .layers import DendriticLayer
+from .modules import replace_module
 
 __all__ = ["ExportedDendriticLayer", "export"]
 

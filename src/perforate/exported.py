@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import activations, kinds
+from . import activations
 
 
 class ExportedDendriticLayer(nn.Module):
@@ -34,6 +34,7 @@ class ExportedDendriticLayer(nn.Module):
         adapter = layer.adapter
         own = (lambda m: m) if share else copy.deepcopy
         self.kind = layer.kind
+        self.adapter = adapter  # a stateless kind, shared by every layer of the kind
         self.channels = c = layer.channels
         self.num_dendrites = k = layer.num_dendrites
         self.activation = layer.activation
@@ -104,7 +105,7 @@ class ExportedDendriticLayer(nn.Module):
             else:
                 y = self.main(x)
         else:
-            adapter = kinds.get(self.kind)
+            adapter = self.adapter
             y, rebuild = adapter.neurons(self.main, self.main(x, *args, **kwargs))
             if adapter.stacked:
                 parts = [unit(x) for unit in self.units]

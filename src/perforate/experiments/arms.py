@@ -30,9 +30,11 @@ from torch.nn.utils import prune
 import perforate as pf
 from perforate.errors import ExperimentError
 from perforate.experiments import results as res
-from perforate.experiments.datasets import DatasetSplits, dataset_names, load_dataset
-from perforate.experiments.models import build_model, model_names, width_for_params
+from perforate.experiments.datasets import DatasetSplits, load_dataset
+from perforate.experiments.models import build_model, width_for_params
+from perforate.experiments.settings import RunSettings, positive_int
 from perforate.experiments.train import TrainResult, count_nonzero, train_model
+from perforate.files import write_json
 from perforate.measure import latency
 
 __all__ = ["ARMS", "DENDRITIC_ARMS", "Protocol", "ProtocolHooks", "RunSpec", "check_protocol",
@@ -43,36 +45,28 @@ DENDRITIC_ARMS = ("gd", "pb", "compressed")
 _NEEDS = {"control": ("compressed",), "pruned": ("baseline", "compressed")}
 
 
-@dataclass
-class Protocol:
-    """Everything that defines an experiment. ``key()`` holds the fields that change numbers."""
+@dataclass(frozen=True)
+class Protocol(RunSettings):
+    """Everything that defines an experiment. ``key()`` holds the fields that change numbers.
 
-    dataset: str = "mnist1d"
-    model: str = "mlp"
-    width: int = 100
+    The data, model and training settings are :class:`RunSettings`'s; the rest says which arms
+    run, on which seeds and data fractions.
+    """
+
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     seeds: list[int] = field(default_factory=lambda: [0])
     fractions: list[float] = field(default_factory=lambda: [1.0])
     fraction_arms: list[str] | None = None
     """Arms run at fractions below 1 (default: all of ``arms``)."""
-    max_epochs: int = 200
     patience: int = 10
     """Early-stopping patience of plain training and growth patience of dendritic training."""
     finetune_epochs: int | None = None
     """Epoch budget of the pruned arm's fine-tuning (default ``max_epochs``), early stopped."""
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 0.0
     compressed_width: int | None = None
     compressed_mode: str = "gd"
-    monitor: str = "loss"
-    """What early stopping, growth and the kept checkpoint follow: validation "loss" (the
-    default: accuracy on a small validation split is too coarse to detect a plateau) or
-    "score"."""
     config: dict[str, Any] = field(default_factory=dict)
     """Overrides of :class:`pf.Config` for the dendritic arms (patience comes from ``patience``)."""
     latency_repeats: int = 20
-    device: str = "cpu"
     run_outputs: bool = True
     """Let each dendritic run's Grower write history.csv, summary.json and growth.png."""
 
@@ -81,22 +75,17 @@ class Protocol:
 
     def validate(self) -> None:
         """Raise ExperimentError naming the first bad setting."""
-        if self.dataset not in dataset_names():
-            raise ExperimentError(f"unknown dataset {self.dataset!r}; choose one of: "
-                                  f"{', '.join(dataset_names())}")
-        if self.model not in model_names():
-            raise ExperimentError(f"unknown model {self.model!r}; choose one of: "
-                                  f"{', '.join(model_names())}")
+        self.check()
         if not self.arms:
             raise ExperimentError(f"no arms given; choose from: {', '.join(ARMS)}")
         for arm in [*self.arms, *(self.fraction_arms or [])]:
             if arm not in ARMS:
                 raise ExperimentError(f"unknown arm {arm!r}; choose from: {', '.join(ARMS)}")
-        for name in ("width", "max_epochs", "patience", "batch_size", "latency_repeats"):
-            _positive_int(name, getattr(self, name))
+        for name in ("patience", "latency_repeats"):
+            positive_int(name, getattr(self, name))
         for name in ("compressed_width", "finetune_epochs"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                positive_int(name, getattr(self, name))
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                  for s in self.seeds):
             raise ExperimentError(f"seeds must be non-negative integers; got {self.seeds!r}")
@@ -105,10 +94,6 @@ class Protocol:
                                   f"got {self.fractions!r}")
         if self.compressed_mode not in ("gd", "pb"):
             raise ExperimentError(f"compressed_mode must be 'gd' or 'pb'; got {self.compressed_mode!r}")
-        if self.monitor not in ("loss", "score"):
-            raise ExperimentError(f"monitor must be 'loss' or 'score'; got {self.monitor!r}")
-        if not self.lr > 0:
-            raise ExperimentError(f"lr must be positive; got {self.lr!r}")
         self.dendritic_config(0)  # a bad override raises ConfigError here, before any training
 
     @property
@@ -145,11 +130,6 @@ class Protocol:
         d["compressed_width"] = self.narrow_width
         d["finetune_epochs"] = self.finetune_epochs or self.max_epochs
         return d
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ExperimentError(f"{name} must be a positive integer; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -286,7 +266,7 @@ class _Runner:
             result.nonzero_params = count_nonzero(result.model)
         record = self.record(spec, width, result, data, extra)
         pf.save(result.model, folder / "model.safetensors")
-        res.write_json(folder / "record.json", {**record, "history": result.history})
+        write_json(folder / "record.json", {**record, "history": result.history})
         if spec.arm == "baseline":  # the pruned arm starts from it
             self.baselines[spec.run_id] = result.model
         return record

@@ -1,4 +1,6 @@
-"""The ``perforate`` command line: ``demo``, ``bench`` (+ ``bench cost``), ``report``, ``sweep``.
+"""The harness's commands: ``demo``, ``bench`` (+ ``bench cost``) and ``report``.
+
+:mod:`perforate.cli` joins them with ``sweep`` into the ``perforate`` command.
 
 Errors a user can fix (unknown dataset, model or arm; an unwritable folder; a results folder
 from another protocol) print one line and exit with code 2.
@@ -7,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +21,8 @@ from rich.table import Table
 
 from perforate.errors import ExperimentError, PerforateError
 
-app = typer.Typer(
-    name="perforate",
-    help="Dendritic optimization (Perforated Backpropagation) for PyTorch: experiments and reports.",
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+"""The harness's commands, without a name of their own: :mod:`perforate.cli` merges them."""
 bench_app = typer.Typer(
     help="Run the full quality protocol (baseline, gd, pb, compressed, control, pruned) over "
          "several seeds; `perforate bench cost` measures run-time costs.",
@@ -254,21 +252,26 @@ def bench(
             finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
             weight_decay=weight_decay, compressed_width=compressed_width,
             compressed_mode=compressed_mode, monitor=monitor, config=overrides, device=device)
-        argv = ["perforate", "bench", "--dataset", dataset, "--model", model, "--width", str(width),
-                "--arms", ",".join(protocol.arms), "--seeds", str(seeds), "--epochs", str(epochs),
-                "--patience", str(patience), "--fractions", ",".join(f"{f:g}" for f in protocol.fractions)]
-        if fraction_arms:
-            argv += ["--fraction-arms", fraction_arms]
-        for flag, value in (("--compressed-width", compressed_width),
-                            ("--finetune-epochs", finetune_epochs), ("--config", config)):
-            if value is not None:
-                argv += [flag, str(value)]
-        argv += ["--compressed-mode", compressed_mode, "--monitor", monitor, "--lr", f"{lr:g}",
-                 "--batch-size", str(batch_size)]
-        if weight_decay:
-            argv += ["--weight-decay", f"{weight_decay:g}"]
-        argv += ["--out", str(out)]
-        _run(protocol, out, shlex.join(argv), fresh, threads)
+        _run(protocol, out, _bench_command(protocol, config, out), fresh, threads)
+
+
+def _bench_command(protocol, config: Path | None, out: Path) -> str:
+    """The ``perforate bench`` line that reproduces ``protocol`` (shown in the report)."""
+    p = protocol
+    argv = ["perforate", "bench", "--dataset", p.dataset, "--model", p.model, "--width", str(p.width),
+            "--arms", ",".join(p.arms), "--seeds", str(len(p.seeds)), "--epochs", str(p.max_epochs),
+            "--patience", str(p.patience), "--fractions", ",".join(f"{f:g}" for f in p.fractions)]
+    if p.fraction_arms:
+        argv += ["--fraction-arms", ",".join(p.fraction_arms)]
+    for flag, value in (("--compressed-width", p.compressed_width),
+                        ("--finetune-epochs", p.finetune_epochs), ("--config", config)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--compressed-mode", p.compressed_mode, "--monitor", p.monitor, "--lr", f"{p.lr:g}",
+             "--batch-size", str(p.batch_size)]
+    if p.weight_decay:
+        argv += ["--weight-decay", f"{p.weight_decay:g}"]
+    return shlex.join(argv + ["--out", str(out)])
 
 
 # ---------------------------------------------------------------------------- report
@@ -299,24 +302,7 @@ def report(
         typer.echo(f"report: {path}")
 
 
-# ---------------------------------------------------------------------------- other helpers' commands
+# ---------------------------------------------------------------------------- bench cost
 from perforate.experiments.cost import cost_command  # noqa: E402
 
 bench_app.command("cost")(cost_command)
-
-from perforate.sweeps.cli import sweep_command  # noqa: E402
-
-app.command("sweep")(sweep_command)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except PerforateError as exc:  # a command that let one through
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import platform
@@ -47,6 +46,8 @@ import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from perforate.files import write_json
 
 TARGETS: dict[str, float | None] = {
     "controller_overhead": 1.02,
@@ -188,35 +189,42 @@ def _grown(model: torch.nn.Module, k: int, seed: int = 0) -> torch.nn.Module:
 
 # ---------------------------------------------------------------------- figures
 def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Clock) -> dict:
+    """Epoch-level ratios: the controller, the wrapping and a pb dendrite phase."""
     import perforate as pf
-    from perforate.errors import ExperimentError
     from perforate.experiments.models import build_model
 
     base = build_model("mlp", data, s["width"], seed=0).to(device)
     cfg = pf.Config(patience=10**6, seed=0)  # no growth while we time
-    out: dict[str, Any] = {}
+    return {"controller_overhead": _controller_overhead(s, data, device, repeats, clock, base, cfg),
+            "wrap_overhead": _wrap_overhead(s, data, device, repeats, clock, base, cfg),
+            "pb_phase_ratio": _pb_phase_ratio(s, data, device, repeats, clock, base)}
 
-    # controller: same perforated model and loop, with and without Grower.step
+
+def _controller_overhead(s: dict, data, device: torch.device, repeats: int, clock: _Clock,
+                         base: torch.nn.Module, cfg) -> dict:
+    """The same perforated model and loop, with and without ``Grower.step`` (and an out_dir)."""
+    import perforate as pf
+    from perforate.errors import ExperimentError
+
     loops = {name: _Loop(data, s["batch"], device) for name in ("none", "step", "disk")}
     free = pf.perforate(copy.deepcopy(base), cfg)
     free_opt = _adam(free.parameters())
     grower = pf.Grower(pf.perforate(copy.deepcopy(base), cfg), cfg, optimizer_factory=_adam)
+    step_times: dict[str, list[float]] = {"step": [], "disk": []}
+
+    def stepped(g, loop, key):
+        def run():
+            score = loop.epoch(g.model, g.optimizer)
+            start, _ = clock.now()
+            decision = g.step(score)
+            step_times[key].append(clock.now()[0] - start)
+            if decision.restructured:
+                raise ExperimentError("the cost bench grew the model; it must not")
+        return run
+
     with tempfile.TemporaryDirectory(prefix="perforate-cost-") as tmp:
         disk = pf.Grower(pf.perforate(copy.deepcopy(base), cfg), cfg, optimizer_factory=_adam,
                          out_dir=tmp)
-
-        step_times: dict[str, list[float]] = {"step": [], "disk": []}
-
-        def stepped(g, loop, key):
-            def run():
-                score = loop.epoch(g.model, g.optimizer)
-                start, _ = clock.now()
-                decision = g.step(score)
-                step_times[key].append(clock.now()[0] - start)
-                if decision.restructured:
-                    raise ExperimentError("the cost bench grew the model; it must not")
-            return run
-
         times = _paired({"loop": lambda: loops["none"].epoch(free, free_opt),
                          "loop + Grower.step": stepped(grower, loops["step"], "step"),
                          "loop + Grower.step, out_dir": stepped(disk, loops["disk"], "disk")},
@@ -224,7 +232,7 @@ def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Cl
     target = TARGETS["controller_overhead"]
     epoch_s = statistics.median(times["loop"]["t"])
     # Grower.step timed on its own too: a precise complement to the (noisier) paired ratio
-    out["controller_overhead"] = {
+    return {
         "out_dir=None": _ratio(times, "loop + Grower.step", "loop", target,
                                step_s=statistics.median(step_times["step"]),
                                step_share=statistics.median(step_times["step"]) / epoch_s),
@@ -234,7 +242,12 @@ def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Cl
                    step_share=statistics.median(step_times["disk"]) / epoch_s),
     }
 
-    # wrapping: plain model versus perforated with zero dendrites
+
+def _wrap_overhead(s: dict, data, device: torch.device, repeats: int, clock: _Clock,
+                   base: torch.nn.Module, cfg) -> dict:
+    """The plain model against the perforated one with zero dendrites."""
+    import perforate as pf
+
     plain = copy.deepcopy(base)
     wrapped = pf.perforate(copy.deepcopy(base), cfg)
     opts = {"plain": _adam(plain.parameters()), "wrapped": _adam(wrapped.parameters())}
@@ -242,9 +255,14 @@ def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Cl
     times = _paired({"perforated, 0 dendrites": lambda: loops["wrapped"].epoch(wrapped, opts["wrapped"]),
                      "plain": lambda: loops["plain"].epoch(plain, opts["plain"])},
                     repeats, clock, 0.0)
-    out["wrap_overhead"] = _ratio(times, "perforated, 0 dendrites", "plain", TARGETS["wrap_overhead"])
+    return _ratio(times, "perforated, 0 dendrites", "plain", TARGETS["wrap_overhead"])
 
-    # pb dendrite phase versus a plain epoch of the same model
+
+def _pb_phase_ratio(s: dict, data, device: torch.device, repeats: int, clock: _Clock,
+                    base: torch.nn.Module) -> dict:
+    """An epoch of a pb dendrite phase against a plain epoch of the same model."""
+    import perforate as pf
+
     pb_cfg = pf.Config(mode="pb", patience=10**6, seed=0)
     pb_grower = pf.Grower(pf.perforate(copy.deepcopy(base), pb_cfg), pb_cfg, optimizer_factory=_adam)
     pb_grower.add_dendrites()  # starts a dendrite phase: candidates train, the rest is frozen
@@ -254,9 +272,8 @@ def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Cl
     times = _paired({"pb dendrite phase": lambda: loops["pb"].epoch(pb_grower.model, pb_grower.optimizer),
                      "plain": lambda: loops["plain"].epoch(plain, plain_opt)},
                     repeats, clock, 0.0)
-    out["pb_phase_ratio"] = _ratio(times, "pb dendrite phase", "plain", TARGETS["pb_phase_ratio"],
-                                   candidates=pb_cfg.candidates)
-    return out
+    return _ratio(times, "pb dendrite phase", "plain", TARGETS["pb_phase_ratio"],
+                  candidates=pb_cfg.candidates)
 
 
 def _layer_figures(s: dict, device: torch.device, repeats: int, clock: _Clock) -> dict:
@@ -500,7 +517,7 @@ def cost_command(
     if json_path is not None:
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2))
+        write_json(json_path, results)
         console.print(f"wrote {json_path}")
 
 

@@ -4,16 +4,18 @@ Graphs use matplotlib's object API (Figure + FigureCanvasAgg): no pyplot global 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from perforate.experiments.results import derive, load_results
+from perforate.files import write_text
 
 __all__ = ["render_report", "results_table", "narrative"]
 
@@ -133,57 +135,79 @@ def narrative(doc: dict[str, Any]) -> list[str]:
     """Plain sentences generated from the numbers: where dendrites beat the width-matched
     control and where they do not, then the other comparisons and the costs."""
     block = doc["summary"].get("1", {})
-    out: list[str] = []
+    return [*_against_control(doc, block), *_against_references(doc, block),
+            *_at_full_width(doc, block), *_budgets(doc, block)]
 
-    def mean(arm: str, metric: str) -> float:
-        return block[arm][metric]["mean"]
 
+def _mean(block: dict[str, Any], arm: str, metric: str) -> float:
+    return block[arm][metric]["mean"]
+
+
+def _against_control(doc: dict[str, Any], block: dict[str, Any]) -> list[str]:
+    """The claim that matters: the compressed model against its width-matched control."""
     c = _cmp(doc, "compressed", "control")
-    if c:
-        head = {"better": "**Dendrites beat the width-matched control.**",
-                "worse": "**Dendrites lost to the width-matched control.**",
-                "no clear difference": "**Dendrites did not beat the width-matched control**: "
-                                       "the difference is within the seed-to-seed noise."}
-        relation = ("higher than" if c["diff_mean"] > 0 else "lower than" if c["diff_mean"] < 0
-                    else "the same as")
-        verdict = head.get(c["verdict"], f"**One seed only: the compressed model scored "
-                                         f"{relation} the width-matched control; run more seeds "
-                                         "to settle it.**")
-        out.append(
-            f"{verdict} The compressed model ({_count(mean('compressed', 'params'))} parameters, "
-            f"{mean('compressed', 'dendrites'):.1f} dendrites per layer on average) scored "
-            f"{mean('compressed', 'test_score'):.2f} against the control's "
-            f"{mean('control', 'test_score'):.2f} ({_count(mean('control', 'params'))} parameters, "
-            f"same epoch budget and optimizer restarts): {_diff(c)}.")
-        full = {(r["arm"], r["seed"]): r for r in doc["runs"] if float(r["fraction"]) == 1.0}
-        grown = [s for (a, s), r in full.items()
-                 if a == "compressed" and r["dendrites"] > 0 and ("control", s) in full]
-        n = len(block["compressed"]["seeds"])
-        if len(grown) < n:
-            out.append(f"In {n - len(grown)} of {n} seeds no growth step beat the plain narrow "
-                       "model, so the compressed model kept 0 dendrites and is just a narrow "
-                       "plain network; there the comparison with the control measures training "
-                       "budget, not dendrites.")
-        if grown and len(grown) < n:
-            diffs = [full[("compressed", s)]["test_score"] - full[("control", s)]["test_score"]
-                     for s in sorted(grown)]
-            wins = sum(d > 0 for d in diffs)
-            out.append(f"In the {len(grown)} seed(s) where the compressed model kept dendrites "
-                       f"(seeds {', '.join(map(str, sorted(grown)))}), it scored "
-                       f"{', '.join(f'{d:+.2f}' for d in diffs)} points against its control: "
-                       f"higher in {wins} of {len(grown)}.")
-        smaller = [c for c in doc.get("comparisons", [])
-                   if c["arm"] == "compressed" and c["reference"] == "control"
-                   and c["fraction"] != "1"]
-        if smaller:
-            parts = [f"{float(c['fraction']):.0%} of the data: {c['diff_mean']:+.2f} ± "
-                     f"{c['diff_std']:.2f} ({c['verdict']})"
-                     for c in sorted(smaller, key=lambda c: float(c["fraction"]))]
-            out.append("Compressed against its width-matched control on less training data: "
-                       + "; ".join(parts) + ".")
-    elif "compressed" in block:
-        out.append("No width-matched control was run, so no claim about dendrites can be made "
-                   "from the compressed arm (run the `control` arm).")
+    if not c:
+        if "compressed" in block:
+            return ["No width-matched control was run, so no claim about dendrites can be made "
+                    "from the compressed arm (run the `control` arm)."]
+        return []
+    head = {"better": "**Dendrites beat the width-matched control.**",
+            "worse": "**Dendrites lost to the width-matched control.**",
+            "no clear difference": "**Dendrites did not beat the width-matched control**: "
+                                   "the difference is within the seed-to-seed noise."}
+    relation = ("higher than" if c["diff_mean"] > 0 else "lower than" if c["diff_mean"] < 0
+                else "the same as")
+    verdict = head.get(c["verdict"], f"**One seed only: the compressed model scored "
+                                     f"{relation} the width-matched control; run more seeds "
+                                     "to settle it.**")
+    mean = functools.partial(_mean, block)
+    out = [
+        f"{verdict} The compressed model ({_count(mean('compressed', 'params'))} parameters, "
+        f"{mean('compressed', 'dendrites'):.1f} dendrites per layer on average) scored "
+        f"{mean('compressed', 'test_score'):.2f} against the control's "
+        f"{mean('control', 'test_score'):.2f} ({_count(mean('control', 'params'))} parameters, "
+        f"same epoch budget and optimizer restarts): {_diff(c)}."]
+    return out + _seeds_that_grew(doc, block) + _control_on_less_data(doc)
+
+
+def _seeds_that_grew(doc: dict[str, Any], block: dict[str, Any]) -> list[str]:
+    full = {(r["arm"], r["seed"]): r for r in doc["runs"] if float(r["fraction"]) == 1.0}
+    grown = [s for (a, s), r in full.items()
+             if a == "compressed" and r["dendrites"] > 0 and ("control", s) in full]
+    n = len(block["compressed"]["seeds"])
+    out = []
+    if len(grown) < n:
+        out.append(f"In {n - len(grown)} of {n} seeds no growth step beat the plain narrow "
+                   "model, so the compressed model kept 0 dendrites and is just a narrow "
+                   "plain network; there the comparison with the control measures training "
+                   "budget, not dendrites.")
+    if grown and len(grown) < n:
+        diffs = [full[("compressed", s)]["test_score"] - full[("control", s)]["test_score"]
+                 for s in sorted(grown)]
+        wins = sum(d > 0 for d in diffs)
+        out.append(f"In the {len(grown)} seed(s) where the compressed model kept dendrites "
+                   f"(seeds {', '.join(map(str, sorted(grown)))}), it scored "
+                   f"{', '.join(f'{d:+.2f}' for d in diffs)} points against its control: "
+                   f"higher in {wins} of {len(grown)}.")
+    return out
+
+
+def _control_on_less_data(doc: dict[str, Any]) -> list[str]:
+    smaller = [c for c in doc.get("comparisons", [])
+               if c["arm"] == "compressed" and c["reference"] == "control" and c["fraction"] != "1"]
+    if not smaller:
+        return []
+    parts = [f"{float(c['fraction']):.0%} of the data: {c['diff_mean']:+.2f} ± "
+             f"{c['diff_std']:.2f} ({c['verdict']})"
+             for c in sorted(smaller, key=lambda c: float(c["fraction"]))]
+    return ["Compressed against its width-matched control on less training data: "
+            + "; ".join(parts) + "."]
+
+
+def _against_references(doc: dict[str, Any], block: dict[str, Any]) -> list[str]:
+    """The compressed model against the full-width baseline and the pruned baseline."""
+    mean = functools.partial(_mean, block)
+    out = []
     c = _cmp(doc, "compressed", "baseline")
     if c:
         ratio = mean("compressed", "params") / mean("baseline", "params")
@@ -195,6 +219,12 @@ def narrative(doc: dict[str, Any]) -> list[str]:
                    f"({_count(mean('pruned', 'nonzero_params'))} of "
                    f"{_count(mean('pruned', 'params'))} dense parameters) the compressed model "
                    f"scores {_diff(c)}; verdict: {c['verdict']}.")
+    return out
+
+
+def _at_full_width(doc: dict[str, Any], block: dict[str, Any]) -> list[str]:
+    """gd and pb grown on the baseline's width, against the baseline."""
+    out = []
     for arm in ("gd", "pb"):
         c = _cmp(doc, arm, "baseline")
         if not c:
@@ -206,11 +236,17 @@ def narrative(doc: dict[str, Any]) -> list[str]:
                        "beat the plain model on validation), so it is the baseline retrained: "
                        f"{_diff(c)}.")
             continue
-        ratio = mean(arm, "params") / mean("baseline", "params")
+        ratio = _mean(block, arm, "params") / _mean(block, "baseline", "params")
         out.append(f"`{arm}` at the baseline's width, with {ratio:.2f}× its parameters "
                    f"(dendrites kept in {kept} of {len(grown)} seeds), scores {_diff(c)} against "
                    f"the baseline; verdict: {c['verdict']}. It has no parameter-matched control, "
                    "so even a gain here would not show that dendrites beat width.")
+    return out
+
+
+def _budgets(doc: dict[str, Any], block: dict[str, Any]) -> list[str]:
+    """Data efficiency, runs the epoch budget cut short, and training cost."""
+    out = []
     de = doc.get("data_efficiency") or {}
     if de:
         parts = []
@@ -230,12 +266,10 @@ def narrative(doc: dict[str, Any]) -> list[str]:
     if capped:
         out.append(f"The {budget}-epoch budget ended growth before the grower stopped on its own "
                    f"for {', '.join(capped)}; a larger `--epochs` may let those arms grow further.")
-    costs = []
-    for arm in ("gd", "pb", "compressed"):
-        if arm in block and "baseline" in block:
-            costs.append(f"`{arm}` {mean(arm, 'seconds') / mean('baseline', 'seconds'):.1f}× the "
-                         f"wall time and {mean(arm, 'epochs') / mean('baseline', 'epochs'):.1f}× "
-                         "the epochs")
+    mean = functools.partial(_mean, block)
+    costs = [f"`{arm}` {mean(arm, 'seconds') / mean('baseline', 'seconds'):.1f}× the wall time and "
+             f"{mean(arm, 'epochs') / mean('baseline', 'epochs'):.1f}× the epochs"
+             for arm in ("gd", "pb", "compressed") if arm in block and "baseline" in block]
     if costs:
         out.append("Training cost against the baseline: " + "; ".join(costs) + ".")
     return out
@@ -349,13 +383,27 @@ def render_report(out: str | Path, markdown: str | Path | None = None) -> Path:
     def link(p: Path) -> str:
         return Path(os.path.relpath(p, md_path.parent)).as_posix()
 
+    lines = _intro(doc) + ["## What the numbers say", ""]
+    lines += [f"- {s}" for s in narrative(doc)] + [""]
+    lines += _figures(doc, out, link) + _comparison_section(doc)
+    env = doc.get("environment", {})
+    if env:
+        lines += [f"_Environment: Python {env.get('python')}, torch {env.get('torch')}, perforate "
+                  f"{env.get('perforate')}, {env.get('threads')} thread(s), {env.get('platform')}._", ""]
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(md_path, "\n".join(lines))
+    return md_path
+
+
+def _intro(doc: dict[str, Any]) -> list[str]:
+    """Title, how to reproduce, the protocol in a sentence, the results table and its legend."""
     p = doc["protocol"]
     seeds = sorted({r["seed"] for r in doc["runs"]})
     lines = [f"# perforate bench: {p['dataset']} / {p['model']} (width {p['width']})", ""]
     if doc.get("command"):
         lines += ["Reproduce with:", "", "```", doc["command"], "```", ""]
     comp_w = p.get("compressed_width") or max(1, p["width"] // 4)
-    lines += [
+    return lines + [
         f"Seeds {', '.join(map(str, seeds))}; scores are mean ± sample std over seeds, "
         f"{score_name(doc)} on the test split, scored once at the best-validation model. "
         f"Budget: at most {p['max_epochs']} epochs, patience {p['patience']} (early stopping "
@@ -369,13 +417,16 @@ def render_report(out: str | Path, markdown: str | Path | None = None) -> Path:
         "rows also give the non-zero count (FLOPs are dense: no sparse kernels). peak MB: "
         "peak tensor memory of one training step (`pf.peak_training_memory`: parameters, "
         "gradients, optimizer state, activations and temporaries, at the largest architecture "
-        "of the run; the same count on every device). Latency: median of the exported model (`pf.export`), "
-        "eval mode, no grad. Seconds and latencies are wall-clock on the machine that ran the "
-        "bench: on a shared machine they move with its load (hence their large std); compare "
-        "them within one table only.", "",
-        "## What the numbers say", "",
+        "of the run; the same count on every device). Latency: median of the exported model "
+        "(`pf.export`), eval mode, no grad. Seconds and latencies are wall-clock on the machine "
+        "that ran the bench: on a shared machine they move with its load (hence their large "
+        "std); compare them within one table only.", "",
     ]
-    lines += [f"- {s}" for s in narrative(doc)] + [""]
+
+
+def _figures(doc: dict[str, Any], out: Path, link: Callable[[Path], str]) -> list[str]:
+    """Draw the comparison, data-efficiency and growth graphs; their report sections."""
+    lines = []
     if comparison_plot(doc, out / "comparison.png"):
         lines += ["## Accuracy versus parameters", "",
                   f"![accuracy vs parameters]({link(out / 'comparison.png')})", ""]
@@ -385,7 +436,7 @@ def render_report(out: str | Path, markdown: str | Path | None = None) -> Path:
                   f"![data efficiency]({link(out / 'data-efficiency.png')})", ""]
     graphs = _growth_graphs(doc, out)
     if graphs:
-        monitored = "loss" if p.get("monitor") == "loss" else "score"
+        monitored = "loss" if doc["protocol"].get("monitor") == "loss" else "score"
         lines += ["## Growth", "", f"The grower's input, the validation {monitored}, per epoch "
                   f"(first seed, full data; the graph's \"validation score\" line), with the "
                   f"training {'loss' if monitored == 'loss' else 'accuracy'} beside it; dashed "
@@ -393,24 +444,22 @@ def render_report(out: str | Path, markdown: str | Path | None = None) -> Path:
                   "(best model restored).", ""]
         for arm, path in graphs.items():
             lines += [f"### {arm}", "", f"![{arm} growth]({link(path)})", ""]
+    return lines
+
+
+def _comparison_section(doc: dict[str, Any]) -> list[str]:
     comps = doc.get("comparisons", [])
-    if comps:
-        lines += ["## Paired comparisons (test score, same seed)", "",
-                  "| arm | reference | fraction | difference | seeds | per seed | verdict |",
-                  "|---|---|---|---|---|---|---|"]
-        for c in comps:
-            lines.append(f"| {c['arm']} | {c['reference']} | {float(c['fraction']):.0%} | "
-                         f"{c['diff_mean']:+.2f} ± {c['diff_std']:.2f} | {c['n']} | {_tally(c)} | "
-                         f"{c['verdict']} |")
-        lines += ["", "Verdict: better/worse when the mean paired difference is more than two "
-                  "standard errors from zero.", ""]
-    env = doc.get("environment", {})
-    if env:
-        lines += [f"_Environment: Python {env.get('python')}, torch {env.get('torch')}, perforate "
-                  f"{env.get('perforate')}, {env.get('threads')} thread(s), {env.get('platform')}._", ""]
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text("\n".join(lines))
-    return md_path
+    if not comps:
+        return []
+    lines = ["## Paired comparisons (test score, same seed)", "",
+             "| arm | reference | fraction | difference | seeds | per seed | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for c in comps:
+        lines.append(f"| {c['arm']} | {c['reference']} | {float(c['fraction']):.0%} | "
+                     f"{c['diff_mean']:+.2f} ± {c['diff_std']:.2f} | {c['n']} | {_tally(c)} | "
+                     f"{c['verdict']} |")
+    return lines + ["", "Verdict: better/worse when the mean paired difference is more than two "
+                    "standard errors from zero.", ""]
 
 
 def _cost_line(doc: dict[str, Any]) -> str:

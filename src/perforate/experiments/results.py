@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perforate.errors import ExperimentError
+from perforate.files import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from perforate.experiments.arms import Protocol
@@ -52,13 +52,6 @@ METRICS = ("test_score", "val_score", "rer", "params", "nonzero_params", "flops_
 COMPARISONS = (("compressed", "control"), ("compressed", "pruned"), ("compressed", "baseline"),
                ("gd", "baseline"), ("pb", "baseline"), ("pruned", "baseline"),
                ("control", "baseline"))
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def prepare_out_dir(out: str | Path) -> Path:
@@ -110,9 +103,7 @@ def open_results(out: Path, protocol: Protocol, command: str) -> dict[str, Any]:
         return {"schema": SCHEMA, "command": command, "protocol": protocol.to_dict(),
                 "environment": environment(), "runs": []}
     doc = load_results(out)
-    from perforate.experiments.arms import Protocol as _Protocol
-
-    saved = _Protocol.from_dict(doc["protocol"])
+    saved = type(protocol).from_dict(doc["protocol"])
     if saved.key() != protocol.key():
         diff = [f"{k}: saved {saved.key()[k]!r}, now {v!r}"
                 for k, v in protocol.key().items() if saved.key().get(k) != v]

@@ -25,11 +25,10 @@ import importlib
 
 from torch import nn
 
-from .base import Kind
+from .base import KINDS, Kind
 
 # automatic selection tries these in order; "block" is only ever used when declared
 _MODULES = ("linear", "conv", "graph", "recurrent", "block")
-KINDS: dict[str, Kind] = {}
 for _name in _MODULES:
     _module = importlib.import_module(f"{__name__}.{_name}")
     for _kind in getattr(_module, "KINDS", None) or (_module.KIND,):

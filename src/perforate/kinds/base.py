@@ -17,6 +17,9 @@ from ..errors import WrapError
 
 Rebuild = Callable[[torch.Tensor], Any]
 
+KINDS: dict[str, "Kind"] = {}
+"""Every kind by name, filled by :mod:`perforate.kinds` as it imports the kind modules."""
+
 
 class Kind:
     """Base adapter. Subclasses override what differs; the defaults suit single-tensor layers."""
@@ -142,6 +145,4 @@ def first_parameter(module: nn.Module) -> torch.Tensor:
 
 
 def _by_name(name: str) -> Kind:
-    from . import get
-
-    return get(name)
+    return KINDS[name]

@@ -12,6 +12,8 @@ from typing import Callable, Protocol
 
 from torch import nn
 
+from ..modules import replace_module
+
 
 class Opener(Protocol):
     def wants(self, module: nn.Module) -> bool:
@@ -47,8 +49,6 @@ def _replace(model: nn.Module, name: str, old: nn.Module, new: nn.Module) -> nn.
         return model
     if not name:
         return new
-    from ..convert import replace_module
-
     replace_module(model, old, new)
     return model
 

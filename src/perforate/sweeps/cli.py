@@ -1,4 +1,4 @@
-"""The ``perforate sweep`` command (registered by the experiments CLI).
+"""The ``perforate sweep`` command (registered by :mod:`perforate.cli`).
 
 Module-level imports stay light: Optuna and Ray are imported only when a sweep runs.
 """
@@ -40,29 +40,20 @@ def sweep_command(
     Rerun the same command to resume; ask for more --trials to extend a sweep.
     """
     from ..errors import PerforateError
-    from .run import run_sweep
+    from .run import run_sweep, sweep_command_line
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(max(1, threads))
 
-    def progress(record) -> None:
-        score = "" if record.value is None else f" {record.value:.2f}"
-        gain = record.improvement.get("val")
-        vs = "" if gain is None else f" (Δ val vs baseline {gain:+.2f})"
-        typer.echo(f"trial {record.number}: {record.state}{score}{vs}")
-
-    command = f"perforate sweep {config} --backend {backend} --trials {trials} --out {out}"
-    if backend == "ray":
-        command += f" --cpus-per-trial {cpus_per_trial:g} --gpus-per-trial {gpus_per_trial:g}"
-        command += f" --address {address}" if address else ""
-    command += f" --threads {threads}" if threads is not None else ""
+    command = sweep_command_line(config, backend, trials, out, address if backend == "ray" else None,
+                                 cpus_per_trial, gpus_per_trial, threads)
     try:
         summary = run_sweep(config, backend=backend, trials=trials, out=out, address=address,
                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                             num_cpus=num_cpus, wandb=wandb, report=report, command=command,
-                            on_record=progress)
+                            on_record=_print_trial)
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished trials are kept in {out}. Run the same command again "
                    "to resume.", err=True)
@@ -74,3 +65,10 @@ def sweep_command(
                + (f"; report: {out / 'report.md'}" if report else ""))
     if summary["finished"] < summary["requested"]:
         typer.echo("the sweep stopped early; run the same command again to resume.")
+
+
+def _print_trial(record) -> None:
+    score = "" if record.value is None else f" {record.value:.2f}"
+    gain = record.improvement.get("val")
+    vs = "" if gain is None else f" (Δ val vs baseline {gain:+.2f})"
+    typer.echo(f"trial {record.number}: {record.state}{score}{vs}")

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..errors import ExperimentError, require_extra
 from .space import Parameter, SweepSpace
-from .trial import BaselineCache, TrialRecord, TrialStopped, run_trial, write_results
+from .trial import BaselineCache, TrialRecord, TrialStopped, run_trial, trial_data, write_results
 
 BACKEND = "optuna"
 
@@ -119,11 +119,7 @@ def run_optuna(space: SweepSpace, trials: int, out: str | Path, *, data: Any = N
     study = open_study(space, out)
     remaining = trials - len(records_of(study))
     if remaining > 0:
-        if data is None:
-            from ..experiments.datasets import load_dataset
-
-            e = space.experiment
-            data = load_dataset(e.dataset, seed=e.seed, train_fraction=e.train_fraction)
+        data = data if data is not None else trial_data(space)
         cache = BaselineCache(out / "baselines")
 
         def objective(trial: Any) -> float:

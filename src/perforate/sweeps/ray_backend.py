@@ -16,12 +16,14 @@ its own, which is correct but slower).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import ExperimentError, require_extra
+from ..files import write_json
 from .space import SweepSpace
-from .trial import BaselineCache, TrialRecord, run_trial, write_results
+from .trial import BaselineCache, TrialRecord, run_trial, trial_data, write_results
 
 BACKEND = "ray"
 _INDEX = "experiments.json"
@@ -162,12 +164,8 @@ def run_ray(space: SweepSpace, trials: int, out: str | Path, *, address: str | N
     the trials finished so far; calling again resumes.
     """
     ray = require_extra("ray", "ray")
-    optuna = require_extra("optuna", "optuna")
+    require_extra("optuna", "optuna")
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from .optuna_backend import _sampler, distribution
 
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise ExperimentError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0; got "
@@ -176,70 +174,91 @@ def run_ray(space: SweepSpace, trials: int, out: str | Path, *, address: str | N
     root = out / "ray"
     root.mkdir(parents=True, exist_ok=True)
     index = _read_index(root, space)
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=num_cpus or 2, include_dashboard=False)
-        started = True
-    try:
-        if data is None:
-            from ..experiments.datasets import load_dataset
-
-            e = space.experiment
-            data = load_dataset(e.dataset, seed=e.seed, train_fraction=e.train_fraction)
+    with _ray_running(ray, address, num_cpus):
+        data = data if data is not None else trial_data(space)
         trainable = tune.with_resources(
             tune.with_parameters(_train, space=space, data=data, cache_dir=str(out / "baselines")),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-
-        records: list[TrialRecord] = []
-        offset = 0
-
-        for exp in index["experiments"]:
-            path = root / exp["name"]
-            found = _collect(path, space, offset)
-            if len(found) < exp["num_samples"] and tune.Tuner.can_restore(str(path)):
-                tune.Tuner.restore(str(path), trainable, resume_unfinished=True).fit()
-                before = {r.number for r in found}
-                found = _collect(path, space, offset)
-                for r in found:
-                    if r.number not in before and on_record is not None:
-                        on_record(r)
-            records += found
-            offset += exp["num_samples"]
-
+        records = _finish_experiments(root, index, space, trainable, on_record)
+        offset = sum(exp["num_samples"] for exp in index["experiments"])  # trial numbers used
         remaining = trials - len(records)
         if remaining > 0:
             name = f"tune-{len(index['experiments'])}"
             index["experiments"].append({"name": name, "num_samples": remaining})
-            (root / _INDEX).write_text(json.dumps(index, indent=1))
-            mode = "max" if space.maximize else "min"
-            searcher = OptunaSearch(
-                space={p.name: distribution(p) for p in space.searched}, metric="objective",
-                mode=mode, sampler=_sampler(optuna, space, space.experiment.seed + offset))
-            for r in records:
-                if r.state == "COMPLETE":
-                    searcher.add_evaluated_point(
-                        {p.name: r.hyperparameters[p.name] for p in space.searched}, r.value)
-            et = space.early_terminate
-            scheduler = (ASHAScheduler(time_attr="training_iteration",
-                                       max_t=space.experiment.max_epochs + 1,
-                                       grace_period=et.min_iter, reduction_factor=et.eta)
-                         if et.enabled else FIFOScheduler())
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                            num_samples=remaining, metric="objective",
-                                            mode=mode, reuse_actors=True),
-                run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=verbose,
-                                          callbacks=[_recorder(space, out, offset, records,
-                                                               on_record), *callbacks]),
-            )
-            tuner.fit()
+            write_json(root / _INDEX, index, indent=1)
+            recorder = _recorder(space, out, offset, records, on_record)
+            _tuner(root / name, space, trainable, records, remaining, offset,
+                   [recorder, *callbacks], verbose).fit()
             records += _collect(root / name, space, offset)
         write_results(out, space, BACKEND, records)
         return sorted(records, key=lambda r: r.number)
+
+
+@contextmanager
+def _ray_running(ray: Any, address: str | None, num_cpus: int | None) -> Iterator[None]:
+    """Use the running Ray, or start one (local, or joined to ``address``) for the block."""
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus or 2, include_dashboard=False)
+    try:
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        ray.shutdown()
+
+
+def _finish_experiments(root: Path, index: dict[str, Any], space: SweepSpace, trainable: Any,
+                        on_record: Callable[[TrialRecord], None] | None) -> list[TrialRecord]:
+    """The records of every experiment in the index, finishing interrupted ones first."""
+    from ray import tune
+
+    records: list[TrialRecord] = []
+    offset = 0  # the first trial number of each experiment
+    for exp in index["experiments"]:
+        path = root / exp["name"]
+        found = _collect(path, space, offset)
+        if len(found) < exp["num_samples"] and tune.Tuner.can_restore(str(path)):
+            tune.Tuner.restore(str(path), trainable, resume_unfinished=True).fit()
+            before = {r.number for r in found}
+            found = _collect(path, space, offset)
+            for r in found:
+                if r.number not in before and on_record is not None:
+                    on_record(r)
+        records += found
+        offset += exp["num_samples"]
+    return records
+
+
+def _tuner(path: Path, space: SweepSpace, trainable: Any, records: list[TrialRecord],
+           num_samples: int, offset: int, callbacks: list[Any], verbose: int) -> Any:
+    """A new Tune experiment of ``num_samples`` trials, its Optuna searcher warm-started with
+    the finished ``records`` and ASHA (or FIFO) scheduling."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .optuna_backend import _sampler, distribution
+
+    mode = "max" if space.maximize else "min"
+    searcher = OptunaSearch(
+        space={p.name: distribution(p) for p in space.searched}, metric="objective", mode=mode,
+        sampler=_sampler(optuna, space, space.experiment.seed + offset))
+    for r in records:
+        if r.state == "COMPLETE":
+            point = {p.name: r.hyperparameters[p.name] for p in space.searched}
+            searcher.add_evaluated_point(point, r.value)
+    et = space.early_terminate
+    scheduler = FIFOScheduler()
+    if et.enabled:
+        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=et.min_iter,
+                                  max_t=space.experiment.max_epochs + 1, reduction_factor=et.eta)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric="objective",
+                                    num_samples=num_samples, mode=mode, reuse_actors=True),
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=verbose,
+                                  callbacks=callbacks))

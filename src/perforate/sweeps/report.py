@@ -21,6 +21,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..files import write_text
 from .space import Parameter, SweepSpace
 from .trial import TrialRecord, best_record, versions
 
@@ -43,7 +44,7 @@ def write_report(out: str | Path, space: SweepSpace, records: list[TrialRecord],
 
     text = _markdown(space, records, complete, importance, importance_note, backend, command, top)
     path = out / "report.md"
-    path.write_text(text)
+    write_text(path, text)
     if wandb:
         log_to_wandb(out, space, records)
     return path
@@ -143,10 +144,30 @@ def _spearman(x: list[float], y: list[float]) -> float:
 def _markdown(space: SweepSpace, records: list[TrialRecord], complete: list[TrialRecord],
               importance: dict[str, dict[str, float]], importance_note: str, backend: str,
               command: str, top: int) -> str:
+    lines = _setup(space, records, backend, command)
+    lines += ["## What the sweep found", ""]
+    lines += [f"- {s}" for s in findings(space, complete, importance)] + [""]
+    lines += _best_trials(space, complete, top)
+    lines += _improvement(records, complete)
+    lines += ["## Hyperparameters against the metric", "",
+              "![parallel coordinates](parallel_coordinates.png)", "",
+              "One line per trial, coloured by the metric; pruned trials in grey.", ""]
+    lines += _importance(space, importance, importance_note)
+    rows = effects(space, complete)
+    if rows:
+        lines += ["## Effect of each dendrite hyperparameter on Δ val", "",
+                  "| hyperparameter | mean Δ val per value, or rank correlation |", "|---|---|"]
+        lines += [f"| {name} | {text} |" for name, text in rows] + [""]
+    lines += ["## Metric over the sweep", "", "![history](history.png)", ""]
+    return "\n".join(lines)
+
+
+def _setup(space: SweepSpace, records: list[TrialRecord], backend: str, command: str) -> list[str]:
+    """Title, how to reproduce, and what was searched, fixed and paired."""
     e = space.experiment
     counts = {s: sum(r.state == s for r in records) for s in ("COMPLETE", "PRUNED", "FAIL")}
     hours = sum(r.seconds for r in records) / 3600
-    lines = [
+    return [
         f"# Sweep `{space.name}`: dendrites on {e.dataset} / {e.model}", "",
         "Reproduce:", "", "```", command, "```", "",
         *([space.description, ""] if space.description else []),
@@ -165,10 +186,10 @@ def _markdown(space: SweepSpace, records: list[TrialRecord], complete: list[Tria
         "Δ = dendritic − baseline in percent points; RER = remaining error reduction on test.",
         "",
     ]
-    lines += ["## What the sweep found", ""] + [f"- {s}" for s in findings(space, complete,
-                                                                         importance)] + [""]
 
-    lines += [f"## Best trials (top {min(top, len(complete))} of {len(complete)} complete)", ""]
+
+def _best_trials(space: SweepSpace, complete: list[TrialRecord], top: int) -> list[str]:
+    lines = [f"## Best trials (top {min(top, len(complete))} of {len(complete)} complete)", ""]
     searched = [p.name for p in space.searched]
     head = ["#", space.metric, "val", "base val", "Δ val", "test", "base test", "Δ test",
             "RER test", "params (base)", "dendrites"] + searched
@@ -182,46 +203,38 @@ def _markdown(space: SweepSpace, records: list[TrialRecord], complete: list[Tria
                  f"{d['params']} ({b['params']})", str(d["dendrites"])]
         cells += [_fmt(r.hyperparameters.get(n)) for n in searched]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "All trials, with every setting and score: `trials.jsonl` / `results.json`.", ""]
+    return lines + ["", "All trials, with every setting and score: `trials.jsonl` / `results.json`.", ""]
 
-    lines += ["## Improvement over the baseline", "", "![improvement](improvement.png)", ""]
-    if complete:
-        dv = [r.improvement["val"] for r in complete]
-        dt = [r.improvement["test"] for r in complete]
-        lines += [
-            f"- validation: dendrites beat their baseline in {sum(x > 0 for x in dv)} of "
-            f"{len(dv)} complete trials; Δ val median {statistics.median(dv):+.2f}, "
-            f"range {min(dv):+.2f} … {max(dv):+.2f}",
-            f"- test: better in {sum(x > 0 for x in dt)} of {len(dt)}; Δ test median "
-            f"{statistics.median(dt):+.2f}, range {min(dt):+.2f} … {max(dt):+.2f}",
-            f"- baselines: {sum(not r.baseline.get('reused', True) for r in records)} trained, "
-            f"{sum(bool(r.baseline.get('reused')) for r in records)} reused from the cache "
-            "(one per distinct model setting)", ""]
 
-    lines += ["## Hyperparameters against the metric", "",
-              "![parallel coordinates](parallel_coordinates.png)", "",
-              "One line per trial, coloured by the metric; pruned trials in grey.", ""]
+def _improvement(records: list[TrialRecord], complete: list[TrialRecord]) -> list[str]:
+    lines = ["## Improvement over the baseline", "", "![improvement](improvement.png)", ""]
+    if not complete:
+        return lines
+    dv = [r.improvement["val"] for r in complete]
+    dt = [r.improvement["test"] for r in complete]
+    return lines + [
+        f"- validation: dendrites beat their baseline in {sum(x > 0 for x in dv)} of "
+        f"{len(dv)} complete trials; Δ val median {statistics.median(dv):+.2f}, "
+        f"range {min(dv):+.2f} … {max(dv):+.2f}",
+        f"- test: better in {sum(x > 0 for x in dt)} of {len(dt)}; Δ test median "
+        f"{statistics.median(dt):+.2f}, range {min(dt):+.2f} … {max(dt):+.2f}",
+        f"- baselines: {sum(not r.baseline.get('reused', True) for r in records)} trained, "
+        f"{sum(bool(r.baseline.get('reused')) for r in records)} reused from the cache "
+        "(one per distinct model setting)", ""]
 
-    lines += ["## Importance of each hyperparameter", ""]
-    if importance:
-        lines += [f"Method: {importance_note}.", "",
-                  "| hyperparameter | kind | for the metric | for Δ val over baseline |",
-                  "|---|---|---|---|"]
-        for name in sorted(importance["metric"], key=lambda n: -importance["metric"][n]):
-            kind = space.parameter(name).kind
-            lines.append(f"| {name} | {kind} | {importance['metric'][name]:.3f} | "
-                         f"{importance['improvement'].get(name, float('nan')):.3f} |")
-        lines += ["", "![importance](importance.png)", ""]
-    else:
-        lines += [f"Not computed: {importance_note}.", ""]
 
-    rows = effects(space, complete)
-    if rows:
-        lines += ["## Effect of each dendrite hyperparameter on Δ val", "",
-                  "| hyperparameter | mean Δ val per value, or rank correlation |", "|---|---|"]
-        lines += [f"| {name} | {text} |" for name, text in rows] + [""]
-    lines += ["## Metric over the sweep", "", "![history](history.png)", ""]
-    return "\n".join(lines)
+def _importance(space: SweepSpace, importance: dict[str, dict[str, float]], note: str) -> list[str]:
+    lines = ["## Importance of each hyperparameter", ""]
+    if not importance:
+        return lines + [f"Not computed: {note}.", ""]
+    lines += [f"Method: {note}.", "",
+              "| hyperparameter | kind | for the metric | for Δ val over baseline |",
+              "|---|---|---|---|"]
+    for name in sorted(importance["metric"], key=lambda n: -importance["metric"][n]):
+        kind = space.parameter(name).kind
+        lines.append(f"| {name} | {kind} | {importance['metric'][name]:.3f} | "
+                     f"{importance['improvement'].get(name, float('nan')):.3f} |")
+    return lines + ["", "![importance](importance.png)", ""]
 
 
 def findings(space: SweepSpace, complete: list[TrialRecord],

@@ -44,13 +44,19 @@ def run_sweep(config: str | Path | SweepSpace, *, backend: str = "optuna", trial
         from .report import write_report
 
         if command is None:
-            command = _command(config, backend, trials, out, address)
+            command = sweep_command_line(config, backend, trials, out, address)
         write_report(out, space, records, backend=backend, command=command, wandb=wandb)
     best = best_record(space, records)
     return {"finished": len(records), "requested": trials, "best": best, "records": records}
 
 
-def _command(config: Any, backend: str, trials: int, out: Path, address: str | None) -> str:
+def sweep_command_line(config: Any, backend: str, trials: int, out: str | Path,
+                       address: str | None = None, cpus_per_trial: float | None = None,
+                       gpus_per_trial: float | None = None, threads: int | None = None) -> str:
+    """The ``perforate sweep`` line that reruns (or resumes) a sweep with these options."""
     source = config if not isinstance(config, SweepSpace) else "CONFIG"
     line = f"perforate sweep {source} --backend {backend} --trials {trials} --out {out}"
-    return line + (f" --address {address}" if address else "")
+    if backend == "ray" and cpus_per_trial is not None:
+        line += f" --cpus-per-trial {cpus_per_trial:g} --gpus-per-trial {gpus_per_trial or 0:g}"
+    line += f" --address {address}" if address else ""
+    return line + (f" --threads {threads}" if threads is not None else "")

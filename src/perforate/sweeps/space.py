@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, ExperimentError
+from ..experiments.settings import RunSettings, finite_number
+from ..files import read_settings
 
 METHODS = {"bayes": "bayes", "tpe": "bayes", "random": "random", "grid": "grid"}
 METRICS = ("val_score", "improvement")
@@ -47,11 +48,6 @@ DENDRITE_PARAMETERS = tuple(
     [f.name for f in fields(Config) if f.name not in _UNTUNABLE_CONFIG] + ["width"]
 )
 _PARAM_KEYS = {"value", "values", "min", "max", "distribution", "q"}
-_EXPERIMENT_DEFAULTS: dict[str, Any] = {
-    "dataset": "mnist1d", "model": "mlp", "width": 32, "max_epochs": 30, "seed": 0,
-    "train_fraction": 1.0, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.0, "device": "auto",
-    "monitor": "score",
-}
 
 
 @dataclass(frozen=True)
@@ -119,23 +115,30 @@ class Parameter:
 
 
 @dataclass(frozen=True)
-class Experiment:
+class Experiment(RunSettings):
     """Fixed settings of every trial. ``width``/``lr``/... are defaults a parameter overrides."""
 
-    dataset: str = "mnist1d"
-    model: str = "mlp"
     width: int = 32
     max_epochs: int = 30
-    seed: int = 0
-    train_fraction: float = 1.0
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    device: str = "auto"
-    """"auto" (CUDA when available), "cpu" or "cuda[:N]"."""
     monitor: str = "score"
     """What growth, early stopping and the kept checkpoint follow: validation "score" or
     "loss" (finer on small validation splits). Scores are reported either way."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu" or "cuda[:N]"."""
+    seed: int = 0
+    train_fraction: float = 1.0
+
+    def check(self, where: str = "experiment.") -> None:
+        """Raise ExperimentError naming the first bad setting as ``experiment.<name>``."""
+        super().check(where)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ExperimentError(f"{where}seed must be an integer >= 0; got {self.seed!r}")
+        finite_number(where + "train_fraction", self.train_fraction, minimum=0.0, strict=True)
+        if self.train_fraction > 1.0:
+            raise ExperimentError(f"{where}train_fraction must be in (0, 1]; got {self.train_fraction!r}")
+        device = self.device
+        if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
+            raise ExperimentError(f"{where}device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
 
 
 @dataclass(frozen=True)
@@ -219,32 +222,7 @@ class SweepSpace:
 
 def load_space(path: str | Path) -> SweepSpace:
     """Read a sweep file (.yaml/.yml, .toml or .json). Bad entries raise ConfigError."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep config {path}: {exc}") from exc
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover
-                import tomli as tomllib
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(f"sweep config {path} must end in .yaml, .yml, .toml or .json")
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"cannot parse sweep config {path}: {exc}") from exc
-    return space_from_dict(data, default_name=path.stem)
+    return space_from_dict(read_settings(path, "sweep config"), default_name=Path(path).stem)
 
 
 def space_from_dict(data: Any, default_name: str = "sweep") -> SweepSpace:
@@ -305,43 +283,21 @@ def space_from_dict(data: Any, default_name: str = "sweep") -> SweepSpace:
 def _experiment(raw: Any) -> Experiment:
     if not isinstance(raw, dict):
         raise ConfigError(f"experiment must be a mapping of fixed settings; got {raw!r}")
-    known = set(_EXPERIMENT_DEFAULTS)
+    known = {f.name for f in fields(Experiment)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown experiment setting(s) {unknown}; known settings are "
                           f"{sorted(known)}")
-    values = {**_EXPERIMENT_DEFAULTS, **raw}
-    from ..experiments.datasets import dataset_names
-    from ..experiments.models import model_names
-
-    if values["dataset"] not in dataset_names():
-        raise ConfigError(f"experiment.dataset must be one of {dataset_names()}; "
-                          f"got {values['dataset']!r}")
-    if values["model"] not in model_names():
-        raise ConfigError(f"experiment.model must be one of {model_names()}; "
-                          f"got {values['model']!r}")
-    for key in ("width", "max_epochs", "batch_size"):
-        _check_int(f"experiment.{key}", values[key], 1)
-    _check_int("experiment.seed", values["seed"], 0)
-    for key in ("lr", "weight_decay", "train_fraction"):
-        _check_number(f"experiment.{key}", values[key])
-    if not 0.0 < values["train_fraction"] <= 1.0:
-        raise ConfigError(f"experiment.train_fraction must be in (0, 1]; "
-                          f"got {values['train_fraction']!r}")
-    if values["lr"] <= 0:
-        raise ConfigError(f"experiment.lr must be > 0; got {values['lr']!r}")
-    if values["weight_decay"] < 0:
-        raise ConfigError(f"experiment.weight_decay must be >= 0; got {values['weight_decay']!r}")
-    device = values["device"]
-    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
-        raise ConfigError(f"experiment.device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
-    if values["monitor"] not in ("score", "loss"):
-        raise ConfigError(f"experiment.monitor must be 'score' or 'loss'; "
-                          f"got {values['monitor']!r}")
-    values["lr"] = float(values["lr"])
-    values["weight_decay"] = float(values["weight_decay"])
-    values["train_fraction"] = float(values["train_fraction"])
-    return Experiment(**values)
+    values = dict(raw)
+    for key in ("lr", "weight_decay", "train_fraction"):  # YAML writes 1 for 1.0
+        if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+            values[key] = float(values[key])
+    experiment = Experiment(**values)
+    try:
+        experiment.check()
+    except ExperimentError as exc:  # a sweep's experiment is part of its config file
+        raise ConfigError(str(exc)) from exc
+    return experiment
 
 
 def _early_terminate(raw: Any) -> EarlyTerminate:
@@ -379,6 +335,20 @@ def _parameter(raw_name: Any, raw: Any) -> Parameter:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; use value, values, min, max, "
                           "distribution (and q for q_* distributions)")
+    dist = _distribution(raw, where)
+    if dist == "constant":
+        if "value" not in raw:
+            raise ConfigError(f"{where}: distribution 'constant' needs 'value'")
+        param = Parameter(name, dist, value=raw["value"])
+        _check_value(param, raw["value"])
+        return param
+    if dist == "categorical":
+        return _categorical(name, raw, where)
+    return _ranged(name, dist, raw, where)
+
+
+def _distribution(raw: dict[str, Any], where: str) -> str:
+    """The entry's distribution: given, or inferred from value / values / integer min-max."""
     dist = raw.get("distribution")
     if dist is None:
         if "value" in raw:
@@ -394,25 +364,25 @@ def _parameter(raw_name: Any, raw: Any) -> Parameter:
     if dist not in DISTRIBUTIONS:
         raise ConfigError(f"{where}: distribution must be one of {list(DISTRIBUTIONS)}; "
                           f"got {dist!r}")
+    return dist
 
-    if dist == "constant":
-        if "value" not in raw:
-            raise ConfigError(f"{where}: distribution 'constant' needs 'value'")
-        param = Parameter(name, dist, value=raw["value"])
-        _check_value(param, raw["value"])
-        return param
-    if dist == "categorical":
-        values = raw.get("values")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: 'values' must be a non-empty list; got {values!r}")
-        if any(isinstance(v, (list, dict)) for v in values):
-            raise ConfigError(f"{where}: 'values' must hold scalars; got {values!r}")
-        if len(set(map(repr, values))) != len(values):
-            raise ConfigError(f"{where}: 'values' has duplicates: {values!r}")
-        for v in values:
-            _check_value(Parameter(name, dist, values=tuple(values)), v)
-        return Parameter(name, dist, values=tuple(values))
 
+def _categorical(name: str, raw: dict[str, Any], where: str) -> Parameter:
+    values = raw.get("values")
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: 'values' must be a non-empty list; got {values!r}")
+    if any(isinstance(v, (list, dict)) for v in values):
+        raise ConfigError(f"{where}: 'values' must hold scalars; got {values!r}")
+    if len(set(map(repr, values))) != len(values):
+        raise ConfigError(f"{where}: 'values' has duplicates: {values!r}")
+    param = Parameter(name, "categorical", values=tuple(values))
+    for v in values:
+        _check_value(param, v)
+    return param
+
+
+def _ranged(name: str, dist: str, raw: dict[str, Any], where: str) -> Parameter:
+    """A min/max distribution: bounds, step ``q`` and integer-ness checked against the name."""
     if "min" not in raw or "max" not in raw:
         raise ConfigError(f"{where}: distribution {dist!r} needs min and max")
     lo, hi = raw["min"], raw["max"]
@@ -429,10 +399,9 @@ def _parameter(raw_name: Any, raw: Any) -> Parameter:
             raise ConfigError(f"{where}.q must be > 0; got {q!r}")
     elif q is not None:
         raise ConfigError(f"{where}: 'q' only applies to q_uniform / q_log_uniform_values")
-    if dist == "int_uniform":
-        for key, v in (("min", lo), ("max", hi)):
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ConfigError(f"{where}.{key} must be an integer for int_uniform; got {v!r}")
+    both_int = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+    if dist == "int_uniform" and not both_int:
+        raise ConfigError(f"{where}.min and max must be integers for int_uniform; got {lo!r}, {hi!r}")
     if dist in ("log_uniform_values", "q_log_uniform_values") and lo <= 0:
         raise ConfigError(f"{where}: {dist} needs min > 0 (values, not exponents); got {lo!r}")
     param = Parameter(name, dist, min=lo, max=hi, q=q)
@@ -440,8 +409,7 @@ def _parameter(raw_name: Any, raw: Any) -> Parameter:
         if dist in ("uniform", "log_uniform"):
             raise ConfigError(f"{where}: {name} is an integer; use integer min/max (int_uniform "
                               f"or log_uniform_values) or values; got distribution {dist!r}")
-        if dist == "log_uniform_values" and not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+        if dist == "log_uniform_values" and not both_int:
             raise ConfigError(f"{where}: {name} is an integer; min and max must be integers")
     for v in param.bounds():
         _check_value(param, int(round(v)) if _value_type(name) is int else float(v))

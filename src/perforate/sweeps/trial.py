@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config
 from ..errors import ExperimentError
+from ..files import write_text
 from .space import SweepSpace, split_hyperparameters
 
 STATES = ("COMPLETE", "PRUNED", "FAIL")
@@ -97,10 +96,18 @@ class BaselineCache:
 
     def put(self, key: dict[str, Any], result: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self._path(key), json.dumps({"key": key, "result": result}))
+        write_text(self._path(key), json.dumps({"key": key, "result": result}))
 
 
 # ---------------------------------------------------------------- running
+
+
+def trial_data(space: SweepSpace) -> Any:
+    """The dataset splits every trial of ``space`` trains on."""
+    from ..experiments.datasets import load_dataset
+
+    e = space.experiment
+    return load_dataset(e.dataset, seed=e.seed, train_fraction=e.train_fraction)
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -137,23 +144,13 @@ def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
         raise ExperimentError(f"trial {number}: hyperparameters {dendrite_hyper} do not make a "
                               f"valid perforate.Config: {exc}") from exc
 
-    key = baseline_key(space, hyper)
-    base = cache.get(key)
-    reused = base is not None
-    if base is None:
-        result = train_model(data, e.model, width, mode=None, early_stopping=False, **train_kw)
-        base = {"val": result.val_score, "test": result.test_score, "params": result.params,
-                "flops_per_sample": result.flops_per_sample, "epochs": result.epochs,
-                "best_epoch": result.best_epoch, "seconds": result.seconds}
-        cache.put(key, base)
-    baseline = {**base, "reused": reused}
-
+    baseline = _baseline(space, hyper, data, cache, width, train_kw)
     best: list[float] = []
 
     def on_epoch(epoch: int, val: float) -> None:
         best.append(max(val, best[-1]) if best else val)
         if report is not None:
-            objective = best[-1] - (base["val"] if space.metric == "improvement" else 0.0)
+            objective = best[-1] - (baseline["val"] if space.metric == "improvement" else 0.0)
             report(epoch, objective, record)
 
     record = TrialRecord(number=number, state="COMPLETE", hyperparameters=dict(hyper),
@@ -166,14 +163,34 @@ def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
         record.dendritic = {"epochs": len(best), "val": best[-1] if best else None}
         record.seconds = time.perf_counter() - start
         return record
-    record.dendritic = {"val": result.val_score, "test": result.test_score,
-                        "params": result.params, "flops_per_sample": result.flops_per_sample,
-                        "dendrites": result.dendrites, "epochs": result.epochs,
-                        "best_epoch": result.best_epoch, "seconds": result.seconds}
+    record.dendritic = {**_scores(result), "dendrites": result.dendrites}
     record.improvement = improvement(record.dendritic, baseline)
     record.value = metric_value(space, record)
     record.seconds = time.perf_counter() - start
     return record
+
+
+def _baseline(space: SweepSpace, hyper: dict[str, Any], data: Any, cache: BaselineCache,
+              width: int, train_kw: dict[str, Any]) -> dict[str, Any]:
+    """The trial's baseline from the cache, or trained (plain, the full budget) and cached."""
+    from ..experiments.train import train_model
+
+    key = baseline_key(space, hyper)
+    base = cache.get(key)
+    reused = base is not None
+    if base is None:
+        result = train_model(data, space.experiment.model, width, mode=None, early_stopping=False,
+                             **train_kw)
+        base = _scores(result)
+        cache.put(key, base)
+    return {**base, "reused": reused}
+
+
+def _scores(result: Any) -> dict[str, Any]:
+    """What a record keeps of a ``TrainResult``."""
+    return {"val": result.val_score, "test": result.test_score, "params": result.params,
+            "flops_per_sample": result.flops_per_sample, "epochs": result.epochs,
+            "best_epoch": result.best_epoch, "seconds": result.seconds}
 
 
 def improvement(dendritic: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -209,14 +226,14 @@ def write_results(out: str | Path, space: SweepSpace, backend: str,
     out.mkdir(parents=True, exist_ok=True)
     records = sorted(records, key=lambda r: r.number)
     lines = "".join(json.dumps(r.to_dict()) + "\n" for r in records)
-    _atomic_write(out / "trials.jsonl", lines)
+    write_text(out / "trials.jsonl", lines)
     best = best_record(space, records)
     counts = {s: sum(r.state == s for r in records) for s in STATES}
     summary = {"format": RESULTS_FORMAT, "backend": backend, "versions": versions(),
                "sweep": space.to_dict(),
                "counts": counts, "best": best.to_dict() if best else None,
                "trials": [r.to_dict() for r in records]}
-    _atomic_write(out / "results.json", json.dumps(summary, indent=1))
+    write_text(out / "results.json", json.dumps(summary, indent=1))
 
 
 def versions() -> dict[str, str]:
@@ -239,10 +256,3 @@ def read_results(out: str | Path) -> list[TrialRecord]:
         return []
     return [TrialRecord.from_dict(json.loads(line)) for line in path.read_text().splitlines()
             if line.strip()]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a uniquely named temporary file, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

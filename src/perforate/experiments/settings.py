@@ -1,0 +1,63 @@
+"""What every training run of the harness is made of: the data, the model and how it trains.
+
+:class:`RunSettings` holds these settings and their checks once. The bench protocol
+(:class:`perforate.experiments.arms.Protocol`) and a sweep's fixed experiment
+(:class:`perforate.sweeps.Experiment`) extend it with what only they need.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from perforate.errors import ExperimentError
+from perforate.experiments.datasets import dataset_names
+from perforate.experiments.models import model_names
+
+MONITORS = ("loss", "score")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The dataset, the reference model and its width, and ``train_model``'s training settings."""
+
+    dataset: str = "mnist1d"
+    model: str = "mlp"
+    width: int = 100
+    max_epochs: int = 200
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    monitor: str = "loss"
+    """What early stopping, growth and the kept checkpoint follow: validation "loss" (accuracy
+    on a small validation split is too coarse to detect a plateau) or "score"."""
+    device: str = "cpu"
+
+    def check(self, where: str = "") -> None:
+        """Raise ExperimentError naming the first bad setting (``where`` prefixes its name)."""
+        if self.dataset not in dataset_names():
+            raise ExperimentError(f"unknown {where}dataset {self.dataset!r}; choose one of: "
+                                  f"{', '.join(dataset_names())}")
+        if self.model not in model_names():
+            raise ExperimentError(f"unknown {where}model {self.model!r}; choose one of: "
+                                  f"{', '.join(model_names())}")
+        for name in ("width", "max_epochs", "batch_size"):
+            positive_int(where + name, getattr(self, name))
+        if self.monitor not in MONITORS:
+            raise ExperimentError(f"{where}monitor must be 'loss' or 'score'; got {self.monitor!r}")
+        finite_number(where + "lr", self.lr, minimum=0.0, strict=True)
+        finite_number(where + "weight_decay", self.weight_decay, minimum=0.0)
+
+
+def positive_int(name: str, value: Any) -> None:
+    """Raise ExperimentError unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ExperimentError(f"{name} must be a positive integer; got {value!r}")
+
+
+def finite_number(name: str, value: Any, minimum: float, strict: bool = False) -> None:
+    """Raise ExperimentError unless ``value`` is a finite number above (or at) ``minimum``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > minimum if strict else value >= minimum)):
+        relation = ">" if strict else ">="
+        raise ExperimentError(f"{name} must be a finite number {relation} {minimum:g}; got {value!r}")
