@@ -87,6 +87,11 @@ def test_offline_run_holds_growth_history_graph_and_summary(tmp_path, monkeypatc
     wb.log_final(grower)
     run_dir = run.dir
     run.finish()
+    # finish() returns before the wandb service has closed the run's stream, and the .wandb
+    # transaction log holds only its 7-byte header until that close flushes the records (the
+    # service is told to close it without waiting). Under load the file was read first.
+    # teardown() waits for the service process to exit, after it closed every stream.
+    wandb.teardown()
 
     assert opt_has_dendrites == [False, False, True, True]
     assert torch.count_nonzero(states[2]["0.output_weight"]) > 0  # new dendrites trained
