@@ -71,3 +71,32 @@ def test_better_respects_direction_and_thresholds():
     assert acc.better(80.9, 80.0)
     loss = pf.Config(maximize=False, improvement_threshold=0.1)
     assert loss.better(0.8, 1.0) and not loss.better(0.95, 1.0) and not loss.better(1.2, 1.0)
+
+
+def test_score_mode_and_maximize_are_one_setting():
+    assert (pf.Config().score_mode, pf.Config().maximize) == ("max", True)
+    loss = pf.Config(score_mode="min")
+    assert loss.maximize is False and pf.Config(maximize=False).score_mode == "min"
+    assert loss.better(0.8, 1.0) and not loss.better(1.2, 1.0)
+    loss.maximize = True  # set live (e.g. by an integration): the other follows
+    assert loss.score_mode == "max" and loss.better(1.2, 1.0)
+    loss.score_mode = "min"
+    assert loss.maximize is False
+    assert loss.replace(maximize=True).score_mode == "max"
+    assert loss.replace(score_mode="max").maximize is True
+    with pytest.raises(pf.ConfigError, match="disagree"):
+        pf.Config(score_mode="min", maximize=True)
+    with pytest.raises(pf.ConfigError, match=r"score_mode must be one of \['max', 'min'\]"):
+        loss.score_mode = "minimize"
+    assert loss.score_mode == "min"  # a refused value changes nothing
+
+
+@pytest.mark.parametrize("data", [{"score_mode": "min"}, {"maximize": False},
+                                  {"score_mode": "min", "maximize": False}])
+def test_files_with_either_spelling_load(tmp_path, data):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    cfg = pf.Config.load(path)
+    assert (cfg.score_mode, cfg.maximize) == ("min", False)
+    cfg.save(tmp_path / "c.toml")
+    assert pf.Config.load(tmp_path / "c.toml") == cfg

@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .files import read_settings, write_text
 
 MODES = ("gd", "pb")
+SCORE_MODES = ("max", "min")
 CHECKPOINT_POLICIES = ("memory", "disk")
 
 
@@ -22,7 +23,10 @@ class Config:
 
     Scores are compared with ``improvement_threshold`` (relative to the best score) and
     ``improvement_threshold_abs`` (an absolute floor): a new score counts as an improvement
-    only when it beats the best by more than both.
+    only when it beats the best by more than both. Which way is better is ``score_mode``:
+    ``"max"`` (accuracy, the default) or ``"min"`` (a loss), as in ``ReduceLROnPlateau`` and
+    Lightning's ``EarlyStopping``; ``maximize`` is the same setting as a bool, and the two
+    always agree (set either; setting one later changes the other).
     """
 
     mode: str = "gd"
@@ -32,8 +36,14 @@ class Config:
     """Epochs without improvement before the network grows."""
     improvement_threshold: float = 1e-4
     improvement_threshold_abs: float = 0.0
-    maximize: bool = True
-    """True for accuracy-like scores, False for losses."""
+    score_mode: str | None = None
+    """"max" when a higher validation score is better (accuracy), "min" when lower is (a loss).
+    Default "max"."""
+    maximize: bool | None = None
+    """The same as ``score_mode == "max"`` (kept for older scripts and files)."""
+    score_name: str = "validation score"
+    """What the score is, e.g. "validation accuracy %" or "validation loss": the growth graph's
+    axis and the log lines name it."""
     max_dendrites: int = 4
     max_growth_retries: int = 1
     """Fresh re-tries of a growth step that did not beat the best score."""
@@ -72,7 +82,29 @@ class Config:
     importing matplotlib); history.csv holds the same numbers."""
 
     def __post_init__(self) -> None:
+        self._set_direction(self.score_mode, self.maximize)
         self.validate()
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # score_mode and maximize are one setting: once built, changing one changes the other
+        if name in ("score_mode", "maximize") and self.__dict__.get("_built"):
+            self._set_direction(**{name: value})
+        else:
+            object.__setattr__(self, name, value)
+
+    def _set_direction(self, score_mode: Any = None, maximize: Any = None) -> None:
+        if score_mode is not None:
+            _choice("score_mode", score_mode, SCORE_MODES)
+        if maximize is not None and not isinstance(maximize, bool):
+            raise ConfigError(f"maximize must be true or false; got {maximize!r}")
+        if score_mode is not None and maximize is not None and (score_mode == "max") != maximize:
+            raise ConfigError(f"score_mode={score_mode!r} and maximize={maximize!r} disagree; give "
+                              "one of them (score_mode='max' for accuracy, 'min' for a loss)")
+        if score_mode is None:
+            score_mode = "min" if maximize is False else "max"
+        object.__setattr__(self, "score_mode", score_mode)
+        object.__setattr__(self, "maximize", score_mode == "max")
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -98,6 +130,10 @@ class Config:
         if self.correlation_decay >= 1.0:
             raise ConfigError("correlation_decay must be in [0, 1); got "
                               f"{self.correlation_decay!r}")
+        _choice("score_mode", self.score_mode, SCORE_MODES)
+        if not isinstance(self.score_name, str) or not self.score_name.strip():
+            raise ConfigError(f"score_name must be a non-empty string such as 'validation loss'; "
+                              f"got {self.score_name!r}")
         for name in ("maximize", "plots"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
@@ -140,8 +176,13 @@ class Config:
         return cls(**data)
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with some fields changed (validated)."""
-        return self.from_dict({**self.to_dict(), **changes})
+        """A copy with some fields changed (validated); changing ``score_mode`` or ``maximize``
+        changes both."""
+        data = self.to_dict()
+        for name, partner in (("score_mode", "maximize"), ("maximize", "score_mode")):
+            if name in changes and partner not in changes:
+                data.pop(partner)
+        return self.from_dict({**data, **changes})
 
     @classmethod
     def load(cls, path: str | Path) -> Config:

@@ -89,9 +89,10 @@ class DendriteCallback(pl.Callback):
     """Grows dendrites on a LightningModule, driven by a logged validation metric.
 
     Args:
-        config: the :class:`perforate.Config` (``maximize`` is set from ``mode``).
+        config: the :class:`perforate.Config` (``score_mode`` is set from ``mode``, and
+            ``score_name``, when left at its default, from ``monitor``).
         monitor: the logged metric fed to the grower once per validated epoch.
-        mode: "max" or "min"; None takes ``config.maximize``.
+        mode: "max" or "min"; None takes ``config.score_mode``.
         attribute: perforate only ``pl_module.<attribute>`` (e.g. "model"); None perforates the
             whole LightningModule.
         out_dir: where the grower writes history.csv, summary.json, growth.png, best.pt
@@ -109,7 +110,9 @@ class DendriteCallback(pl.Callback):
         if mode is not None:
             if mode not in ("max", "min"):
                 raise ConfigError(f"mode must be 'max' or 'min'; got {mode!r}")
-            config = config.replace(maximize=mode == "max")
+            config = config.replace(score_mode=mode)
+        if config.score_name == Config.score_name:  # the default: name the monitored metric
+            config = config.replace(score_name=monitor)
         if schedule not in ("continue", "restart"):
             raise ConfigError(f"schedule must be 'continue' or 'restart'; got {schedule!r}")
         self.config = config

@@ -85,7 +85,8 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
 
     Args:
         trainer: the ``transformers.Trainer`` (any subclass), built as usual.
-        config: the :class:`perforate.Config`; ``maximize`` is set from ``greater_is_better``.
+        config: the :class:`perforate.Config`; ``score_mode`` is set from ``greater_is_better``
+            and ``score_name``, when left at its default, from ``metric_for_best_model``.
         out_dir: where the grower writes history.csv, summary.json, growth.png, best.pt
             (main process only); None writes nothing.
         blocks: module-name globs or classes to wrap as one unit (see ``pf.perforate``).
@@ -114,7 +115,9 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         greater = args.greater_is_better
         if greater is None:
             greater = not metric.endswith("loss")
-        config = (config or Config()).replace(maximize=bool(greater))
+        config = (config or Config()).replace(score_mode="max" if greater else "min")
+        if config.score_name == Config.score_name:  # the default: name the metric
+            config = config.replace(score_name=self.metric_key)
         model = trainer.model
         if not dendritic_layers(model):
             head = _output_embedding_name(model)
