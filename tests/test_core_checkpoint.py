@@ -112,3 +112,22 @@ def test_remaining_error_reduction():
     assert pf.remaining_error_reduction(90.0, 95.0) == pytest.approx(0.5)
     assert pf.remaining_error_reduction(90.0, 85.0) == pytest.approx(-0.5)
     assert pf.remaining_error_reduction(100.0, 99.0) == 0.0
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        pf.save(nn.Linear(2, 2), tmp_path / "model.safetensors")  # safetensors alone writes 0600
+        grower = pf.Grower(nn.Sequential(nn.Linear(2, 2)), pf.Config(plots=False),
+                           lambda p: torch.optim.SGD(p, lr=0.1), out_dir=tmp_path / "run")
+        grower.step(1.0)
+        grower.finish()
+    finally:
+        os.umask(old)
+    files = [tmp_path / "model.safetensors", *(tmp_path / "run").rglob("*.*")]
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: mode for f in files}
+    assert {f.name for f in files} >= {"best.pt", "history.csv", "summary.json", "resume.safetensors"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import uuid
 from contextlib import contextmanager
@@ -24,11 +25,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary name keeps ``path``'s suffix (matplotlib and safetensors read it) and is unique
     to this process and call. On an error the temporary file is removed and ``path`` is untouched.
+    The file gets the mode any new file gets (0644 under the usual umask), also from writers
+    that create private files (safetensors writes 0600).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
+        with open(tmp, "xb"):  # created as any new file is: its mode honours the umask
+            pass
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)
         yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
