@@ -6,6 +6,7 @@ from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError,
                      MissingExtraError, PerforateError, WrapError)
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower, GrowerState
+from .guards import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
 from .layers import DendriticLayer
 from .measure import (count_parameters, flops_per_sample, parameter_breakdown, peak_training_memory,
                       remaining_error_reduction)
@@ -15,7 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer",
     "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowerState", "GrowthError",
-    "MissingExtraError", "PerforateError", "WrapError", "count_parameters", "dendritic_layers",
+    "MissingExtraError", "PerforateError", "PerforateWarning", "ScoreDirectionWarning",
+    "StaleOptimizerWarning", "WrapError", "count_parameters", "dendritic_layers",
     "export", "flops_per_sample", "load", "parameter_breakdown", "peak_training_memory",
     "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",
 ]

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -37,11 +38,16 @@ from . import checkpoint as ckpt
 from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import CheckpointError, GrowthError
+from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, direction_problem
 from .measure import count_parameters, flops_per_sample
 from .training import gd, pb
 from .writer import RESUME_STEM, STATE_FORMAT, RunWriter, load_grower_state
 
 log = logging.getLogger("perforate")
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 LR_SCALE_KEY = "perforate_lr_scale"
 """Parameter-group option recording the phase's learning-rate multiplier already in ``lr``."""
@@ -64,6 +70,8 @@ class Decision:
     """"grow", "retry", "dendrite_start", "join", "done" or ""."""
     improved: bool = False
     epoch: int = 0
+    reason: str = ""
+    """Why this decision was taken (empty on ordinary epochs)."""
 
 
 @dataclass
@@ -122,12 +130,22 @@ class Grower:
             (see :mod:`perforate.writer`); None writes nothing.
         step_scheduler: call ``scheduler.step()`` once per ``step`` (with the score for
             ReduceLROnPlateau). Set False to step a per-batch scheduler yourself.
+        verbose: log a one-line summary of every epoch at INFO (else at DEBUG) on the
+            ``perforate`` logger; decisions (grow, retry, join, done and why) are always logged
+            at INFO. Show them with ``logging.basicConfig(level=logging.INFO)``.
+        name: names the run in log lines and the growth graph's title (e.g. "gd, seed 0").
+
+    Warns (:class:`perforate.StaleOptimizerWarning`) when the training loop keeps stepping an
+    optimizer that lacks the parameters of the last restructure, and
+    (:class:`perforate.ScoreDirectionWarning`) when the score moves steadily the way
+    ``Config.score_mode`` calls worse.
     """
 
     def __init__(self, model: nn.Module, config: Config | None = None,
                  optimizer_factory: OptimizerFactory | None = None,
                  scheduler_factory: SchedulerFactory | None = None,
-                 out_dir: str | Path | None = None, step_scheduler: bool = True) -> None:
+                 out_dir: str | Path | None = None, step_scheduler: bool = True,
+                 verbose: bool = False, name: str = "") -> None:
         self.config = config or Config()
         if optimizer_factory is None:
             raise GrowthError("Grower needs optimizer_factory, e.g. "
@@ -140,6 +158,13 @@ class Grower:
         self.optimizer_factory = optimizer_factory
         self.scheduler_factory = scheduler_factory
         self.step_scheduler = step_scheduler
+        self.verbose = verbose
+        self.name = name
+        self._log_prefix = f"[{name}] " if name else ""
+        if verbose and not log.isEnabledFor(logging.INFO):
+            warnings.warn("Grower(verbose=True) logs at INFO on the 'perforate' logger, which shows "
+                          "nothing yet: call logging.basicConfig(level=logging.INFO, "
+                          "format='%(message)s') first", stacklevel=2)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.writer = RunWriter(self.out_dir) if self.out_dir is not None else None
         flags = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -154,6 +179,7 @@ class Grower:
         self._params = count_parameters(model)
         self.optimizer: torch.optim.Optimizer
         self.scheduler = None
+        self._guard = OptimizerGuard()
         self._rebuild_optimizer()
 
     # ------------------------------------------------------------------ helpers
@@ -248,6 +274,8 @@ class Grower:
         # before a scheduler records its base lrs
         self.optimizer.param_groups[:] = self.param_groups(self.optimizer.param_groups)
         self.scheduler = self.scheduler_factory(self.optimizer) if self.scheduler_factory else None
+        # a dendrite phase may train candidates outside the user's optimizer steps
+        self._guard.adopt(self.optimizer, self.state.epoch, watch_new=self.state.phase == "neuron")
 
     def rebuild_optimizer(self) -> torch.optim.Optimizer:
         """Build ``optimizer`` and ``scheduler`` afresh from the factories (e.g. after changing
@@ -263,6 +291,7 @@ class Grower:
         if self._best is not None:
             self.model = ckpt.restore(self.model, self._best)
             self.state.level = self.state.best_level
+            self._params = count_parameters(self.model)
 
     # ------------------------------------------------------------------ growth actions
     def add_dendrites(self) -> Decision:
@@ -273,14 +302,15 @@ class Grower:
             raise GrowthError("a dendrite phase is already running; keep calling step()")
         self.state.score_before_growth = self.state.best_score
         self.state.improved_since_growth = False
-        return self._grow(event="grow")
+        return self._grow("grow", "add_dendrites() was called")
 
-    def _grow(self, event: str) -> Decision:
+    def _grow(self, event: str, reason: str) -> Decision:
         s = self.state
         generator = self._generator()
         if self.config.mode == "gd":
             gd.grow(self.layers, generator)
             s.level += 1
+            reason += f"; grew dendrite {s.level}"
             self._after_restructure()
         else:
             pb.start_dendrite_phase(self.layers, self.config.candidates, generator,
@@ -289,11 +319,13 @@ class Grower:
             s.dendrite_epochs = s.dendrite_stale = 0
             s.dendrite_best = None
             event = "dendrite_start" if event == "grow" else event
+            reason += (f"; candidates for dendrite {s.level + 1} train while the rest of the model "
+                       "is frozen")
             self.apply_trainable()
             self._rebuild_optimizer()
         s.switch_epochs.append(s.epoch)
-        self._mark_event(event)
-        return Decision(True, False, s.phase, event, epoch=s.epoch)
+        self._record(event, reason)
+        return Decision(True, False, s.phase, event, epoch=s.epoch, reason=reason)
 
     def _after_restructure(self) -> None:
         s = self.state
@@ -319,7 +351,7 @@ class Grower:
         self._after_restructure()
         s.switch_epochs.append(s.epoch)
 
-    def _finish(self) -> Decision:
+    def _finish(self, reason: str) -> Decision:
         s = self.state
         self._restore_best()
         for layer in self.layers.values():
@@ -327,13 +359,15 @@ class Grower:
         s.done = True
         s.phase = "neuron"
         self._after_restructure()
-        self._mark_event("done")
-        return Decision(True, True, "neuron", "done", epoch=s.epoch)
+        reason += (f"; kept the best model: epoch {s.best_epoch}, score {_fmt(s.best_score)}, "
+                   f"{s.best_level} dendrite(s) per layer")
+        self._record("done", reason)
+        return Decision(True, True, "neuron", "done", epoch=s.epoch, reason=reason)
 
     def finish(self) -> nn.Module:
         """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs."""
         if not self.state.done:
-            self._finish()
+            self._finish("finish() was called")
             if self.writer is not None:
                 self.writer.run_end(self)
         return self.model
@@ -350,6 +384,7 @@ class Grower:
         s = self.state
         if s.done:
             return Decision(False, True, "neuron", "done", epoch=s.epoch)
+        self._guard.check()
         now = time.perf_counter()
         row = {"epoch": s.epoch, "phase": s.phase, "score": score,
                "lr": self.optimizer.param_groups[0].get("lr", float("nan")),
@@ -358,6 +393,11 @@ class Grower:
         row.update({k: float(v) for k, v in extra_scores.items()})
         self._last_time = now
         self.history.append(row)
+        self._log_epoch(row)
+        if len(self.history) == DIRECTION_EPOCHS:
+            problem = direction_problem([r["score"] for r in self.history], self.config)
+            if problem:
+                warnings.warn(problem, ScoreDirectionWarning, stacklevel=2)
         if s.phase == "dendrite":
             decision = self._dendrite_step(row)
         else:
@@ -393,20 +433,25 @@ class Grower:
         # plateau: decide how to go on
         # before any growth the initial network has simply converged
         growth_paid = s.attempts == 0 or s.improved_since_growth
+        plateau = f"no improvement on {_fmt(s.cycle_best)} for {cfg.patience} epochs"
         if growth_paid:
             s.retries_left = cfg.max_growth_retries
             if s.best_level >= cfg.max_dendrites:
-                return self._finish()
+                return self._finish(f"{plateau}; max_dendrites ({cfg.max_dendrites}) reached")
             event = "grow"
+            reason = f"{plateau}: rolled back to the best model"
         elif s.retries_left > 0:
             s.retries_left -= 1
             event = "retry"
+            reason = (f"the last growth did not beat {_fmt(s.score_before_growth)}: rolled back to "
+                      f"the best model, fresh dendrites ({s.retries_left} retries left)")
         else:
-            return self._finish()
+            return self._finish(f"the last growth did not beat {_fmt(s.score_before_growth)} and "
+                                f"no retries are left (max_growth_retries {cfg.max_growth_retries})")
         self._restore_best()
         s.score_before_growth = s.best_score
         s.improved_since_growth = False
-        return self._grow(event)
+        return self._grow(event, reason)
 
     def _dendrite_step(self, row: dict[str, Any]) -> Decision:
         s, cfg = self.state, self.config
@@ -422,16 +467,35 @@ class Grower:
         else:
             s.dendrite_stale += 1
         if s.dendrite_stale >= cfg.dendrite_patience or s.dendrite_epochs >= cfg.dendrite_max_epochs:
+            reason = (f"candidates stopped improving for {cfg.dendrite_patience} epochs"
+                      if s.dendrite_stale >= cfg.dendrite_patience
+                      else f"dendrite_max_epochs ({cfg.dendrite_max_epochs}) reached")
             self._join()
-            self._mark_event("join")
-            return Decision(True, False, "neuron", "join", epoch=s.epoch)
+            reason += f": joined dendrite {s.level} (|correlation| " + ", ".join(
+                f"{n} {v['correlation']:.3f}" for n, v in s.correlations[-1]["layers"].items()) + ")"
+            self._record("join", reason)
+            return Decision(True, False, "neuron", "join", epoch=s.epoch, reason=reason)
         return Decision(False, False, "dendrite", epoch=s.epoch)
 
     # ------------------------------------------------------------------ outputs
-    def _mark_event(self, event: str) -> None:
+    def _record(self, event: str, reason: str) -> None:
+        """Mark this epoch's history row with the event; log the decision and why at INFO."""
         if self.history:
             row = self.history[-1]
             row["event"] = f"{row['event']}+{event}" if row["event"] else event
+        log.info("%sepoch %d: %s: %s", self._log_prefix, self.state.epoch, event, reason)
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        """One line per epoch: at INFO with ``verbose``, else at DEBUG."""
+        level = logging.INFO if self.verbose else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
+        s, cfg = self.state, self.config
+        best = ("new best" if cfg.better(row["score"], s.best_score) and s.phase == "neuron"
+                else f"best {_fmt(s.best_score)} at epoch {s.best_epoch}")
+        log.log(level, "%sepoch %d [%s] %s %s (%s), %d dendrite(s), %s params, %.2f s",
+                self._log_prefix, row["epoch"], row["phase"], cfg.score_name, _fmt(row["score"]),
+                best, row["dendrites"], f"{row['params']:,}", row["seconds"])
 
     def summary(self) -> dict[str, Any]:
         """Best score per architecture, parameters, FLOPs, switch epochs, correlations, config."""
