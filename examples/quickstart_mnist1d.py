@@ -3,10 +3,13 @@
     python examples/quickstart_mnist1d.py --out runs/quickstart
     python examples/quickstart_mnist1d.py --compare      # epoch time with and without Grower.step
 
-The data is generated locally by the `mnist1d` package (never downloaded). Open
-runs/quickstart/growth.png to see the growth steps.
+The data is generated locally by the `mnist1d` package (never downloaded). The score fed to
+the grower is validation accuracy (higher is better: score_mode="max"); a loss would need
+score_mode="min". One line per epoch and every growth decision (with its reason) are printed
+through the `perforate` logger. Open runs/quickstart/growth.png to see the growth steps.
 """
 import argparse
+import logging
 import statistics
 import time
 
@@ -35,16 +38,18 @@ def accuracy(model, x, y):
         return (model(x).argmax(1) == y).float().mean().item() * 100
 
 
-def train(epochs, out=None, use_grower=True, seed=0):
+def train(epochs, out=None, use_grower=True, seed=0, verbose=False):
     """Returns (model, seconds per epoch). With use_grower=False: the same loop, plain PyTorch."""
     torch.manual_seed(seed)
     (x, y), (x_val, y_val), (x_test, y_test) = mnist1d_tensors()
     model = mlp()
-    config = pf.Config(mode="gd", patience=8, max_dendrites=3)
+    config = pf.Config(mode="gd", patience=8, max_dendrites=3,
+                       score_mode="max", score_name="validation accuracy %")  # accuracy: higher is better
     if use_grower:
         model = pf.perforate(model, config)                                   # 1. wrap
         grower = pf.Grower(model, config, out_dir=out,                        # 2. controller
-                           optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+                           optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3),
+                           verbose=verbose, name="quickstart")
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
@@ -67,7 +72,7 @@ def train(epochs, out=None, use_grower=True, seed=0):
     if use_grower:
         model = grower.finish()                                               # 5. best model
         print(f"dendrites per layer: {pf.dendritic_layers(model)['0'].num_dendrites}, "
-              f"params: {pf.count_parameters(model)}")
+              f"params: {pf.count_parameters(model):,}")
     print(f"test accuracy: {accuracy(model, x_test, y_test):.1f}%")
     return model, epoch_times
 
@@ -90,8 +95,15 @@ def main():
             print(f"median epoch {name:>22}: {statistics.median(values):.4f}s "
                   f"(ratio {statistics.median(values) / plain:.3f})")
     else:
-        train(args.epochs, out=args.out)
-        print(f"wrote {args.out}/growth.png, history.csv, summary.json, best.pt")
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # show perforate's lines
+        print(f"MLP (width 100) on MNIST-1D, gd dendrites, at most {args.epochs} epochs; "
+              "growth decisions and one line per epoch follow")
+        start = time.perf_counter()
+        model = train(args.epochs, out=args.out, verbose=True)[0]
+        pf.save(model, f"{args.out}/model.safetensors")                       # safetensors + JSON
+        print(f"wrote {args.out}/growth.png, history.csv, summary.json, best.pt (a pf.save "
+              f"checkpoint: read it with pf.load, not torch.load) and model.safetensors "
+              f"in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

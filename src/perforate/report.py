@@ -5,12 +5,24 @@ matplotlib is imported only when a graph is drawn, so ``import perforate`` stays
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import atomic_path
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .grower import Grower
+
 BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event"]
 """The columns of every history row, in order; extra scores given to ``Grower.step`` follow."""
+
+# event -> (legend label, colour, line style); drawn only when the run has one
+_EVENT_STYLE = {
+    "grow": ("dendrites added", "green", "--"),
+    "join": ("candidates joined as dendrites", "green", "--"),
+    "retry": ("growth retried (last one did not pay)", "darkorange", "-."),
+    "dendrite_start": (None, None, None),  # shown as the shaded phase
+    "done": ("done: best model restored", "red", ":"),
+}
 
 
 def _dendrite_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -26,15 +38,49 @@ def _dendrite_spans(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return spans
 
 
-def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
+def _events(history: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Epochs of each event (a row may hold several, joined by "+")."""
+    out: dict[str, list[int]] = {}
+    for row in history:
+        for event in filter(None, str(row.get("event") or "").split("+")):
+            out.setdefault(event, []).append(row["epoch"])
+    return out
+
+
+def _params_after_decisions(history: list[dict[str, Any]], final_params: int | None):
+    """Steps of the parameter count as the decisions left it: a growth shows at its epoch, and
+    a run that ended with the best (smaller) model restored steps down at its last epoch."""
+    xs = [history[0]["epoch"]] + [row["epoch"] for row in history]
+    ys = [history[0]["params"]] + [row["params"] for row in history[1:]]
+    ys.append(final_params if final_params is not None else history[-1]["params"])
+    xs.append(history[-1]["epoch"] + 1)
+    ys.append(ys[-1])
+    return xs, ys
+
+
+def _label(column: str) -> str:
+    """"train_loss" -> "train loss"."""
+    return column.replace("_", " ")
+
+
+def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
+                score_label: str = "validation score", final_params: int | None = None,
+                best_epoch: int | None = None) -> None:
     """Draw scores per epoch with growth points marked, dendrite phases shaded, parameters
-    over time, and (pb) the candidates' correlation by layer. Uses no pyplot global state."""
+    over time, and (pb) the candidates' correlation by layer. Uses no pyplot global state.
+
+    ``score_label`` names the score (the y-axis); ``final_params`` is the parameter count of
+    the model kept at the end (the best one restored), drawn as the last step; ``best_epoch``
+    (the best model's epoch) is marked on the score. Legend entries appear only for what the
+    run holds.
+    """
     if not history:
         return
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
 
     correlation_cols = sorted({k for row in history for k in row if k.startswith("corr/")})
     extra_cols = sorted({k for row in history for k in row
@@ -43,32 +89,45 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     panels = 3 if correlation_cols else 2
     fig = Figure(figsize=(9, 2.6 * panels + 0.6), dpi=90)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": [1.6] + [1] * (panels - 1)})[:, 0]
     epochs = [row["epoch"] for row in history]
     ax = axes[0]
-    ax.plot(epochs, [row["score"] for row in history], label="validation score", color="C0", lw=1.8)
+    ax.plot(epochs, [row["score"] for row in history], label=score_label, color="C0", lw=1.8)
     for i, col in enumerate(extra_cols):
         pts = [(row["epoch"], row[col]) for row in history if isinstance(row.get(col), (int, float))]
         if pts:
-            ax.plot(*zip(*pts), label=col, color=f"C{i + 2}", lw=1, alpha=0.8)
-    growth = [row["epoch"] for row in history if row.get("event") in ("grow", "retry", "join")]
-    rollback = [row["epoch"] for row in history if row.get("event") == "done"]
+            ax.plot(*zip(*pts), label=_label(col), color=f"C{i + 2}", lw=1, alpha=0.8)
+    best = [row for row in history if row["epoch"] == best_epoch]
+    if best:
+        ax.plot([best[-1]["epoch"]], [best[-1]["score"]], "*", color="C0", ms=11, mec="black",
+                mew=0.6, label="kept model" if final_params is not None else "best so far")
+    spans = _dendrite_spans(history)
+    events = _events(history)
     for ax_i in axes:
-        for a, b in _dendrite_spans(history):
+        for a, b in spans:
             ax_i.axvspan(a, b, color="orange", alpha=0.15, lw=0)
-        for e in growth:
-            ax_i.axvline(e, color="green", ls="--", lw=1)
-        for e in rollback:
-            ax_i.axvline(e, color="red", ls=":", lw=1)
-    ax.set_ylabel("score")
+        for event, at in events.items():
+            label, color, style = _EVENT_STYLE.get(event, (None, None, None))
+            for e in at if color else ():
+                ax_i.axvline(e, color=color, ls=style, lw=1)
     handles, labels = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="green", ls="--"), Patch(color="orange", alpha=0.3),
-                Line2D([], [], color="red", ls=":")]
-    labels += ["growth / join", "dendrite phase", "done (best restored)"]
+    for event, (label, color, style) in _EVENT_STYLE.items():
+        if label and event in events:
+            handles.append(Line2D([], [], color=color, ls=style, lw=1))
+            labels.append(label)
+    if spans:
+        handles.append(Patch(color="orange", alpha=0.3))
+        labels.append("dendrite phase (candidates train)")
     ax.legend(handles, labels, fontsize=7, loc="best")
+    ax.set_ylabel(score_label)
     ax.set_title(title or "dendritic growth")
-    axes[1].step(epochs, [row["params"] for row in history], where="post", color="C1")
+    xs, ys = _params_after_decisions(history, final_params)
+    axes[1].step(xs, ys, where="post", color="C1")
+    axes[1].annotate(f"{'kept ' if final_params is not None else ''}{ys[-1]:,}", (xs[-1], ys[-1]),
+                     textcoords="offset points", xytext=(-6, 4), ha="right", fontsize=8, color="C1")
     axes[1].set_ylabel("parameters")
+    axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     if correlation_cols:
         for i, col in enumerate(correlation_cols):
             # NaN outside dendrite phases breaks the line between phases
@@ -81,3 +140,19 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
+
+
+def plot_grower(grower: Grower, path: Path) -> None:
+    """:func:`plot_growth` of a grower's run: titled with its name and mode, the score named
+    and its direction given, and the kept model's size once growth is done."""
+    cfg = grower.config
+    better = "higher" if cfg.score_mode == "max" else "lower"
+    name = getattr(grower, "name", None) or "perforate"
+    final = None
+    if grower.done:
+        from .measure import count_parameters
+
+        final = count_parameters(grower.model)
+    plot_growth(grower.history, path, title=f"{name}: {cfg.mode} dendrites",
+                score_label=f"{cfg.score_name} ({better} is better)", final_params=final,
+                best_epoch=grower.state.best_epoch)

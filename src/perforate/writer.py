@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import checkpoint as ckpt
 from .errors import CheckpointError, GrowthError
 from .files import write_json
-from .report import BASE_COLUMNS, plot_growth
+from .report import BASE_COLUMNS, plot_grower
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grower import Decision, Grower
@@ -97,8 +97,7 @@ class RunWriter:
         if event:
             write_json(self.out_dir / "summary.json", grower.summary())
             if config.plots:
-                plot_growth(grower.history, self.out_dir / "growth.png",
-                            title=f"perforate ({config.mode})")
+                plot_grower(grower, self.out_dir / "growth.png")
         every = config.checkpoint_every
         if every and (grower.state.epoch % every == 0 or event):
             save_grower_state(self.out_dir / "state", grower.state_dict())

@@ -176,16 +176,25 @@ class _Epochs:
         return loss_sum / n, score, peak
 
 
+def _monitored(data: DatasetSplits, by_loss: bool) -> dict[str, str]:
+    """``Config`` fields naming the monitored score and its direction."""
+    if by_loss:
+        return {"score_mode": "min", "score_name": "validation loss"}
+    name = "accuracy %" if data.task == "classification" else "R² × 100"
+    return {"score_mode": "max", "score_name": f"validation {name}"}
+
+
 def _controller(model: nn.Module, mode: str | None, config: pf.Config | None, seed: int,
-                by_loss: bool, optimizer_factory, out_dir: str | Path | None,
-                early_stopping: bool, restart_epochs: Sequence[int]) -> pf.Grower | EarlyStopper:
+                monitored: dict[str, str], optimizer_factory, out_dir: str | Path | None,
+                early_stopping: bool, restart_epochs: Sequence[int],
+                name: str) -> pf.Grower | EarlyStopper:
     """A Grower for a dendritic run, an EarlyStopper for a plain one; both follow ``Config.better``."""
-    cfg = (config or pf.Config(patience=DEFAULT_PATIENCE)).replace(seed=seed, maximize=not by_loss)
+    cfg = (config or pf.Config(patience=DEFAULT_PATIENCE)).replace(seed=seed, **monitored)
     if mode is None:
         return EarlyStopper(model, cfg, optimizer_factory, stop_early=early_stopping,
                             restart_epochs=restart_epochs)
     return pf.Grower(model, cfg.replace(mode=mode), optimizer_factory=optimizer_factory,
-                     out_dir=out_dir)
+                     out_dir=out_dir, name=name)
 
 
 def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str | None = None,
@@ -195,7 +204,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
                 epoch_callback: Callable[[int, float], None] | None = None,
                 model: nn.Module | None = None, early_stopping: bool = True,
                 restart_epochs: Sequence[int] = (), monitor: str = "score",
-                device: str | torch.device = "cpu") -> TrainResult:
+                device: str | torch.device = "cpu", name: str = "") -> TrainResult:
     """Train one model on ``data`` and score it; the test split is scored once, at the end.
 
     Args:
@@ -226,6 +235,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
             lower is better; a much finer signal than accuracy on a small validation split).
             ``val_score`` and ``epoch_callback`` report the score either way.
         device: where to train.
+        name: the run's name in the grower's log lines and growth graph title.
     """
     _check_args(mode, max_epochs, batch_size, lr, monitor, config)
     device = torch.device(device)
@@ -233,8 +243,8 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
     adam = functools.partial(torch.optim.Adam, lr=lr, weight_decay=weight_decay)
     by_loss = monitor == "loss"
-    controller = _controller(model, mode, config, seed, by_loss, adam, out_dir, early_stopping,
-                             restart_epochs)
+    controller = _controller(model, mode, config, seed, _monitored(data, by_loss), adam, out_dir,
+                             early_stopping, restart_epochs, name)
     start = time.perf_counter()
     history, restarts, peak_bytes = _run_epochs(controller, _Epochs(data, batch_size, seed, device),
                                                 x_val, y_val, max_epochs, by_loss, epoch_callback)

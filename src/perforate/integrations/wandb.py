@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import GrowthError, require_extra
 from ..grower import Decision, Grower
-from ..report import BASE_COLUMNS, plot_growth
+from ..report import BASE_COLUMNS, plot_grower
 
 wandb = require_extra("wandb", "wandb")
 
@@ -94,5 +94,5 @@ class GrowthLogger:
         path = grower.out_dir / "growth.png" if grower.out_dir is not None else None
         if path is None or not path.is_file():
             path = Path(self.run.dir) / "perforate_growth.png"
-            plot_growth(grower.history, path, title=f"perforate ({grower.config.mode})")
+            plot_grower(grower, path)
         return wandb.Image(str(path))
