@@ -149,13 +149,33 @@ def test_writer_keeps_one_best_file_per_version_and_resumes(tmp_path):
     assert "model" not in partial and "optimizer" not in partial and partial["best"] is not None
 
 
-def test_plots_switched_off_write_everything_else_without_matplotlib(tmp_path):
+def test_plots_switched_off_write_everything_else(tmp_path, monkeypatch):
+    import perforate.writer
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("plots=False drew a graph")
+
+    monkeypatch.setattr(perforate.writer, "plot_growth", no_drawing)
+    cfg = pf.Config(patience=1, max_dendrites=1, plots=False)
+    grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
+                       out_dir=tmp_path)
+    for score in [0.5, 0.5, 0.5, 0.5]:
+        grower.step(score)
+    grower.finish()
+    assert not (tmp_path / "growth.png").exists()
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [r["event"] for r in rows] == ["", "grow", "retry", "done"]
+    assert json.loads((tmp_path / "summary.json").read_text())["done"] is True
+    assert (tmp_path / "best.pt").is_file()
+
+
+@pytest.mark.slow  # a fresh interpreter: about 2 s (importing torch)
+def test_import_and_a_run_without_plots_never_load_matplotlib(tmp_path):
     script = f"""
 import sys, torch
 from torch import nn
 import perforate as pf
 imported_by_import = 'matplotlib' in sys.modules
-torch.manual_seed(0)
 cfg = pf.Config(patience=1, max_dendrites=1, plots=False)
 grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                    out_dir={str(tmp_path)!r})
@@ -167,8 +187,3 @@ print(imported_by_import, 'matplotlib' in sys.modules)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
-    assert not (tmp_path / "growth.png").exists()
-    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
-    assert [r["event"] for r in rows] == ["", "grow", "retry", "done"]
-    assert json.loads((tmp_path / "summary.json").read_text())["done"] is True
-    assert (tmp_path / "best.pt").is_file()

@@ -6,6 +6,7 @@ import is still a dependency. Imports under ``if TYPE_CHECKING:`` are left out: 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -25,13 +26,16 @@ def _modules() -> dict[str, tuple[Path, bool]]:
     return out
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node except those under ``if TYPE_CHECKING:``."""
+def _runtime_nodes(tree: ast.AST, module_level: bool = False):
+    """Every node except those under ``if TYPE_CHECKING:`` (and, with ``module_level``, those
+    inside functions: what runs when the module is imported)."""
     stack = [tree]
     while stack:
         node = stack.pop()
         yield node
         for child in ast.iter_child_nodes(node):
+            if module_level and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
             test = child.test if isinstance(child, ast.If) else None
             if test is not None and "TYPE_CHECKING" in ast.unparse(test):
                 stack.extend(child.orelse)
@@ -39,8 +43,24 @@ def _runtime_nodes(tree: ast.AST):
             stack.append(child)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the ``perforate`` modules it imports."""
+def imported_names(path: Path, package: str, module_level: bool = False) -> set[str]:
+    """The absolute names of everything ``path`` imports (``from a import b`` gives ``a.b``)."""
+    names = set()
+    for node in _runtime_nodes(ast.parse(path.read_text()), module_level):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+@functools.cache
+def import_graph(module_level: bool = False) -> dict[str, set[str]]:
+    """Module -> the ``perforate`` modules it imports (read once per test session)."""
     modules = _modules()
 
     def resolve(name: str) -> str | None:
@@ -51,18 +71,7 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, (path, is_package) in modules.items():
         package = name if is_package else name.rpartition(".")[0]
-        targets: set[str | None] = set()
-        for node in _runtime_nodes(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets.update(resolve(alias.name) for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")[:len(package.split(".")) - node.level + 1]
-                    base = ".".join(parts + ([node.module] if node.module else []))
-                for alias in node.names:
-                    full = f"{base}.{alias.name}"
-                    targets.add(full if full in modules else resolve(base))
+        targets = {resolve(n) for n in imported_names(path, package, module_level)}
         graph[name] = {t for t in targets if t and t != name and t.startswith(PACKAGE)}
     return graph
 
@@ -126,6 +135,22 @@ def test_layers_import_one_way():
     both = [m for m, targets in graph.items() if _layer(m) not in (HARNESS, SWEEPS)
             and {HARNESS, SWEEPS} <= {_layer(t) for t in targets}]
     assert both == [f"{PACKAGE}.cli"]
+
+
+def test_import_perforate_leaves_matplotlib_out():
+    """What ``import perforate`` loads imports matplotlib only inside functions (when drawing)."""
+    modules, graph = _modules(), import_graph(module_level=True)
+    loaded, todo = set(), [PACKAGE]
+    while todo:
+        name = todo.pop()
+        if name not in loaded:
+            loaded.add(name)
+            todo += graph[name]
+    for name in loaded:
+        path, is_package = modules[name]
+        package = name if is_package else name.rpartition(".")[0]
+        assert not any(n.startswith("matplotlib") for n in imported_names(path, package, True)), name
+    assert {f"{PACKAGE}.grower", f"{PACKAGE}.writer", f"{PACKAGE}.report"} <= loaded
 
 
 def test_the_graph_reader_sees_lazy_imports():
