@@ -100,7 +100,8 @@ def test_param_groups_fit_a_framework_optimizer_to_each_phase():
     pools = [p for layer in pf.dendritic_layers(grower.model).values()
              for p in layer.candidate_pool.parameters()]
     assert {id(p) for p in held} == {id(p) for p in pools} | {id(outside)}
-    assert user.param_groups[0]["lr"] == pytest.approx(0.1) and user.param_groups[0][LR_SCALE_KEY] == 10.0
+    assert user.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert user.param_groups[0][LR_SCALE_KEY] == 10.0
     user.param_groups[:] = grower.param_groups(user.param_groups)  # twice: scaled once
     assert user.param_groups[0]["lr"] == pytest.approx(0.1)
     assert grower.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the grower's own
@@ -108,7 +109,8 @@ def test_param_groups_fit_a_framework_optimizer_to_each_phase():
         grower.step(score)
     assert grower.phase == "neuron" and grower.lr_scale == 1.0
     # a group with the dendrite phase's options over the model's parameters now
-    groups = grower.param_groups([{**user.param_groups[0], "params": [*grower.model.parameters(), outside]}])
+    now = [*grower.model.parameters(), outside]
+    groups = grower.param_groups([{**user.param_groups[0], "params": now}])
     assert groups[0]["lr"] == pytest.approx(0.01)
     layer = pf.dendritic_layers(grower.model)["0"]
     held = {id(p) for p in groups[0]["params"]}
@@ -144,9 +146,19 @@ def test_writer_keeps_one_best_file_per_version_and_resumes(tmp_path):
     assert torch.equal(loaded["model"]["0.main.weight"], grower.model[0].main.weight)
     assert pf.load(tmp_path / "best.pt", make_model())  # "disk": best.pt follows every new best
     # a state without model and optimizer (a framework's checkpoint folder) round-trips too
-    save_grower_state(tmp_path / "framework", grower.state_dict(model=False, optimizer=False), "perforate")
+    partial = grower.state_dict(model=False, optimizer=False)
+    save_grower_state(tmp_path / "framework", partial, "perforate")
     partial = load_grower_state(tmp_path / "framework", "perforate")
     assert "model" not in partial and "optimizer" not in partial and partial["best"] is not None
+
+
+def test_a_new_run_in_the_same_folder_writes_its_own_best(tmp_path):
+    for seed in (0, 1):  # the second run reaches best_version 2 again, over the first's files
+        grower = pf.Grower(make_model(seed), config("gd", checkpoint_every=2), adam, out_dir=tmp_path)
+        for score in SCORES[:2]:
+            epoch(grower, score)
+    saved = load_grower_state(tmp_path / "state")["best"]["state"]
+    assert all(torch.equal(v, saved[k]) for k, v in grower.state_dict()["best"]["state"].items())
 
 
 def test_plots_switched_off_write_everything_else(tmp_path, monkeypatch):

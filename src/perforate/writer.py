@@ -74,6 +74,7 @@ class RunWriter:
                               "pass a writable folder or out_dir=None") from exc
         self.history = HistoryWriter(self.out_dir / "history.csv")
         self._best_pt_version = 0  # the best_version that best.pt holds
+        self._state_best_version = 0  # the best_version this writer wrote into state/
 
     def epoch_end(self, grower: Grower, decision: Decision) -> None:
         """Write what this epoch changed: the history row, and more at events and at the end."""
@@ -100,7 +101,10 @@ class RunWriter:
                 plot_grower(grower, self.out_dir / "growth.png")
         every = config.checkpoint_every
         if every and (grower.state.epoch % every == 0 or event):
-            save_grower_state(self.out_dir / "state", grower.state_dict())
+            state_dict = grower.state_dict()
+            save_grower_state(self.out_dir / "state", state_dict,
+                              best_written=state_dict["best_version"] == self._state_best_version)
+            self._state_best_version = state_dict["best_version"]
 
     def _write_best(self, grower: Grower) -> None:
         best = grower.state_dict(model=False, optimizer=False)["best"]
@@ -113,19 +117,20 @@ class RunWriter:
 
 
 # ---------------------------------------------------------------------- grower state on disk
-def save_grower_state(folder: str | Path, state_dict: dict[str, Any], stem: str = RESUME_STEM) -> None:
+def save_grower_state(folder: str | Path, state_dict: dict[str, Any], stem: str = RESUME_STEM,
+                      best_written: bool = False) -> None:
     """Write a :meth:`Grower.state_dict` to ``folder`` without pickle.
 
     ``<stem>.safetensors`` holds the model and optimizer tensors (when present) with everything
-    else as JSON; the best snapshot goes to ``<stem>.best-<version>.safetensors``, written only
-    when that version is not on disk yet (the best changes far less often than the weights).
-    The main file is written last and names its best file, so a crash never pairs a state with
-    another state's best model.
+    else as JSON; the best snapshot goes to ``<stem>.best-<version>.safetensors``.
+    ``best_written``: an earlier call already wrote this version of the best there (the best
+    changes far less often than the weights). The main file is written last and names its best
+    file, so a crash never pairs a state with another state's best model.
     """
     folder = Path(folder)
     best, version = state_dict.get("best"), state_dict["best_version"]
     best_name = f"{stem}.best-{version}.safetensors" if best is not None else None
-    if best_name is not None and not (folder / best_name).is_file():
+    if best_name is not None and not (best_written and (folder / best_name).is_file()):
         ckpt.write_tensors(folder / best_name, best["state"], {"structure": best["structure"]})
     tensors = {f"model/{k}": v for k, v in state_dict.get("model", {}).items()}
     meta = {k: v for k, v in state_dict.items() if k not in _NOT_IN_META}

@@ -269,7 +269,8 @@ def _pb_phase_ratio(s: dict, data, device: torch.device, repeats: int, clock: _C
     loops = {name: _Loop(data, s["batch"], device) for name in ("pb", "plain")}
     plain = copy.deepcopy(base)
     plain_opt = _adam(plain.parameters())
-    times = _paired({"pb dendrite phase": lambda: loops["pb"].epoch(pb_grower.model, pb_grower.optimizer),
+    times = _paired({"pb dendrite phase":
+                     lambda: loops["pb"].epoch(pb_grower.model, pb_grower.optimizer),
                      "plain": lambda: loops["plain"].epoch(plain, plain_opt)},
                     repeats, clock, 0.0)
     return _ratio(times, "pb dendrite phase", "plain", TARGETS["pb_phase_ratio"],

@@ -157,7 +157,7 @@ class DendriteCallback(pl.Callback):
         if self._pending is not None:
             self.grower.load_state_dict(self._pending)
             self._pending = None
-            self._after_restructure(trainer)  # the saved phase may train another parameter set
+            _rewrap_ddp(trainer)  # the saved phase may train another parameter set
 
     # ------------------------------------------------------------------ optimizers
     def _rebuild_optimizers(self, params) -> torch.optim.Optimizer:
@@ -187,11 +187,7 @@ class DendriteCallback(pl.Callback):
         for cb in trainer.callbacks:
             if isinstance(cb, EarlyStopping):
                 cb.wait_count = 0
-        model = trainer.strategy.model
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            # DDP reduces only the parameters it saw when built: wrap the new set afresh
-            trainer.strategy.model = trainer.strategy.lightning_module
-            trainer.strategy.configure_ddp()
+        _rewrap_ddp(trainer)
 
     # ------------------------------------------------------------------ the epoch step
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -274,6 +270,13 @@ class DendriteCallback(pl.Callback):
             "format": FORMAT, "config": self.config.to_dict(), "attribute": self.attribute,
             "structure": structure(_target(pl_module, self.attribute)),
         }
+
+
+def _rewrap_ddp(trainer) -> None:
+    """DDP reduces only the parameters it saw when built: wrap the new trainable set afresh."""
+    if isinstance(trainer.strategy.model, nn.parallel.DistributedDataParallel):
+        trainer.strategy.model = trainer.strategy.lightning_module
+        trainer.strategy.configure_ddp()
 
 
 def load_checkpoint(module: nn.Module, checkpoint: str | Path | Mapping[str, Any],

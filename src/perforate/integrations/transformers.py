@@ -142,8 +142,8 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         """``trainer.create_optimizer``: ``train()`` asks for its first optimizer here, after it
         loaded a resumed checkpoint's weights and before it loads the optimizer state."""
         t = self.trainer
-        if self._training:  # a restructure is rebuilding the optimizer
-            return self._phase_optimizer()
+        if self._training:  # as the trainer's own: the current optimizer, once it exists
+            return t.optimizer
         self.grower = None  # a new grower per train() call; it builds the optimizer
         self.grower = Grower(t.model, self.config,
                              optimizer_factory=lambda params: self._phase_optimizer(),

@@ -135,7 +135,8 @@ class Experiment(RunSettings):
             raise ExperimentError(f"{where}seed must be an integer >= 0; got {self.seed!r}")
         finite_number(where + "train_fraction", self.train_fraction, minimum=0.0, strict=True)
         if self.train_fraction > 1.0:
-            raise ExperimentError(f"{where}train_fraction must be in (0, 1]; got {self.train_fraction!r}")
+            raise ExperimentError(f"{where}train_fraction must be in (0, 1]; "
+                                  f"got {self.train_fraction!r}")
         device = self.device
         if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
             raise ExperimentError(f"{where}device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
