@@ -131,3 +131,98 @@ def test_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
     files = [tmp_path / "model.safetensors", *(tmp_path / "run").rglob("*.*")]
     assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: mode for f in files}
     assert {f.name for f in files} >= {"best.pt", "history.csv", "summary.json", "resume.safetensors"}
+
+
+# ---------------------------------------------------------------------- damaged and hostile files
+def _rewrite(path, edit_doc=None, edit_tensors=None, digest=True):
+    """Rewrite a checkpoint with its JSON document and tensors edited, as a hostile or older
+    writer would (with a digest that matches the edits, or none)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from perforate.checkpoint import DIGEST_KEY, DOC_KEY, _digest
+
+    with safe_open(str(path), framework="pt") as f:
+        doc = json.loads(f.metadata()[DOC_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    doc = edit_doc(doc) if edit_doc else doc
+    tensors = edit_tensors(tensors) if edit_tensors else tensors
+    text = json.dumps(doc)
+    save_file(tensors, str(path), metadata={DOC_KEY: text, **({DIGEST_KEY: _digest(text, tensors)} if digest else {})})
+
+
+def test_a_flipped_bit_in_tensor_data_is_reported_not_loaded(tmp_path):
+    model = grown()
+    path = tmp_path / "m.pt"
+    pf.save(model, path)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x04  # inside the last tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(pf.CheckpointError, match="corrupted.*digest"):
+        pf.load(path, Net())
+
+
+def test_files_without_a_digest_still_load(tmp_path, caplog):
+    model = grown()
+    pf.save(model, tmp_path / "old.pt")
+    _rewrite(tmp_path / "old.pt", digest=False)  # as written before files carried a digest
+    with caplog.at_level("INFO", logger="perforate"):
+        restored = pf.load(tmp_path / "old.pt", Net()).eval()
+    x = torch.randn(2, 1, 6, 6)
+    assert torch.equal(restored(x), model(x)) and "no digest" in caplog.text
+
+
+@pytest.mark.parametrize("field,value", [("num_dendrites", 3000), ("num_dendrites", 100_000),
+                                         ("candidates", 10**7), ("num_dendrites", 3)])
+def test_sizes_that_disagree_with_the_files_tensors_are_refused_before_allocating(
+        tmp_path, monkeypatch, field, value):
+    model = grown()
+    pf.save(model, tmp_path / "m.pt")
+    _rewrite(tmp_path / "m.pt", lambda d: {**d, "structure": {
+        n: {**s, field: value} if n == "head" else s for n, s in d["structure"].items()}})
+    asked = []
+    monkeypatch.setattr(pf.DendriticLayer, "set_num_dendrites", lambda self, k: asked.append(k))
+    with pytest.raises(pf.CheckpointError, match="'head'.*claims"):
+        pf.load(tmp_path / "m.pt", Net())
+    assert all(k <= 2 for k in asked)  # nothing sized from the claim
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: [],
+    lambda d: {**d, "structure": None},
+    lambda d: {**d, "structure": ["head"]},
+    lambda d: {**d, "structure": {"head": 3}},
+    lambda d: {**d, "structure": {"../../etc": {}}},
+    lambda d: {**d, "aliases": {"x": "nope"}},
+    lambda d: {**d, "aliases": []},
+    *[lambda d, key=key, bad=bad: {**d, "structure": {n: {**s, key: bad} for n, s in d["structure"].items()}}
+      for key, bad in [("num_dendrites", "2"), ("num_dendrites", -1), ("num_dendrites", 2.0),
+                       ("candidates", None), ("activation", "swish"), ("activation", 3),
+                       ("kind", "laser"), ("kind", []), ("neuron_axis", "1"), ("perforated", "no"),
+                       ("init_scale", float("nan")), ("init_scale", -1), ("frozen", 1)]],
+])
+def test_metadata_of_the_wrong_json_type_raises_checkpoint_error(tmp_path, edit):
+    pf.save(grown(), tmp_path / "m.pt")
+    _rewrite(tmp_path / "m.pt", edit)
+    with pytest.raises(pf.CheckpointError):
+        pf.load(tmp_path / "m.pt", Net())
+
+
+def test_damaged_resume_files_raise_checkpoint_errors(tmp_path):
+    grower = pf.Grower(grown(), pf.Config(patience=1, plots=False),
+                       lambda p: torch.optim.Adam(p, lr=1e-3), out_dir=tmp_path)
+    for score in [0.1, 0.2]:
+        grower.step(score)
+    state = tmp_path / "state" / "resume.safetensors"
+    original = state.read_bytes()
+    for edit in [lambda d: {**d, "best_file": "../../../m.pt"},
+                 lambda d: {**d, "has_model": "yes"},
+                 lambda d: {**d, "optim": {"__dict__": [["optimizer", {"__tensor__": "nope"}]]}},
+                 lambda d: {**d, "optim": {"__list__": 3}},
+                 lambda d: {**d, "config": {**d["config"], "mode": "bogus"}},
+                 lambda d: {**d, "optimizer_params": [["0.main.weight"]]},
+                 lambda d: {**d, "state": {**d["state"], "phase": "bogus"}}]:
+        state.write_bytes(original)
+        _rewrite(state, edit)
+        with pytest.raises(pf.CheckpointError):
+            pf.Grower.resume(tmp_path, Net(), lambda p: torch.optim.Adam(p, lr=1e-3))

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 import perforate as pf
 
@@ -21,7 +22,7 @@ def test_defaults_are_valid_and_documented_values():
     ("improvement_threshold", -0.1, ">= 0"),
     ("improvement_threshold_abs", float("nan"), "finite"),
     ("init_scale", 0.0, "> 0"),
-    ("candidates", 0, ">= 1"),
+    ("candidates", 0, "in [1, 1024]"),
     ("dendrite_patience", 0, ">= 1"),
     ("dendrite_max_epochs", 0, ">= 1"),
     ("maximize", "yes", "true or false"),
@@ -30,6 +31,12 @@ def test_defaults_are_valid_and_documented_values():
     ("neuron_axis", {"a": "x"}, "axis"),
     ("checkpoint_best", "cloud", "memory"),
     ("correlation_decay", 1.0, "[0, 1)"),
+    # accepted once, then failing at the first growth (overflow) or making outputs NaN
+    ("seed", 2**45, "[0, 4294967295]"),
+    ("init_scale", 1e300, "<= 1000"),
+    ("candidates", 10**7, "in [1, 1024]"),
+    ("candidate_lr_scale", float("inf"), "finite"),
+    ("patience", 2**70, "integer"),
 ])
 def test_bad_values_name_the_field_and_allowed_values(field, value, allowed):
     with pytest.raises(pf.ConfigError) as err:
@@ -100,3 +107,55 @@ def test_files_with_either_spelling_load(tmp_path, data):
     assert (cfg.score_mode, cfg.maximize) == ("min", False)
     cfg.save(tmp_path / "c.toml")
     assert pf.Config.load(tmp_path / "c.toml") == cfg
+
+
+def test_fields_set_later_are_validated_and_a_rejected_value_changes_nothing():
+    cfg = pf.Config()
+    with pytest.raises(pf.ConfigError, match="^mode must be one of"):
+        cfg.mode = "bogus"
+    assert cfg.mode == "gd" and cfg == pf.Config()
+    with pytest.raises(pf.ConfigError, match="^seed must be an integer in"):
+        cfg.seed = 2**45
+    cfg.patience, cfg.include = 3, "encoder.*"  # good values go through (and are normalised)
+    assert cfg.patience == 3 and cfg.include == ["encoder.*"]
+    cfg.exclude.append(7)  # a list changed in place is caught when a grower starts
+    with pytest.raises(pf.ConfigError, match="^exclude must be a list"):
+        pf.Grower(torch.nn.Linear(2, 2), cfg, lambda p: torch.optim.SGD(p, lr=0.1))
+
+
+@pytest.mark.parametrize("maximize,first", [(True, float("-inf")), (False, float("inf"))])
+def test_an_infinite_first_score_does_not_freeze_the_best(maximize, first):
+    cfg = pf.Config(maximize=maximize, patience=2, max_dendrites=0)
+    later = [0.5, 0.6] if maximize else [0.5, 0.4]
+    assert cfg.better(later[0], first) and not cfg.better(first, later[0])
+    grower = pf.Grower(torch.nn.Linear(2, 2), cfg, lambda p: torch.optim.SGD(p, lr=0.1))
+    for score in [first, *later, later[1], later[1]]:
+        grower.step(score)
+    assert grower.done and grower.state.best_score == later[1] and grower.state.best_epoch == 2
+
+
+def test_config_files_that_are_not_utf8_or_aliases_bombs_give_short_config_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"mode: \xff\xfe pb\n")
+    with pytest.raises(pf.ConfigError, match="not UTF-8 text.*save it as UTF-8"):
+        pf.Config.load(path)
+    levels = ['&a ["x","x","x","x","x","x","x","x","x"]']
+    levels += [f"&{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    path.write_text(f"include: [{', '.join(levels)}]\n")  # 9**9 strings when expanded
+    with pytest.raises(pf.ConfigError, match="^include must be a list") as err:
+        pf.Config.load(path)
+    assert len(str(err.value)) < 300
+
+
+def test_save_creates_missing_folders(tmp_path):
+    cfg = pf.Config(mode="pb")
+    cfg.save(tmp_path / "new" / "deeper" / "cfg.toml")
+    assert pf.Config.load(tmp_path / "new" / "deeper" / "cfg.toml") == cfg
+    (tmp_path / "file").write_text("")
+    with pytest.raises(pf.ConfigError, match="cannot write config file"):
+        cfg.save(tmp_path / "file" / "cfg.json")
+
+
+def test_long_messages_are_cut_to_a_readable_length():
+    err = pf.CheckpointError("x" * 10**6)
+    assert len(str(err)) <= 1000 and "characters cut" in str(err)

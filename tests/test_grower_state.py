@@ -199,3 +199,121 @@ print(imported_by_import, 'matplotlib' in sys.modules)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
+
+
+def _rows(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.parametrize("dendrites", [2, 3])
+def test_gd_resume_with_several_dendrites_per_layer_continues_bit_for_bit(tmp_path, dendrites):
+    # growing one dendrite at a time once registered cascade_weight after output_weight while a
+    # rebuilt layer registers it before, and the optimizer state was restored by position
+    a = pf.Grower(make_model(), config("gd", plots=False), adam, out_dir=tmp_path)
+    for _ in range(dendrites):
+        a.add_dendrites()
+    epoch(a, 0.5)
+    b = pf.Grower.resume(tmp_path, make_model(seed=3), adam)
+    for score in SCORES[1:6]:
+        (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
+        assert da == db and torch.equal(out_a, out_b)
+    assert [n for n, _ in a.model.named_parameters()] == [n for n, _ in b.model.named_parameters()]
+
+
+def test_optimizer_state_follows_parameters_by_name_not_position():
+    a = pf.Grower(make_model(), config("gd"), adam)
+    a.add_dendrites(), a.add_dendrites()
+    epoch(a, 0.5)
+    saved = copy.deepcopy(a.state_dict())
+    # the same state listed in another parameter order (as older layers registered them)
+    order = list(reversed(range(len(saved["optimizer_params"][0]))))
+    saved["optimizer_params"][0] = [saved["optimizer_params"][0][i] for i in order]
+    group = saved["optimizer"]["param_groups"][0]
+    group["params"] = [group["params"][i] for i in order]
+    b = pf.Grower(make_model(), config("gd"), adam)
+    b.load_state_dict(saved)
+    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.equal(a.optimizer.state[p]["exp_avg"], b.optimizer.state[q]["exp_avg"]), name
+    # a state whose tensors do not fit the parameters is reported, not loaded
+    first = saved["optimizer"]["param_groups"][0]["params"][0]
+    saved["optimizer"]["state"][first]["exp_avg"] = torch.zeros(99)
+    with pytest.raises(pf.CheckpointError, match="does not fit the parameter's shape"):
+        pf.Grower(make_model(), config("gd"), adam).load_state_dict(saved)
+
+
+def test_pb_resume_after_a_retry_writes_the_same_history():
+    # after a retry's rollback the params column kept the grown model's count
+    a = pf.Grower(make_model(), config("pb"), adam)
+    for score in SCORES[:14]:  # the retry comes at epoch 13
+        epoch(a, score)
+    assert a.history[-1]["event"] == "retry"
+    b = pf.Grower(make_model(seed=7), config("pb"), adam)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    for score in SCORES[14:]:
+        if epoch(a, score)[0][2] | epoch(b, score)[0][2]:
+            break
+    assert _rows(a.history) == _rows(b.history)
+    assert a.history[14]["params"] == pf.count_parameters(a.model)
+
+
+def test_a_model_saved_in_a_dendrite_phase_grows_again_after_loading(tmp_path):
+    a = pf.Grower(make_model(), config("pb"), adam)
+    for score in SCORES[:5]:
+        epoch(a, score)
+    assert a.phase == "dendrite"
+    pf.save(a.model, tmp_path / "mid.pt")
+    model = pf.load(tmp_path / "mid.pt", make_model())
+    b = pf.Grower(model, config("pb"), adam)
+    assert all(layer.candidate_pool is None for layer in pf.dendritic_layers(b.model).values())
+    held = {id(p) for g in b.optimizer.param_groups for p in g["params"]}
+    assert held == {id(p) for p in b.model.parameters()}  # no stale candidates train
+    events = [epoch(b, score)[0][0] for score in SCORES]
+    assert events.count("join") >= 2 and b.done and b.state.level >= 1
+
+
+def test_extra_scores_must_not_overwrite_history_columns():
+    grower = pf.Grower(make_model(), config("gd"), adam)
+    for name in ("epoch", "score", "params", "event", "corr/0"):
+        with pytest.raises(pf.GrowthError, match=f"'{name}', which is a history column"):
+            grower.step(0.5, **{name: 99.0})
+    with pytest.raises(pf.GrowthError, match="numbers as extra scores"):
+        grower.step(0.5, val_loss="low")
+    assert grower.history == [] and grower.state.epoch == 0
+    grower.step(0.5, train_acc=0.7)
+    assert grower.history[0]["epoch"] == 0 and grower.history[0]["train_acc"] == 0.7
+
+
+@pytest.mark.parametrize("where,value,message", [
+    (("state", "phase"), "bogus", "phase must be one of"),
+    (("state", "epoch"), "3", "epoch must be an integer"),
+    (("state", "level"), -1, "level must be >= 0"),
+    (("state", "best_score"), [1], "best_score must be"),
+    (("state", "switch_epochs"), {"a": 1}, "switch_epochs must be a list"),
+    (("state",), [], "must be a mapping|state is"),
+    (("history",), {"epoch": 1}, "history is"),
+    (("history",), [["epoch", 1]], "history is"),
+    (("best_version",), "2", "best_version is"),
+    (("best",), {"structure": {}}, "best is"),
+    (("structure",), None, "structure is"),
+    (("format",), "perforate-grower/0", "not a grower state"),
+])
+def test_damaged_grower_states_raise_checkpoint_errors(where, value, message):
+    a = pf.Grower(make_model(), config("pb"), adam)
+    for score in SCORES[:5]:
+        epoch(a, score)
+    saved = copy.deepcopy(a.state_dict())
+    target = saved
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    with pytest.raises(pf.CheckpointError, match=message):
+        pf.Grower(make_model(), config("pb"), adam).load_state_dict(saved)
+
+
+def test_a_dendrite_phase_state_without_pools_is_refused():
+    a = pf.Grower(make_model(), config("pb"), adam)
+    for score in SCORES[:5]:
+        epoch(a, score)
+    b = pf.Grower(make_model(), config("pb"), adam)  # no pools, and no model part to bring them
+    with pytest.raises(pf.CheckpointError, match="no candidate pools"):
+        b.load_state_dict(a.state_dict(model=False, optimizer=False))

@@ -1,7 +1,15 @@
-"""Safe checkpoints: safetensors weights plus JSON structure and history. Never pickle."""
+"""Safe checkpoints: safetensors weights plus JSON structure and history. Never pickle.
+
+Every file carries a SHA-256 digest of its JSON document and tensors (dtype, shape and bytes),
+checked on reading: a corrupted file raises :class:`CheckpointError` instead of loading. Files
+written before the digest existed have none and load unchecked. A structure read from a file is
+checked against the file's tensors and the model before anything is allocated for it.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .activations import ACTIVATIONS
+from .checks import fits, show
 from .convert import dendritic_layers
 from .errors import CheckpointError
 from .files import atomic_path
@@ -17,6 +27,13 @@ from .layers import DendriticLayer
 from .modules import replace_module
 
 FORMAT = "perforate/1"
+DOC_KEY, DIGEST_KEY = "perforate", "perforate_sha256"
+"""Safetensors metadata entries: the JSON document, and the digest of it and the tensors."""
+_SPEC_TYPES = {"kind": str | None, "num_dendrites": int, "activation": str, "neuron_axis": int,
+               "perforated": bool, "init_scale": float, "frozen": bool, "candidates": int}
+_SPEC_OPTIONAL = ("kind", "frozen", "candidates")  # files from older versions lack them
+
+log = logging.getLogger("perforate")
 
 
 # ---------------------------------------------------------------------- structure
@@ -38,11 +55,71 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.Module:
-    """Wrap (if needed) and resize ``model``'s layers to match ``struct``; returns the model."""
+def check_structure(struct: Any, source: Any = "the checkpoint") -> dict[str, dict[str, Any]]:
+    """Return ``struct`` when it is a well-formed :func:`structure`; else raise CheckpointError."""
+    from . import kinds
+
+    if not isinstance(struct, dict):
+        raise CheckpointError(f"{source}: the structure must map layer names to settings; got "
+                              f"{show(struct)}; the file is damaged or was not written by perforate")
+    for name, spec in struct.items():
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{source}: layer {show(name)} has settings {show(spec)}, not a mapping")
+        for key, hint in _SPEC_TYPES.items():
+            if key not in spec and key in _SPEC_OPTIONAL:
+                continue
+            value = spec.get(key)
+            ok = key in spec and fits(value, hint) and {
+                "kind": lambda v: v is None or v in kinds.KINDS,
+                "activation": lambda v: v in ACTIVATIONS,
+                "init_scale": lambda v: 0 < v < float("inf"),
+                "num_dendrites": lambda v: v >= 0, "candidates": lambda v: v >= 0,
+            }.get(key, lambda v: True)(value)
+            if not ok:
+                raise CheckpointError(f"{source}: layer {show(name)} has a bad {key} {show(value)}; "
+                                      "the file is damaged or was written by another version")
+    return struct
+
+
+def _check_sizes(layer: DendriticLayer, name: str, spec: dict[str, Any],
+                 state: dict[str, torch.Tensor], source: Any) -> None:
+    """Raise CheckpointError unless ``spec``'s dendrite and candidate counts agree with the
+    tensors in ``state`` and with ``layer``, so loading allocates no more than the file holds."""
+    k, p, c = spec["num_dendrites"], spec.get("candidates", 0), layer.channels
+    prefix = f"{name}." if name else ""
+    expected = {"output_weight": (k, c) if k else None,
+                "cascade_weight": (k * (k - 1) // 2, c) if k > 1 else None,
+                "candidate_pool.best_score": (p, c) if p else None,
+                "candidate_pool.cascade": (p, k, c) if p and k else None}
+    for key, shape in expected.items():
+        tensor = state.get(prefix + key)
+        got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+        if got != shape:
+            raise CheckpointError(
+                f"{source}: layer '{name}' ({c} neurons) claims {k} dendrites and {p} candidates, "
+                f"so its {key} should be {shape or 'absent'}, but the file has {got or 'none'}; "
+                "the file is damaged or belongs to another architecture")
+    owned = ("dendrite_", "candidate_pool.", "cascade_weight", "output_weight")
+    held = sum(t.numel() for key, t in state.items()
+               if key.startswith(prefix) and key[len(prefix):].startswith(owned))
+    need = (k + p) * layer.adapter.unit_numel(layer.main)
+    if held < need:
+        raise CheckpointError(f"{source}: layer '{name}' claims {k} dendrites and {p} candidates "
+                              f"({need} values) but the file holds {held}; the file is damaged")
+
+
+def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
+                    state: dict[str, torch.Tensor] | None = None,
+                    source: Any = "the checkpoint") -> nn.Module:
+    """Wrap (if needed) and resize ``model``'s layers to match ``struct``; returns the model.
+
+    With ``state`` (the tensors that will be loaded, e.g. read from a file), ``struct`` is
+    first checked against them and the model (:class:`CheckpointError` before any allocation).
+    """
     from .kinds import openers
     from .training.pb import CandidatePool
 
+    check_structure(struct, source)
     model = openers.open_for(model, list(struct))
     existing = dendritic_layers(model)
     for name, spec in struct.items():
@@ -52,7 +129,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.M
                 module = model.get_submodule(name) if name else model
             except AttributeError as exc:
                 raise CheckpointError(
-                    f"the checkpoint has a dendritic layer '{name}' that this model lacks; "
+                    f"{source} has a dendritic layer {show(name)} that this model lacks; "
                     "pass a fresh instance of the same architecture as base_model") from exc
             if isinstance(module, DendriticLayer):
                 layer = module
@@ -64,6 +141,8 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]]) -> nn.M
                     model = layer
                 else:
                     replace_module(model, module, layer)
+        if state is not None:
+            _check_sizes(layer, name, spec, state, source)
         layer.set_num_dendrites(spec["num_dendrites"])
         layer.freeze_dendrites(spec.get("frozen", False))
         layer.candidate_pool = (CandidatePool(layer, spec["candidates"], torch.Generator().manual_seed(0))
@@ -92,34 +171,59 @@ def _unique_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return tensors, aliases
 
 
+def _digest(doc: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the JSON document and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(doc.encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
 def write_tensors(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write tensors and a JSON document atomically (temporary file, then rename)."""
+    """Write tensors and a JSON document atomically (temporary file, then rename), with their
+    digest."""
     path = Path(path)
     tensors, aliases = _unique_tensors(state)
-    doc = {"format": FORMAT, "aliases": aliases, **meta}
+    doc = json.dumps({"format": FORMAT, "aliases": aliases, **meta})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"perforate": json.dumps(doc)})
+            save_file(tensors, str(tmp), metadata={DOC_KEY: doc, DIGEST_KEY: _digest(doc, tensors)})
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}; choose a writable path") from exc
 
 
 def read_tensors(path: str | Path, device: str | torch.device = "cpu"):
-    """Read what :func:`write_tensors` wrote: ``(state, meta)``."""
+    """Read what :func:`write_tensors` wrote: ``(state, meta)``, after checking the digest."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = json.loads((f.metadata() or {}).get("perforate", "{}"))
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
+        doc = header.get(DOC_KEY, "{}")
+        meta = json.loads(doc)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a perforate checkpoint (safetensors + JSON): {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} was not written by pf.save (format {meta.get('format')!r})")
-    for key, target in meta.get("aliases", {}).items():
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} was not written by pf.save (format "
+                              f"{show(meta.get('format') if isinstance(meta, dict) else meta)})")
+    if set(header) == {DOC_KEY}:
+        log.info("%s has no digest (written before perforate checked files): loaded unchecked", path)
+    elif set(header) != {DOC_KEY, DIGEST_KEY} or header[DIGEST_KEY] != _digest(doc, state):
+        raise CheckpointError(f"{path} is corrupted: its contents do not match the digest written "
+                              "with them; use another copy or rerun")
+    aliases = meta.get("aliases", {})
+    if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v in state for k, v in aliases.items()):
+        raise CheckpointError(f"{path} has bad tensor aliases {show(aliases)}; the file is damaged")
+    for key, target in aliases.items():
         state[key] = state[target]
+    if str(device) != "cpu":
+        state = {k: v.to(device) for k, v in state.items()}
     return state, meta
 
 
@@ -138,7 +242,7 @@ def load(path: str | Path, base_model: nn.Module, map_location: str | torch.devi
     is available as ``pf.read_checkpoint_meta(path)["history"]``.
     """
     state, meta = read_tensors(path, map_location)
-    model = apply_structure(base_model, meta["structure"])
+    model = apply_structure(base_model, meta.get("structure"), state, path)
     load_state(model, state, path)
     return model
 
@@ -162,6 +266,18 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
     """An in-memory copy of the model's structure and weights (for rollback)."""
     return {"structure": structure(model),
             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+def check_snapshot(model: nn.Module, snap: dict[str, Any], source: Any = "the snapshot") -> None:
+    """Raise CheckpointError unless a :func:`snapshot` read from a file fits ``model``'s wrapped
+    layers and its own tensors (so that :func:`restore` allocates no more than it holds)."""
+    struct = check_structure(snap["structure"], source)
+    layers = dendritic_layers(model)
+    for name, spec in struct.items():
+        if name not in layers:
+            raise CheckpointError(f"{source} has a dendritic layer {show(name)} that this model lacks; "
+                                  "the saved state belongs to another architecture")
+        _check_sizes(layers[name], name, spec, snap["state"], source)
 
 
 def restore(model: nn.Module, snap: dict[str, Any]) -> nn.Module:
@@ -194,18 +310,102 @@ def optimizer_state_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, to
 
 
 def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], doc: Any) -> Any:
-    def build(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            if "__tensor__" in obj:
-                return tensors[obj["__tensor__"]]
-            if "__dict__" in obj:
-                return {build(k): build(v) for k, v in obj["__dict__"]}
-            if "__list__" in obj:
-                return [build(v) for v in obj["__list__"]]
-            if "__tuple__" in obj:
-                return tuple(build(v) for v in obj["__tuple__"])
-            if "__skipped__" in obj:
-                return None
-        return obj
+    """Rebuild what :func:`optimizer_state_to_tensors` split; CheckpointError when ``doc`` is not
+    such a document."""
 
-    return build(doc)
+    def build(obj: Any, depth: int) -> Any:
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        if not isinstance(obj, dict) or len(obj) != 1 or depth > 32:
+            raise CheckpointError(f"bad optimizer state entry {show(obj)}; the file is damaged")
+        (tag, value), = obj.items()
+        if tag == "__tensor__" and isinstance(value, str) and value in tensors:
+            return tensors[value]
+        if tag == "__skipped__":
+            return None
+        if tag in ("__list__", "__tuple__") and isinstance(value, list):
+            items = [build(v, depth + 1) for v in value]
+            return items if tag == "__list__" else tuple(items)
+        if tag == "__dict__" and isinstance(value, list) and all(
+                isinstance(pair, list) and len(pair) == 2 for pair in value):
+            pairs = [(build(k, depth + 1), build(v, depth + 1)) for k, v in value]
+            if all(isinstance(k, (int, str, type(None))) for k, _ in pairs):
+                return dict(pairs)
+        raise CheckpointError(f"bad optimizer state entry {show(obj)}; the file is damaged")
+
+    return build(doc, 0)
+
+
+def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
+    """The name in ``model`` of each parameter of each of ``optimizer``'s groups."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names.get(id(p), f"<group {g} item {i}>") for i, p in enumerate(group["params"])]
+            for g, group in enumerate(optimizer.param_groups)]
+
+
+def match_optimizer_state(saved: Any, saved_names: Any, optimizer: torch.optim.Optimizer,
+                          model: nn.Module) -> dict[str, Any]:
+    """``saved`` (an optimizer's ``state_dict()``) made to load into ``optimizer``.
+
+    Parameters are matched by their names in ``model`` (``saved_names`` as from
+    :func:`optimizer_param_names`), so each keeps its state however the groups list them; older
+    files without names are matched by position. Raises CheckpointError when the groups, the
+    hyperparameters' types or the state tensors' sizes do not fit ``optimizer``.
+    """
+    live_names = optimizer_param_names(optimizer, model)
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    state = saved.get("state") if isinstance(saved, dict) else None
+    if not (isinstance(groups, list) and isinstance(state, dict) and all(
+            isinstance(g, dict) and fits(g.get("params"), list[int]) for g in groups)):
+        raise CheckpointError(f"the optimizer state {show(saved)} is not an optimizer's state_dict()")
+    if saved_names is None and [len(g["params"]) for g in groups] == [len(n) for n in live_names]:
+        saved_names = live_names
+    if saved_names is None or not fits(saved_names, list[list[str]]) or \
+            [sorted(n) for n in saved_names] != [sorted(n) for n in live_names] or \
+            [len(n) for n in saved_names] != [len(g["params"]) for g in groups]:
+        raise CheckpointError(
+            f"the saved optimizer trains {show(saved_names or [g['params'] for g in groups])} but the "
+            f"one built now trains {show(live_names)}; build it with the same factory and groups")
+    ids = {n: i for g, names in zip(groups, saved_names) for i, n in zip(g["params"], names)}
+    live = {n: p for g, names in zip(optimizer.param_groups, live_names) for n, p in zip(names, g["params"])}
+    matched = {}
+    for name, param in live.items():
+        entry = state.get(ids[name])
+        if entry is None:
+            continue
+        bad = [k for k, v in entry.items() if isinstance(v, torch.Tensor) and v.dim() and
+               v.shape != param.shape and v.numel() >= param.numel()] if isinstance(entry, dict) else [entry]
+        if bad:
+            raise CheckpointError(f"the optimizer state of {name} ({show(bad)}) does not fit the "
+                                  f"parameter's shape {tuple(param.shape)}; the file is damaged")
+        matched[ids[name]] = entry
+    for group, own in zip(groups, optimizer.param_groups):
+        for key, value in own.items():
+            if key != "params" and key in group and not _same_kind(group[key], value):
+                raise CheckpointError(f"the optimizer state has {key}={show(group[key])} where the "
+                                      f"optimizer uses values like {show(value)}; the file is damaged")
+    return {"state": matched, "param_groups": [
+        {**g, "params": [ids[n] for n in names]} for g, names in zip(groups, live_names)]}
+
+
+def _same_kind(saved: Any, live: Any) -> bool:
+    """True when ``saved`` could stand where ``live`` stands in an optimizer's group."""
+    if isinstance(live, bool) or live is None or isinstance(live, str):
+        return live is None or type(saved) is type(live)
+    if isinstance(live, (int, float)):
+        return isinstance(saved, (int, float, torch.Tensor)) and not isinstance(saved, bool)
+    if isinstance(live, (list, tuple)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(live) and all(
+            _same_kind(a, b) for a, b in zip(saved, live))
+    return True
+
+
+def match_scheduler_state(saved: Any, scheduler: Any) -> dict[str, Any]:
+    """``saved`` (a scheduler's ``state_dict()``) without the entries it could not save (None);
+    CheckpointError when it has entries ``scheduler`` lacks or values of other kinds."""
+    live = scheduler.state_dict()
+    if not isinstance(saved, dict) or not all(
+            k in live and (v is None or _same_kind(v, live[k])) for k, v in saved.items()):
+        raise CheckpointError(f"the scheduler state {show(saved)} does not fit the scheduler "
+                              f"{type(scheduler).__name__}; build it with the same factory")
+    return {k: v for k, v in saved.items() if v is not None}

@@ -9,17 +9,26 @@ from pathlib import Path
 from typing import Any
 
 from .activations import ACTIVATIONS
+from .checks import check_fields, show
 from .errors import ConfigError
 from .files import read_settings, write_text
 
 MODES = ("gd", "pb")
 SCORE_MODES = ("max", "min")
 CHECKPOINT_POLICIES = ("memory", "disk")
+MAX_SEED = 2**32 - 1
+MAX_CANDIDATES = 1024
+MAX_INIT_SCALE = 1e3
+"""New dendrite weights are ``init_scale`` times the layer's default bound: larger ones overflow
+half-precision activations and saturate every dendrite activation."""
+MAX_LR_SCALE = 1e6
 
 
 @dataclass
 class Config:
-    """Everything that steers wrapping and growth. Bad values raise :class:`ConfigError`.
+    """Everything that steers wrapping and growth. Bad values raise :class:`ConfigError`, when
+    the config is built and when a field is set later (``cfg.mode = "pb"``); a
+    :class:`~perforate.Grower` validates its config again when it starts.
 
     Scores are compared with ``improvement_threshold`` (relative to the best score) and
     ``improvement_threshold_abs`` (an absolute floor): a new score counts as an improvement
@@ -56,7 +65,7 @@ class Config:
     neuron_axis: dict[str, int] = field(default_factory=dict)
     """Per-layer override of the output's neuron axis: {module-name glob: axis}."""
     seed: int = 0
-    """Seeds every new dendrite (a local generator; global RNG is untouched)."""
+    """Seeds every new dendrite (a local generator; global RNG is untouched); 0 to 2**32 - 1."""
     # --- pb only ---
     candidates: int = 1
     dendrite_patience: int = 3
@@ -87,17 +96,30 @@ class Config:
         object.__setattr__(self, "_built", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # score_mode and maximize are one setting: once built, changing one changes the other
-        if name in ("score_mode", "maximize") and self.__dict__.get("_built"):
-            self._set_direction(**{name: value})
-        else:
+        """Set a field and validate the config; a rejected value leaves the config unchanged.
+
+        ``score_mode`` and ``maximize`` are one setting: changing one changes the other.
+        """
+        if not self.__dict__.get("_built") or name not in self.__dataclass_fields__:
             object.__setattr__(self, name, value)
+            return
+        old = {key: self.__dict__[key] for key in (name, "score_mode", "maximize")}
+        try:
+            if name in ("score_mode", "maximize"):
+                self._set_direction(**{name: value})
+            else:
+                object.__setattr__(self, name, value)
+            self.validate()
+        except ConfigError:
+            for key, kept in old.items():
+                object.__setattr__(self, key, kept)
+            raise
 
     def _set_direction(self, score_mode: Any = None, maximize: Any = None) -> None:
         if score_mode is not None:
             _choice("score_mode", score_mode, SCORE_MODES)
         if maximize is not None and not isinstance(maximize, bool):
-            raise ConfigError(f"maximize must be true or false; got {maximize!r}")
+            raise ConfigError(f"maximize must be true or false; got {show(maximize)}")
         if score_mode is not None and maximize is not None and (score_mode == "max") != maximize:
             raise ConfigError(f"score_mode={score_mode!r} and maximize={maximize!r} disagree; give "
                               "one of them (score_mode='max' for accuracy, 'min' for a loss)")
@@ -108,56 +130,62 @@ class Config:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ConfigError naming the first bad field."""
+        """Raise ConfigError naming the first bad field.
+
+        Fields are checked against their bounds, then every field against its annotation
+        (:func:`perforate.checks.check_fields`).
+        """
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+                raise ConfigError(f"{name} must be a list of module-name glob patterns "
+                                  f"like ['encoder.*']; got {show(value)}")
+            object.__setattr__(self, name, list(value))
+        if not isinstance(self.neuron_axis, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in self.neuron_axis.items()
+        ):
+            raise ConfigError("neuron_axis must map module-name glob patterns to an int "
+                              f"axis, e.g. {{'encoder.*': -1}}; got {show(self.neuron_axis)}")
         _choice("mode", self.mode, MODES)
         _choice("dendrite_activation", self.dendrite_activation, tuple(ACTIVATIONS))
         _choice("checkpoint_best", self.checkpoint_best, CHECKPOINT_POLICIES)
         _int("patience", self.patience, 1)
         _int("max_dendrites", self.max_dendrites, 0)
         _int("max_growth_retries", self.max_growth_retries, 0)
-        _int("candidates", self.candidates, 1)
+        _int("candidates", self.candidates, 1, MAX_CANDIDATES)
         _int("dendrite_patience", self.dendrite_patience, 1)
         _int("dendrite_max_epochs", self.dendrite_max_epochs, 1)
         _int("checkpoint_every", self.checkpoint_every, 0)
-        _int("seed", self.seed, 0)
+        _int("seed", self.seed, 0, MAX_SEED)
         _number("improvement_threshold", self.improvement_threshold, 0.0)
         _number("improvement_threshold_abs", self.improvement_threshold_abs, 0.0)
-        _number("init_scale", self.init_scale, 0.0, strict=True)
-        _number("candidate_lr_scale", self.candidate_lr_scale, 0.0, strict=True)
+        _number("init_scale", self.init_scale, 0.0, strict=True, maximum=MAX_INIT_SCALE)
+        _number("candidate_lr_scale", self.candidate_lr_scale, 0.0, strict=True, maximum=MAX_LR_SCALE)
         _number("correlation_floor", self.correlation_floor, 0.0)
         _number("correlation_improvement", self.correlation_improvement, 0.0)
         _number("correlation_decay", self.correlation_decay, 0.0)
         if self.correlation_decay >= 1.0:
             raise ConfigError("correlation_decay must be in [0, 1); got "
-                              f"{self.correlation_decay!r}")
+                              f"{show(self.correlation_decay)}")
         _choice("score_mode", self.score_mode, SCORE_MODES)
         if not isinstance(self.score_name, str) or not self.score_name.strip():
             raise ConfigError(f"score_name must be a non-empty string such as 'validation loss'; "
-                              f"got {self.score_name!r}")
-        for name in ("maximize", "plots"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
-        for name in ("include", "exclude"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = [value]
-                setattr(self, name, value)
-            if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
-                raise ConfigError(f"{name} must be a list of module-name glob patterns "
-                                  f"like ['encoder.*']; got {value!r}")
-            setattr(self, name, list(value))
-        if not isinstance(self.neuron_axis, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-            for k, v in self.neuron_axis.items()
-        ):
-            raise ConfigError("neuron_axis must map module-name glob patterns to an int "
-                              f"axis, e.g. {{'encoder.*': -1}}; got {self.neuron_axis!r}")
+                              f"got {show(self.score_name)}")
+        check_fields(self, ConfigError)  # every field, those without bounds above too
 
     def better(self, score: float, reference: float | None) -> bool:
-        """True when ``score`` improves on ``reference`` by more than both thresholds."""
+        """True when ``score`` improves on ``reference`` by more than both thresholds.
+
+        Any score beats an infinite reference in the wrong direction (a first score of ``-inf``
+        when maximising, or a diverged loss of ``+inf`` when minimising).
+        """
         if reference is None:
             return True
-        margin = max(self.improvement_threshold * abs(reference), self.improvement_threshold_abs)
+        margin = 0.0 if math.isinf(reference) else \
+            max(self.improvement_threshold * abs(reference), self.improvement_threshold_abs)
         return score > reference + margin if self.maximize else score < reference - margin
 
     # ------------------------------------------------------------------ files
@@ -170,9 +198,9 @@ class Config:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of field names to values; got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(map(str, data)) - known)
         if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known fields are: {sorted(known)}")
+            raise ConfigError(f"unknown config field(s) {show(unknown)}; known fields are: {sorted(known)}")
         return cls(**data)
 
     def replace(self, **changes: Any) -> Config:
@@ -209,22 +237,28 @@ class Config:
             text = json.dumps(data, indent=2)
         else:
             raise ConfigError(f"config file {path} must end in .toml, .yaml, .yml or .json")
-        write_text(path, text)
+        try:
+            write_text(path, text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write config file {path}: {exc}; choose a writable path") from exc
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {list(allowed)}; got {value!r}")
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}; got {show(value)}")
 
 
-def _int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+def _int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+    if not ok or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{name} must be an integer {bounds}; got {show(value)}")
 
 
-def _number(name: str, value: Any, minimum: float, strict: bool = False) -> None:
+def _number(name: str, value: Any, minimum: float, strict: bool = False,
+            maximum: float | None = None) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > minimum if strict else value >= minimum)
-    if not ok:
-        relation = ">" if strict else ">="
-        raise ConfigError(f"{name} must be a finite number {relation} {minimum}; got {value!r}")
+    if not ok or (maximum is not None and value > maximum):
+        bounds = f"{'>' if strict else '>='} {minimum}" + (f" and <= {maximum:g}" if maximum else "")
+        raise ConfigError(f"{name} must be a finite number {bounds}; got {show(value)}")

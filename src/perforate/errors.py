@@ -1,8 +1,18 @@
 """Typed errors. Every message says what to change."""
 
+MAX_MESSAGE = 1000
+"""Longer messages keep their start and end (a message quoting a huge value stays readable)."""
+
 
 class PerforateError(Exception):
-    """Base class of every error raised by perforate."""
+    """Base class of every error raised by perforate; messages are cut to ``MAX_MESSAGE``."""
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str) and len(args[0]) > MAX_MESSAGE:
+            text, half = args[0], MAX_MESSAGE // 2 - 20
+            args = (f"{text[:half]} ...[{len(text) - 2 * half} characters cut]... {text[-half:]}",
+                    *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(PerforateError, ValueError):

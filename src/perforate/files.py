@@ -42,9 +42,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically as UTF-8, creating its folder when missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
@@ -64,16 +66,19 @@ def _jsonable(obj: Any) -> Any:
 def read_settings(path: str | Path, what: str = "config file") -> Any:
     """Parse a .toml, .yaml/.yml or .json file; ConfigError names ``what`` and the problem.
 
-    An empty YAML file reads as ``{}``.
+    Files are UTF-8 text. An empty YAML file reads as ``{}``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SETTINGS_SUFFIXES:
         raise ConfigError(f"{what} {path} must end in .toml, .yaml, .yml or .json")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start}); save it as UTF-8") from exc
     try:
         if suffix == ".toml":
             if sys.version_info >= (3, 11):

@@ -35,11 +35,13 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .checks import check_fields, show
 from .config import Config
 from .convert import dendritic_layers, perforate
-from .errors import CheckpointError, GrowthError
+from .errors import CheckpointError, ConfigError, GrowthError
 from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, direction_problem
 from .measure import count_parameters, flops_per_sample
+from .report import BASE_COLUMNS
 from .training import gd, pb
 from .writer import RESUME_STEM, STATE_FORMAT, RunWriter, load_grower_state
 
@@ -52,6 +54,7 @@ def _fmt(value: float | None) -> str:
 LR_SCALE_KEY = "perforate_lr_scale"
 """Parameter-group option recording the phase's learning-rate multiplier already in ``lr``."""
 
+PHASES = ("neuron", "dendrite")
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -109,13 +112,35 @@ class GrowerState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GrowerState:
-        """Build from ``to_dict()`` output; fields it lacks keep their defaults."""
+        """Build from ``to_dict()`` output; fields it lacks keep their defaults. Raises
+        CheckpointError naming the first field of a bad type or value."""
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"a grower state must be a mapping; got {show(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
-            raise CheckpointError(f"grower state has unknown fields {unknown}: it was written by "
+            raise CheckpointError(f"grower state has unknown fields {show(unknown)}: it was written by "
                                   "another version of perforate; resume it with that version")
-        return cls(**copy.deepcopy(dict(data)))
+        state = cls(**copy.deepcopy(dict(data)))
+        state.validate()
+        return state
+
+    def validate(self) -> None:
+        """Raise CheckpointError naming the first field of a bad type or value."""
+        check_fields(self, _StateError)
+        if self.phase not in PHASES:
+            raise _StateError(f"phase must be one of {list(PHASES)}; got {show(self.phase)}")
+        for f in dataclasses.fields(self):  # counts and epochs: never below 0 (or their default)
+            value, default = getattr(self, f.name), f.default
+            low = min(0, default) if isinstance(default, int) else 0
+            if isinstance(value, int) and not isinstance(value, bool) and value < low:
+                raise _StateError(f"{f.name} must be >= {low}; got {value}")
+
+
+class _StateError(CheckpointError):
+    def __init__(self, message: str) -> None:
+        super().__init__(f"grower state field {message}; the saved state is damaged: resume from "
+                         "another copy or start the run again")
 
 
 class Grower:
@@ -147,6 +172,7 @@ class Grower:
                  out_dir: str | Path | None = None, step_scheduler: bool = True,
                  verbose: bool = False, name: str = "") -> None:
         self.config = config or Config()
+        self.config.validate()  # fields may have been changed since the config was built
         if optimizer_factory is None:
             raise GrowthError("Grower needs optimizer_factory, e.g. "
                               "lambda params: torch.optim.Adam(params, lr=1e-3)")
@@ -155,6 +181,7 @@ class Grower:
         for layer in dendritic_layers(model).values():
             layer.perforated = self.config.mode == "pb"  # the grower's mode decides
         self.model = model
+        self._set_aside = self._set_pools_aside()
         self.optimizer_factory = optimizer_factory
         self.scheduler_factory = scheduler_factory
         self.step_scheduler = step_scheduler
@@ -204,6 +231,19 @@ class Grower:
         """The learning-rate multiplier of the current phase: ``Config.candidate_lr_scale`` in a
         pb dendrite phase, else 1."""
         return self.config.candidate_lr_scale if self.state.phase == "dendrite" else 1.0
+
+    def _set_pools_aside(self) -> dict[str, nn.Module]:
+        """A new grower starts in the neuron phase: candidate pools of an unfinished dendrite phase
+        (e.g. a model saved then) leave the model; ``load_state_dict`` puts them back for a state
+        saved in that phase; the first ``step`` forgets them. Pools that are all the model trains
+        (a copy of a model in its dendrite phase, for ``load_state_dict``) stay."""
+        pools = {n: l.candidate_pool for n, l in self.layers.items() if l.candidate_pool is not None}
+        pool_params = {id(p) for pool in pools.values() for p in pool.parameters()}
+        if not any(p.requires_grad and id(p) not in pool_params for p in self.model.parameters()):
+            return {}
+        for name in pools:
+            self.layers[name].candidate_pool = None
+        return pools
 
     def _capture_example(self, module, args):
         if args and isinstance(args[0], torch.Tensor):
@@ -381,6 +421,8 @@ class Grower:
             raise GrowthError(f"step() needs a number as val_score; got {val_score!r}") from exc
         if score != score:
             raise GrowthError("val_score is NaN; check the training loop (diverged loss?)")
+        extra = _extra_scores(extra_scores)
+        self._set_aside = {}  # no load_state_dict came: they are stale
         s = self.state
         if s.done:
             return Decision(False, True, "neuron", "done", epoch=s.epoch)
@@ -390,7 +432,7 @@ class Grower:
                "lr": self.optimizer.param_groups[0].get("lr", float("nan")),
                "params": self._params, "dendrites": s.level,
                "seconds": round(now - self._last_time, 6), "event": ""}
-        row.update({k: float(v) for k, v in extra_scores.items()})
+        row.update(extra)
         self._last_time = now
         self.history.append(row)
         self._log_epoch(row)
@@ -524,7 +566,8 @@ class Grower:
         ``"structure"`` (the live model's wrapping), all JSON-able, and ``"best"`` (the best
         model's structure and tensors, or None) with ``"best_version"``. With ``model``:
         ``"model"``, the live model's state dict. With ``optimizer``: ``"optimizer"`` and
-        ``"scheduler"`` state dicts. As in ``nn.Module.state_dict``, tensors are references, not
+        ``"scheduler"`` state dicts and ``"optimizer_params"``, the optimizer's parameter names
+        by group (its state is loaded by name). As in ``nn.Module.state_dict``, tensors are references, not
         copies. A framework that checkpoints the model and optimizer itself passes
         ``model=False, optimizer=False``.
         """
@@ -537,6 +580,7 @@ class Grower:
             out["model"] = self.model.state_dict()
         if optimizer:
             out["optimizer"] = self.optimizer.state_dict()
+            out["optimizer_params"] = ckpt.optimizer_param_names(self.optimizer, self.model)
             out["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
         return out
 
@@ -545,30 +589,56 @@ class Grower:
 
         Restores the decisions, history and best snapshot; when present, the model's structure
         and weights. Then applies the saved phase's trainable set (:meth:`apply_trainable`),
-        rebuilds the optimizer and scheduler for it and, when present, loads their states: from
-        here ``step`` decides as the saved grower would have. The config is not replaced; build
-        the grower with ``Config.from_dict(state_dict["config"])`` (as :meth:`resume` does).
+        rebuilds the optimizer and scheduler for it and, when present, loads their states
+        (matched to the parameters by name): from here ``step`` decides as the saved grower
+        would have. Without a model part, a state saved in a pb dendrite phase needs the model's
+        candidate pools (loaded into the model before this grower was built). The config is not
+        replaced; build the grower with ``Config.from_dict(state_dict["config"])`` (as
+        :meth:`resume` does). A malformed state raises :class:`CheckpointError`.
         """
-        if state_dict.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"not a grower state (format {state_dict.get('format')!r}); pass "
-                                  "what Grower.state_dict() returned")
+        _check_state_dict(state_dict)
+        source = "the grower state"
         if "model" in state_dict:
-            self.model = ckpt.apply_structure(self.model, state_dict["structure"])
-            ckpt.load_state(self.model, state_dict["model"], "the grower state")
-        self.state = GrowerState.from_dict(state_dict["state"])
+            self.model = ckpt.apply_structure(self.model, state_dict["structure"], state_dict["model"], source)
+            ckpt.load_state(self.model, state_dict["model"], source)
+        state = GrowerState.from_dict(state_dict["state"])
+        best = state_dict["best"]
+        if best is not None:
+            ckpt.check_snapshot(self.model, best, f"{source}'s best model")
+        self._place_pools(state.phase)
+        self.state = state
         self.history = [dict(row) for row in state_dict["history"]]
-        self._best, self.best_version = state_dict["best"], state_dict["best_version"]
+        self._best, self.best_version = best, state_dict["best_version"]
         self._params = count_parameters(self.model)
         self.apply_trainable()
         self._rebuild_optimizer()
         if state_dict.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state_dict["optimizer"])
+            saved = ckpt.match_optimizer_state(state_dict["optimizer"], state_dict.get("optimizer_params"),
+                                               self.optimizer, self.model)
+            try:
+                self.optimizer.load_state_dict(saved)
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise CheckpointError(f"the saved optimizer state does not fit the optimizer: {exc}; "
+                                      "build it with the same factory") from exc
         if self.scheduler is not None and state_dict.get("scheduler") is not None:
-            # entries a scheduler cannot save (e.g. LambdaLR's functions) come back as None
-            self.scheduler.load_state_dict({k: v for k, v in state_dict["scheduler"].items()
-                                            if v is not None})
+            self.scheduler.load_state_dict(ckpt.match_scheduler_state(state_dict["scheduler"], self.scheduler))
         if self.writer is not None:
             self.writer.restart(self)
+
+    def _place_pools(self, phase: str) -> None:
+        """Give the layers candidate pools exactly when ``phase`` is a dendrite phase."""
+        layers = self.layers
+        for name, pool in self._set_aside.items():
+            if name in layers and layers[name].candidate_pool is None:
+                layers[name].candidate_pool = pool
+        self._set_aside = {}
+        if phase == "neuron":
+            for layer in layers.values():
+                layer.candidate_pool = None
+        elif any(layer.candidate_pool is None for layer in layers.values()):
+            raise CheckpointError("the grower state was saved in a pb dendrite phase but the model "
+                                  "has no candidate pools; load the weights saved with that state "
+                                  "into the model first, or pass the state with its model part")
 
     @classmethod
     def resume(cls, out_dir: str | Path, base_model: nn.Module, optimizer_factory: OptimizerFactory,
@@ -586,8 +656,61 @@ class Grower:
             raise CheckpointError(f"no resumable run in {out_dir} (no state/{RESUME_STEM}.safetensors); "
                                   "was it started with out_dir set and checkpoint_every > 0?")
         state_dict = load_grower_state(folder)
-        model = ckpt.apply_structure(base_model, state_dict["structure"])
-        grower = cls(model, Config.from_dict(state_dict["config"]), optimizer_factory,
-                     scheduler_factory, out_dir, step_scheduler)
+        _check_state_dict(state_dict)
+        try:
+            config = Config.from_dict(state_dict["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"the run in {out_dir} saved a bad config ({exc}); the saved "
+                                  "state is damaged") from exc
+        model = ckpt.apply_structure(base_model, state_dict["structure"], state_dict.get("model"), folder)
+        grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir, step_scheduler)
         grower.load_state_dict(state_dict)
         return grower
+
+
+def _extra_scores(scores: Mapping[str, Any]) -> dict[str, float]:
+    """The extra scores given to ``step`` as numbers; names must not be history columns."""
+    out = {}
+    for name, value in scores.items():
+        if name in BASE_COLUMNS or name.startswith("corr/"):
+            raise GrowthError(f"step() got an extra score named '{name}', which is a history "
+                              f"column; give it another name, e.g. 'val_{name}'")
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise GrowthError(f"step() needs numbers as extra scores; got {name}={show(value)}") from exc
+    return out
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _tensors(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in value.items())
+
+
+def _check_state_dict(sd: Any) -> None:
+    """Raise CheckpointError unless ``sd`` has the parts and types of a ``Grower.state_dict()``
+    (the values inside are checked where they are used)."""
+    if not isinstance(sd, Mapping) or sd.get("format") != STATE_FORMAT:
+        found = sd.get("format") if isinstance(sd, Mapping) else sd
+        raise CheckpointError(f"not a grower state (format {show(found)}); pass what "
+                              "Grower.state_dict() returned")
+    checks = {
+        "config": lambda v: isinstance(v, dict), "state": lambda v: isinstance(v, dict),
+        "structure": lambda v: isinstance(v, dict),
+        "history": lambda v: isinstance(v, list) and all(
+            isinstance(row, dict) and all(isinstance(k, str) and _is_scalar(x) for k, x in row.items())
+            for row in v),
+        "best": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("structure"), dict)
+                                        and _tensors(v.get("state"))),
+        "best_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    }
+    optional = {"model": _tensors, "optimizer": lambda v: v is None or isinstance(v, dict),
+                "scheduler": lambda v: v is None or isinstance(v, dict)}
+    for key, ok in [*checks.items(), *((k, f) for k, f in optional.items() if k in sd)]:
+        if not ok(sd.get(key)):
+            raise CheckpointError(f"the grower state's {key} is {show(sd.get(key))}, not what "
+                                  "Grower.state_dict() writes; the saved state is damaged")

@@ -81,11 +81,15 @@ class DendriticLayer(nn.Module):
         self.channels = int(adapter.channels(main))
         self.has_bias = isinstance(getattr(main, "bias", None), torch.Tensor)
         self._num_dendrites = 0
-        self.dendrite_weight: nn.Parameter | None = None  # stacked kinds: [K*C, ...]
-        self.dendrite_bias: nn.Parameter | None = None  # stacked kinds: [K*C]
+        # registered now, so that the parameters keep this order however the layer grew (a
+        # layer grown one dendrite at a time and one rebuilt from a checkpoint list them alike)
+        self.dendrite_weight: nn.Parameter | None  # stacked kinds: [K*C, ...]
+        self.dendrite_bias: nn.Parameter | None  # stacked kinds: [K*C]
+        self.cascade_weight: nn.Parameter | None  # [K(K-1)/2, C], strictly lower triangle
+        self.output_weight: nn.Parameter | None  # [K, C], starts at zero
+        for key in ("dendrite_weight", "dendrite_bias", "cascade_weight", "output_weight"):
+            self.register_parameter(key, None)
         self.dendrite_blocks = None if adapter.stacked else nn.ModuleList()  # copies kinds
-        self.cascade_weight: nn.Parameter | None = None  # [K(K-1)/2, C], strictly lower triangle
-        self.output_weight: nn.Parameter | None = None  # [K, C], starts at zero
         self.candidate_pool: nn.Module | None = None  # set during a pb dendrite phase
         self._dendrites_frozen = False
 

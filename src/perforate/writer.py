@@ -18,10 +18,12 @@ off the training thread would change this file alone.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import checkpoint as ckpt
+from .checks import show
 from .errors import CheckpointError, GrowthError
 from .files import write_json
 from .report import BASE_COLUMNS, plot_grower
@@ -146,21 +148,37 @@ def save_grower_state(folder: str | Path, state_dict: dict[str, Any], stem: str 
 
 
 def load_grower_state(folder: str | Path, stem: str = RESUME_STEM) -> dict[str, Any]:
-    """Read what :func:`save_grower_state` wrote: a dict for :meth:`Grower.load_state_dict`."""
+    """Read what :func:`save_grower_state` wrote: a dict for :meth:`Grower.load_state_dict`.
+
+    Raises CheckpointError for a damaged or foreign file (its parts are checked further by
+    ``load_state_dict``)."""
     folder = Path(folder)
     path = folder / f"{stem}.safetensors"
     tensors, meta = ckpt.read_tensors(path)
     if meta.get("state_format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} holds no grower state (format {meta.get('state_format')!r})")
+        raise CheckpointError(f"{path} holds no grower state (format {show(meta.get('state_format'))})")
+    best_file = meta.get("best_file")
+    if not isinstance(meta.get("has_model"), bool) or not (
+            best_file is None or _sibling_name(best_file, stem)):
+        raise CheckpointError(f"{path} is damaged: has_model={show(meta.get('has_model'))}, "
+                              f"best_file={show(best_file)}; resume from another copy")
     state_dict = {k: v for k, v in meta.items() if k not in _FILE_KEYS}
     state_dict["format"] = meta["state_format"]
     if meta["has_model"]:
         state_dict["model"] = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     if "optim" in meta:
         optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}
-        state_dict.update(ckpt.optimizer_state_from_tensors(optim, meta["optim"]))
+        parts = ckpt.optimizer_state_from_tensors(optim, meta["optim"])
+        if not (isinstance(parts, dict) and set(parts) == {"optimizer", "scheduler"}):
+            raise CheckpointError(f"{path} has a damaged optimizer state; resume from another copy")
+        state_dict.update(parts)
     state_dict["best"] = None
-    if meta["best_file"] is not None:
-        best, best_meta = ckpt.read_tensors(folder / meta["best_file"])
-        state_dict["best"] = {"structure": best_meta["structure"], "state": best}
+    if best_file is not None:
+        best, best_meta = ckpt.read_tensors(folder / best_file)
+        state_dict["best"] = {"structure": best_meta.get("structure"), "state": best}
     return state_dict
+
+
+def _sibling_name(name: Any, stem: str) -> bool:
+    """True for a plain file name in the state folder that belongs to ``stem`` (no path parts)."""
+    return isinstance(name, str) and re.fullmatch(rf"{re.escape(stem)}\.[\w.-]+", name) is not None

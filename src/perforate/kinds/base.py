@@ -91,6 +91,11 @@ class Kind:
     def unit_parameters(self, layer: nn.Module) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def unit_numel(self, main: nn.Module) -> int:
+        """Tensor elements one dendrite unit of ``main`` holds in a state dict (a checkpoint's
+        tensors must hold this many per dendrite and candidate before loading allocates them)."""
+        return sum(t.numel() for t in main.state_dict().values())
+
     def preactivations(self, layer: nn.Module, x: Any, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """``z_k`` for every dendrite, each shaped like the neuron tensor."""
         raise NotImplementedError

@@ -87,6 +87,10 @@ class StackedKind(Kind):
     def unit_parameters(self, layer):
         return [p for p in (layer.dendrite_weight, layer.dendrite_bias) if p is not None]
 
+    def unit_numel(self, main):
+        bias = getattr(main, "bias", None)
+        return main.weight.numel() + (bias.numel() if isinstance(bias, torch.Tensor) else 0)
+
     def preactivations(self, layer, x, args, kwargs):
         return self.run(layer.main, x, layer.dendrite_weight, layer.dendrite_bias,
                         layer.num_dendrites, layer.channels, lambda ndim: self.axis(layer, ndim))
