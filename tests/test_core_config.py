@@ -116,6 +116,8 @@ def test_fields_set_later_are_validated_and_a_rejected_value_changes_nothing():
     assert cfg.mode == "gd" and cfg == pf.Config()
     with pytest.raises(pf.ConfigError, match="^seed must be an integer in"):
         cfg.seed = 2**45
+    with pytest.raises(pf.ConfigError, match="^maximize must be true or false"):
+        cfg.maximize = None  # found by the fuzzer: once silently meant "max"
     cfg.patience, cfg.include = 3, "encoder.*"  # good values go through (and are normalised)
     assert cfg.patience == 3 and cfg.include == ["encoder.*"]
     cfg.exclude.append(7)  # a list changed in place is caught when a grower starts

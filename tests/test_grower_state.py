@@ -237,7 +237,7 @@ def test_optimizer_state_follows_parameters_by_name_not_position():
     # a state whose tensors do not fit the parameters is reported, not loaded
     first = saved["optimizer"]["param_groups"][0]["params"][0]
     saved["optimizer"]["state"][first]["exp_avg"] = torch.zeros(99)
-    with pytest.raises(pf.CheckpointError, match="does not fit the parameter's shape"):
+    with pytest.raises(pf.CheckpointError, match="does not fit the parameter"):
         pf.Grower(make_model(), config("gd"), adam).load_state_dict(saved)
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from .activations import ACTIVATIONS
 from .checks import fits, show
 from .convert import dendritic_layers
-from .errors import CheckpointError
+from .errors import CheckpointError, WrapError
 from .files import atomic_path
 from .layers import DendriticLayer
 from .modules import replace_module
@@ -134,9 +134,13 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
             if isinstance(module, DendriticLayer):
                 layer = module
             else:
-                layer = DendriticLayer(module, activation=spec["activation"],
-                                       neuron_axis=spec["neuron_axis"], perforated=spec["perforated"],
-                                       init_scale=spec["init_scale"], kind=spec.get("kind"), name=name)
+                try:
+                    layer = DendriticLayer(module, activation=spec["activation"],
+                                           neuron_axis=spec["neuron_axis"], perforated=spec["perforated"],
+                                           init_scale=spec["init_scale"], kind=spec.get("kind"), name=name)
+                except WrapError as exc:
+                    raise CheckpointError(f"{source}: layer {show(name)} cannot be rebuilt as saved "
+                                          f"({exc}); pass a fresh instance of the saved architecture") from exc
                 if not name:
                     model = layer
                 else:
@@ -368,24 +372,59 @@ def match_optimizer_state(saved: Any, saved_names: Any, optimizer: torch.optim.O
             f"one built now trains {show(live_names)}; build it with the same factory and groups")
     ids = {n: i for g, names in zip(groups, saved_names) for i, n in zip(g["params"], names)}
     live = {n: p for g, names in zip(optimizer.param_groups, live_names) for n, p in zip(names, g["params"])}
-    matched = {}
-    for name, param in live.items():
-        entry = state.get(ids[name])
-        if entry is None:
-            continue
-        bad = [k for k, v in entry.items() if isinstance(v, torch.Tensor) and v.dim() and
-               v.shape != param.shape and v.numel() >= param.numel()] if isinstance(entry, dict) else [entry]
-        if bad:
-            raise CheckpointError(f"the optimizer state of {name} ({show(bad)}) does not fit the "
-                                  f"parameter's shape {tuple(param.shape)}; the file is damaged")
-        matched[ids[name]] = entry
+    matched, probes = {}, {}
+    for g, (group, names) in enumerate(zip(optimizer.param_groups, live_names)):
+        for name, param in zip(names, group["params"]):
+            entry = state.get(ids[name])
+            if entry is None:
+                continue
+            key = (g, param.dim())
+            if key not in probes:
+                probes[key] = _probe_state(optimizer, group, param.dim())
+            if not _state_fits(entry, param, probes[key]):
+                raise CheckpointError(f"the optimizer state of {name} ({show(entry)}) does not fit the "
+                                      f"parameter {tuple(param.shape)} or the optimizer; the file is damaged")
+            matched[ids[name]] = entry
     for group, own in zip(groups, optimizer.param_groups):
         for key, value in own.items():
             if key != "params" and key in group and not _same_kind(group[key], value):
                 raise CheckpointError(f"the optimizer state has {key}={show(group[key])} where the "
                                       f"optimizer uses values like {show(value)}; the file is damaged")
+    # options the saved groups lack (e.g. from another torch version) keep the optimizer's own
     return {"state": matched, "param_groups": [
-        {**g, "params": [ids[n] for n in names]} for g, names in zip(groups, live_names)]}
+        {**own, **g, "params": [ids[n] for n in names]}
+        for g, own, names in zip(groups, optimizer.param_groups, live_names)]}
+
+
+def _probe_state(optimizer: torch.optim.Optimizer, group: dict[str, Any], ndim: int) -> dict | None:
+    """The state ``optimizer``'s class keeps for a parameter of ``ndim`` dimensions with
+    ``group``'s options, from one step on a small stand-in; None when it cannot be probed (an
+    optimizer that needs a closure or other arguments)."""
+    probe = torch.zeros([2] * ndim, requires_grad=True)
+    options = {k: v for k, v in group.items() if k in optimizer.defaults}
+    try:
+        trial = type(optimizer)([probe], **options)
+        probe.grad = torch.zeros_like(probe)
+        trial.step()
+    except Exception:  # any failure only means: no probe, the state is not compared
+        return None
+    return trial.state[probe]
+
+
+def _state_fits(entry: Any, param: torch.Tensor, probe: dict | None) -> bool:
+    """True when a parameter's saved optimizer state has the probe's entries, tensors where it has
+    tensors (of the parameter's shape, fewer elements or none), and values of the same kind."""
+    if not isinstance(entry, dict):
+        return False
+    for value in entry.values():
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape \
+                and value.numel() >= param.numel():
+            return False
+    if probe is None or not entry:
+        return True
+    return set(entry) == set(probe) and all(
+        isinstance(entry[k], torch.Tensor) == isinstance(v, torch.Tensor) and
+        (isinstance(v, torch.Tensor) or _same_kind(entry[k], v)) for k, v in probe.items())
 
 
 def _same_kind(saved: Any, live: Any) -> bool:

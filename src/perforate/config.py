@@ -106,6 +106,9 @@ class Config:
         old = {key: self.__dict__[key] for key in (name, "score_mode", "maximize")}
         try:
             if name in ("score_mode", "maximize"):
+                if value is None:  # "not given" means something only while the config is built
+                    allowed = "'max' or 'min'" if name == "score_mode" else "true or false"
+                    raise ConfigError(f"{name} must be {allowed}; got None")
                 self._set_direction(**{name: value})
             else:
                 object.__setattr__(self, name, value)
