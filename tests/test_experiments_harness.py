@@ -224,14 +224,50 @@ def test_restarted_bench_skips_finished_runs(tmp_path):
     (["bench", "--model", "nope"], "unknown model 'nope'"),
     (["bench", "--arms", "baseline,nope"], "unknown arm 'nope'"),
     (["bench", "--model", "cnn2d"], "does not accept dataset"),
-    (["bench", "--seeds", "0"], "--seeds must be at least 1"),
+    (["bench", "--seeds", "0"], "Invalid value for '--seeds'"),
+    (["bench", "--epochs", "0"], "Invalid value for '--epochs'"),
+    (["demo", "--epochs", "0"], "Invalid value for '--epochs'"),
+    (["bench", "--device", "gpu"], "device 'gpu' is not a torch device"),
     (["report", "missing-folder"], "is not a folder"),
 ])
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
-    result = runner.invoke(app, [*args, *(["--out", str(tmp_path / "o")] if args[0] == "bench" else [])])
+    out = ["--out", str(tmp_path / "o")] if args[0] in ("bench", "demo") else []
+    result = runner.invoke(app, [*args, *out])
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "max_epochs" not in result.output
+    assert not (tmp_path / "o").exists()  # nothing left behind
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has CUDA")
+def test_cli_cuda_on_a_cpu_build_is_one_line(tmp_path):
+    result = runner.invoke(app, ["bench", "--device", "cuda", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: device 'cuda': this torch" in result.output and "use cpu" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(tmp_path, monkeypatch):
+    import perforate.experiments.arms as arms
+
+    def fail(*args, **kwargs):
+        raise ExperimentError("training failed")
+
+    monkeypatch.setattr(arms, "train_model", fail)
+    args = ["bench", "--dataset", "spirals", "--width", "8", "--arms", "baseline", "--seeds", "1",
+            "--epochs", "2", "--batch-size", "128"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "new")])
+    assert result.exit_code == 2 and "training failed" in result.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder the user made stays
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "kept")]).exit_code == 2
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_flags_show_no_value_in_help():
+    result = runner.invoke(app, ["demo", "--help"], terminal_width=200)
+    line = next(line for line in result.output.splitlines() if line.strip().startswith("--fresh"))
+    assert line.split()[:2] == ["--fresh", "Discard"]
 
 
 def test_cli_unwritable_out_folder(tmp_path):
@@ -265,6 +301,9 @@ def test_cli_bench_then_report_rerenders(tmp_path):
             "--fractions", "0.5,1", "--fraction-arms", "baseline,compressed", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "perforate bench: spirals / mlp; 10 training runs (2 seeds, data fractions 100%, 50%)" \
+        in result.output
+    assert "Estimated time here: at most about" in result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["command"].startswith("perforate bench --dataset spirals")
     assert {r["run_id"] for r in doc["runs"]} >= {"control-f1-s1", "compressed-f0.5-s0"}
@@ -283,7 +322,7 @@ def test_cli_bench_then_report_rerenders(tmp_path):
     assert "](../bench/comparison.png)" in elsewhere.read_text()
     # the same command again finds everything done
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "skipping control-f1-s1" in again.output
+    assert again.exit_code == 0 and "skipping control, seed 1: already finished" in again.output
 
 
 def test_report_rejects_a_folder_without_results(tmp_path):
@@ -297,4 +336,7 @@ def test_demo_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert {r["arm"] for r in doc["runs"]} == {"baseline", "pb", "gd", "compressed", "control"}
-    assert (tmp_path / "demo" / "report.md").exists()
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert report.startswith("# perforate demo: mnist1d / mlp")
+    assert result.output.startswith("perforate demo: mnist1d / mlp; 5 training runs (seed 0), "
+                                    "each at most 30 epochs")

@@ -18,6 +18,7 @@ app = typer.Typer(
     name="perforate",
     help="Dendritic optimization (Perforated Backpropagation) for PyTorch: experiments and reports.",
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: a flag shows no value
 )
 app.add_typer(experiments_app)
 app.command("sweep")(sweep_command)

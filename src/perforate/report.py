@@ -65,17 +65,17 @@ def _label(column: str) -> str:
 
 def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
                 score_label: str = "validation score", final_params: int | None = None,
-                best_epoch: int | None = None) -> None:
+                best_epoch: int | None = None) -> Any:
     """Draw scores per epoch with growth points marked, dendrite phases shaded, parameters
     over time, and (pb) the candidates' correlation by layer. Uses no pyplot global state.
 
     ``score_label`` names the score (the y-axis); ``final_params`` is the parameter count of
     the model kept at the end (the best one restored), drawn as the last step; ``best_epoch``
     (the best model's epoch) is marked on the score. Legend entries appear only for what the
-    run holds.
+    run holds. Returns the matplotlib Figure (None without history).
     """
     if not history:
-        return
+        return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -123,9 +123,11 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
     ax.set_ylabel(score_label)
     ax.set_title(title or "dendritic growth")
     xs, ys = _params_after_decisions(history, final_params)
-    axes[1].step(xs, ys, where="post", color="C1")
+    axes[1].step(xs, ys, where="post", color="C1", label="parameters")
+    high = ys[-1] > (min(ys) + max(ys)) / 2  # the label goes below a high line, above a low one
     axes[1].annotate(f"{'kept ' if final_params is not None else ''}{ys[-1]:,}", (xs[-1], ys[-1]),
-                     textcoords="offset points", xytext=(-6, 4), ha="right", fontsize=8, color="C1")
+                     textcoords="offset points", xytext=(-6, -4 if high else 4), ha="right",
+                     va="top" if high else "bottom", fontsize=8, color="C1")
     axes[1].set_ylabel("parameters")
     axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     if correlation_cols:
@@ -140,19 +142,20 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
+    return fig
 
 
-def plot_grower(grower: Grower, path: Path) -> None:
+def plot_grower(grower: Grower, path: Path) -> Any:
     """:func:`plot_growth` of a grower's run: titled with its name and mode, the score named
     and its direction given, and the kept model's size once growth is done."""
     cfg = grower.config
     better = "higher" if cfg.score_mode == "max" else "lower"
-    name = getattr(grower, "name", None) or "perforate"
+    name = grower.name or "perforate"
     final = None
     if grower.done:
         from .measure import count_parameters
 
         final = count_parameters(grower.model)
-    plot_growth(grower.history, path, title=f"{name}: {cfg.mode} dendrites",
+    return plot_growth(grower.history, path, title=f"{name} — dendrites trained by {cfg.mode}",
                 score_label=f"{cfg.score_name} ({better} is better)", final_params=final,
                 best_epoch=grower.state.best_epoch)

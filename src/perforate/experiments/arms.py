@@ -142,7 +142,14 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
+        """Its folder and key in results.json."""
         return f"{self.arm}-f{self.fraction:g}-s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """Its name for people: "gd, seed 0" or "gd, seed 0, 25% of the data"."""
+        data = "" if self.fraction == 1.0 else f", {self.fraction:.0%} of the data"
+        return f"{self.arm}, seed {self.seed}{data}"
 
 
 def plan_runs(protocol: Protocol) -> list[RunSpec]:
@@ -249,7 +256,8 @@ class _Runner:
             result = train_model(data, p.model, width, mode=mode, max_epochs=budget,
                                  config=p.dendritic_config(spec.seed),
                                  out_dir=folder if p.run_outputs else None,
-                                 epoch_callback=callback, **common)
+                                 epoch_callback=callback, name=f"{spec.label}, width {width}",
+                                 **common)
             extra["mode"] = mode
         elif spec.arm == "control":
             result = train_model(data, p.model, width, max_epochs=budget, early_stopping=False,

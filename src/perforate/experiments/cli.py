@@ -7,6 +7,7 @@ from another protocol) print one line and exit with code 2.
 """
 from __future__ import annotations
 
+import logging
 import shlex
 import shutil
 import time
@@ -15,18 +16,21 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn)
-from rich.table import Table
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
+from rich.table import Column, Table
+from rich.text import Text
 
 from perforate.errors import ExperimentError, PerforateError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 """The harness's commands, without a name of their own: :mod:`perforate.cli` merges them."""
 bench_app = typer.Typer(
     help="Run the full quality protocol (baseline, gd, pb, compressed, control, pruned) over "
          "several seeds; `perforate bench cost` measures run-time costs.",
-    invoke_without_command=True, pretty_exceptions_enable=False,
+    invoke_without_command=True, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
 app.add_typer(bench_app, name="bench")
 
@@ -77,13 +81,20 @@ def _stdout() -> Console:
 
 
 def _print_table(console: Console, doc: dict) -> None:
+    """The results table; a terminal narrower than the full table gets means without ± std."""
     from perforate.experiments.render import results_table
 
     rows = results_table(doc, compact=True)
-    table = Table(title=f"{doc['protocol']['dataset']} / {doc['protocol']['model']}")
-    for i, name in enumerate(rows[0]):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in rows[1:]:
+    seeds = max((len(arm["seeds"]) for arm in doc["summary"].get("1", {}).values()), default=1)
+    narrow = console.width < 120 and seeds > 1
+    table = Table(title=f"{doc['protocol']['dataset']} / {doc['protocol']['model']}",
+                  box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), caption=f"means over {seeds} seeds; report.md gives ± std"
+                  if narrow else None)
+    cells = [[cell.split(" ± ")[0] if narrow else cell for cell in row] for row in rows[1:]]
+    for i, name in enumerate(rows[0]):  # never cut a word (cells wrap between words instead)
+        longest = max(len(word) for row in [rows[0], *cells] for word in row[i].split())
+        table.add_column(name, justify="left" if i == 0 else "right", min_width=longest)
+    for row in cells:
         table.add_row(*row)
     console.print(table)
 
@@ -92,55 +103,107 @@ def _run(protocol, out: Path, command: str, fresh: bool, threads: int) -> dict:
     """Run a protocol with a live progress display, render the report, print the table."""
     import torch
 
-    if threads < 1:
-        raise ExperimentError(f"--threads must be at least 1; got {threads}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_protocol(protocol, out, command, fresh)
+        with _no_empty_folder_left(out):
+            return _run_protocol(protocol, out, command, fresh)
     finally:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def _no_empty_folder_left(out: Path) -> Iterator[None]:
+    """A run that fails (or is interrupted) before writing any file removes the --out folder it
+    created."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def _decisions_shown_on(console: Console) -> Iterator[None]:
+    """Print the growers' INFO lines (each growth decision and why) above the progress bars."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("perforate")
+    handler = RichHandler(console=console, show_time=False, show_level=False, show_path=False,
+                          markup=False, level=logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _announce(console: Console, protocol, out: Path, title: str) -> None:
+    """What will run and about how long it takes here (from a short calibration)."""
+    import torch
+
+    from perforate.experiments.arms import plan_runs
+    from perforate.experiments.estimate import estimate
+
+    p, plan = protocol, plan_runs(protocol)
+    fractions = sorted({spec.fraction for spec in plan}, reverse=True)
+    per_seed = (f"{len(p.seeds)} seeds" if len(p.seeds) > 1 else f"seed {p.seeds[0]}") + (
+        f", data fractions {', '.join(f'{f:.0%}' for f in fractions)}" if len(fractions) > 1 else "")
+    console.print(f"[bold]{title}[/]: {p.dataset} / {p.model}; {len(plan)} training runs "
+                  f"({per_seed}), each at most {p.max_epochs} epochs:", soft_wrap=True)
+    for arm in dict.fromkeys(spec.arm for spec in plan):
+        console.print(f"  {arm:<11} {_ARM_TEXT.get(arm, '').format(p=p)}", highlight=False)
+    with console.status("timing a few epochs of each model on this machine..."):
+        guess = estimate(p)
+    low, high = min(guess.epoch_seconds.values()), max(guess.epoch_seconds.values())
+    console.print(f"Estimated time here: at most about {_duration(guess.total_seconds)} if every "
+                  f"run used its whole budget (an epoch takes {low:.2f}-{high:.2f} s, "
+                  f"{torch.get_num_threads()} torch thread(s)); runs that stop early take less. "
+                  f"Results go to {out}/report.md; Ctrl-C keeps finished runs.", highlight=False,
+                  soft_wrap=True)
+
+
+_ARM_TEXT = {
+    "baseline": "plain model, width {p.width}, early stopping",
+    "gd": "width {p.width} + gradient dendrites (gd)",
+    "pb": "width {p.width} + perforated-backpropagation dendrites (pb)",
+    "compressed": "width {p.narrow_width} + {p.compressed_mode} dendrites",
+    "control": "plain model with the compressed model's parameter count and epochs",
+    "pruned": "the baseline magnitude-pruned to the compressed model's parameter count",
+}
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
 def _run_protocol(protocol, out: Path, command: str, fresh: bool) -> dict:
-    from perforate.experiments.arms import (ProtocolHooks, check_protocol, plan_runs,
-                                            run_protocol)
+    from perforate.experiments.arms import ProtocolHooks, check_protocol, run_protocol
     from perforate.experiments.render import narrative, render_report
     from perforate.experiments.results import prepare_out_dir
 
+    start = time.perf_counter()
     prepare_out_dir(out)
     if fresh:
         _clear(out)
     check_protocol(protocol, out, command)  # fail before the progress display starts
     console = Console(stderr=True)
-    plan = plan_runs(protocol)
-    start = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        overall = progress.add_task("all runs", total=len(plan), info="")
-        current = progress.add_task("starting", total=1, info="")
-
-        def start_run(spec, budget):
-            progress.reset(current, total=budget, description=spec.run_id, info="")
-
-        def epoch(spec, e, score):
-            progress.update(current, completed=e + 1, info=f"val {score:.2f}")
-
-        def end_run(spec, record):
-            progress.update(current, completed=record["epochs"], total=record["epochs"],
-                            info=f"test {record['test_score']:.2f}, {record['params']} params")
-            progress.advance(overall)
-
-        def skip(spec, record):
-            progress.advance(overall)
-            progress.console.print(f"skipping {spec.run_id}: already finished in {out}")
-
-        def discard(spec):
-            progress.console.print(f"{spec.run_id} was interrupted last time: starting it again")
-
-        hooks = ProtocolHooks(on_run_start=start_run, on_epoch=epoch, on_run_end=end_run,
-                              on_skip=skip, on_discard=discard)
+    _announce(console, protocol, out, command.split(" --")[0])
+    fixed = lambda width: Column(min_width=width, no_wrap=True)  # noqa: E731
+    with Progress(TextColumn("[bold]{task.description}", table_column=Column(
+                      ratio=1, no_wrap=True, overflow="ellipsis")),  # the one column that gives way
+                  BarColumn(bar_width=12), TextColumn("{task.completed}/{task.total} epochs",
+                                                      table_column=fixed(15)),
+                  _TimeColumn(table_column=fixed(20)),
+                  TextColumn("{task.fields[info]}", table_column=fixed(10)),
+                  console=console, transient=False) as progress, _decisions_shown_on(console):
+        hooks = _ProgressHooks(progress, protocol, out).hooks()
         try:
             doc = run_protocol(protocol, out, hooks, command=command)
         except KeyboardInterrupt:
@@ -153,8 +216,71 @@ def _run_protocol(protocol, out: Path, command: str, fresh: bool) -> dict:
     _print_table(stdout, doc)
     for line in narrative(doc):
         stdout.print(f"- {line}", markup=False)
-    stdout.print(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
+    stdout.print(f"report: {report}  (took {_duration(time.perf_counter() - start)})")
     return doc
+
+
+class _TimeColumn(ProgressColumn):
+    """"0:41 · 2:10 left": time spent and the time left at the recent pace."""
+
+    def render(self, task) -> Text:
+        left = task.time_remaining
+        spent = _clock(task.finished_time if task.finished else task.elapsed)
+        return Text(spent if task.finished else f"{spent} · {_clock(left)} left", style="dim")
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}" if minutes >= 60 else f"{minutes}:{rest:02d}"
+
+
+class _ProgressHooks:
+    """Two bars: every run's epochs together (its total shrinks when a run stops before its
+    budget, so the time left converges), and the current run's."""
+
+    def __init__(self, progress: Progress, protocol, out: Path) -> None:
+        from perforate.experiments.arms import plan_runs
+        from perforate.experiments.estimate import run_budget
+
+        self.progress, self.out = progress, out
+        plan = plan_runs(protocol)
+        self.budget = {spec.run_id: run_budget(protocol, spec) for spec in plan}
+        self.overall = progress.add_task(f"all {len(plan)} runs", total=sum(self.budget.values()),
+                                         info="")
+        self.current = progress.add_task("starting", total=1, info="")
+
+    def hooks(self):
+        from perforate.experiments.arms import ProtocolHooks
+
+        return ProtocolHooks(on_run_start=self.start, on_epoch=self.epoch, on_run_end=self.end,
+                             on_skip=self.skip, on_discard=self.discard)
+
+    def _shrink(self, run_id: str, used: int) -> None:
+        task = self.progress.tasks[self.overall]
+        self.progress.update(self.overall, total=task.total - (self.budget[run_id] - used))
+        self.budget[run_id] = used
+
+    def start(self, spec, budget: int) -> None:
+        self._shrink(spec.run_id, budget)  # the control's budget is the compressed run's epochs
+        self.progress.reset(self.current, total=budget, description=spec.label, info="")
+
+    def epoch(self, spec, e: int, score: float) -> None:
+        self.progress.update(self.current, completed=e + 1, info=f"val {score:.4g}")
+        self.progress.advance(self.overall)
+
+    def end(self, spec, record: dict) -> None:
+        self._shrink(spec.run_id, record["epochs"])
+        self.progress.update(self.current, completed=record["epochs"], total=record["epochs"],
+                             info=f"test {record['test_score']:.4g}")
+
+    def skip(self, spec, record: dict) -> None:
+        self._shrink(spec.run_id, 0)
+        self.progress.console.print(f"skipping {spec.label}: already finished in {self.out}")
+
+    def discard(self, spec) -> None:
+        self.progress.console.print(f"{spec.label} was interrupted last time: starting it again")
 
 
 # ---------------------------------------------------------------------------- demo
@@ -162,18 +288,22 @@ def _run_protocol(protocol, out: Path, command: str, fresh: bool) -> dict:
 def demo(
     out: Annotated[Path, typer.Option(help="Report folder to write (created if missing).")]
     = Path("perforate-demo"),
-    seed: Annotated[int, typer.Option(help="Seed of the splits, initialisation and data order.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Epoch budget of each arm.")] = 150,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (1 keeps timings comparable).")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the splits, initialisation and data "
+                                      "order.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of each arm.")] = 150,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (1 keeps timings "
+                                         "comparable).")] = 1,
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard results already in --out and "
                                         "run everything again.")] = False,
 ) -> None:
     """Run the default experiment (MNIST-1D MLP, one seed) and write a report.
 
     Arms: baseline (width 100), pb and gd (width 100 + dendrites), compressed (width 25 +
-    gd dendrites) and its width-matched control (plain, same parameters and epochs). Takes a few minutes on 2 CPU cores; prints the results table and writes report.md,
-    results.json, comparison.png and growth graphs to --out. Finished arms are kept: running it
-    again resumes (use --fresh to start over).
+    gd dendrites) and its width-matched control (plain, same parameters and epochs). It first
+    says what it runs and how long that takes on this machine; then it shows each growth
+    decision and a progress bar with the time left, prints the results table and writes
+    report.md, results.json, comparison.png and growth graphs to --out. Finished arms are
+    kept: running it again resumes (use --fresh to start over).
     """
     from perforate.experiments.arms import Protocol
 
@@ -191,37 +321,39 @@ def bench(
     dataset: Annotated[str, typer.Option(help="Dataset: mnist1d, digits, mnist5k, spirals, "
                                          "breast_cancer, wine, diabetes (all offline).")] = "mnist1d",
     model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru.")] = "mlp",
-    width: Annotated[int, typer.Option(help="Width of the baseline, gd and pb arms.")] = 100,
+    width: Annotated[int, typer.Option(min=1, help="Width of the baseline, gd and pb arms.")] = 100,
     arms: Annotated[str, typer.Option(help="Comma-separated arms: baseline, gd, pb, compressed, "
                                       "control, pruned (control and pruned also run what they "
                                       "need).")] = "baseline,gd,pb,compressed,control,pruned",
-    seeds: Annotated[int, typer.Option(help="Number of seeds (0 .. N-1); results are mean ± std.")] = 5,
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0 .. N-1); results are "
+                                       "mean ± std.")] = 5,
     out: Annotated[Path, typer.Option(help="Results folder; a restarted bench skips the runs "
                                       "already finished there.")] = Path("perforate-bench"),
-    epochs: Annotated[int, typer.Option(help="Epoch budget of every arm (growth stops earlier "
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of every arm (growth stops earlier "
                                         "when it no longer pays).")] = 200,
-    patience: Annotated[int, typer.Option(help="Epochs without improvement before early "
+    patience: Annotated[int, typer.Option(min=1, help="Epochs without improvement before early "
                                           "stopping (plain) or growth (dendritic).")] = 10,
     fractions: Annotated[str, typer.Option(help="Training fractions of the data-efficiency "
                                            "experiment, e.g. 0.1,0.25,0.5,1 (1 = full data only).")] = "1",
     fraction_arms: Annotated[Optional[str], typer.Option(help="Arms to run at fractions below 1 "
                                                          "(default: the same as --arms).")] = None,
-    compressed_width: Annotated[Optional[int], typer.Option(help="Width of the compressed arm "
+    compressed_width: Annotated[Optional[int], typer.Option(min=1, help="Width of the compressed arm "
                                                             "(default: width // 4).")] = None,
     compressed_mode: Annotated[str, typer.Option(help="Dendrite mode of the compressed arm: gd "
                                                  "or pb.")] = "gd",
-    finetune_epochs: Annotated[Optional[int], typer.Option(help="Epoch budget of the pruned arm's "
+    finetune_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epoch budget of the pruned arm's "
                                                            "fine-tuning (default: --epochs).")] = None,
     monitor: Annotated[str, typer.Option(help="What early stopping, growth decisions and the "
                                          "kept checkpoint follow: loss (validation loss) or "
                                          "score (validation accuracy / R²).")] = "loss",
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 64,
     weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
     config: Annotated[Optional[Path], typer.Option(help="A perforate Config file (.toml/.yaml/"
                                                    ".json) for the dendritic arms; --patience "
                                                    "overrides its patience.")] = None,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (1 keeps timings comparable).")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (1 keeps timings "
+                                         "comparable).")] = 1,
     device: Annotated[str, typer.Option(help="Training device, e.g. cpu or cuda.")] = "cpu",
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard results already in --out and "
                                         "run everything again.")] = False,
@@ -237,8 +369,6 @@ def bench(
     from perforate.experiments.arms import Protocol
 
     with _cli_errors():
-        if seeds < 1:
-            raise ExperimentError(f"--seeds must be at least 1; got {seeds}")
         overrides = {}
         if config is not None:
             overrides = pf.Config.load(config).to_dict()

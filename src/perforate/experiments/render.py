@@ -72,6 +72,9 @@ def score_name(doc: dict[str, Any]) -> str:
     return "test R² × 100" if regression else "test accuracy %"
 
 
+_SHORT = {"test accuracy %": "test acc %", "test R² × 100": "test R²×100"}
+
+
 def results_table(doc: dict[str, Any], fraction: str = "1",
                   compact: bool = False) -> list[list[str]]:
     """Header and rows of the main table (strings); ``compact`` keeps the columns that fit a
@@ -94,9 +97,12 @@ def results_table(doc: dict[str, Any], fraction: str = "1",
             _pm(s["epochs"], 0), _pm(s["seconds"], 1), _pm(s["peak_memory_mb"], 2),
             _pm(s["latency_b1_ms"], 3), _pm(s["latency_b256_ms"], 2),
         ])
-    if compact:
+    if compact:  # short headers, so a terminal table of 80 columns cuts none of them
         keep = [0, 1, 2, 3, 4, 6, 7, 8]
         rows = [[row[i] for i in keep] for row in rows]
+        rows[0][2:4] = [_SHORT.get(rows[0][2], rows[0][2]), "RER %"]
+        for row in rows[1:]:
+            row[3] = row[3].removesuffix(" %")
     return rows
 
 
@@ -282,40 +288,80 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _dodges(points: dict[str, tuple[float, float]], y_span: float) -> dict[str, float]:
+    """Horizontal offsets in points for arms whose markers would sit on one another (e.g.
+    compressed and control when no dendrite was kept): side by side, 14 points apart."""
+    groups: list[list[str]] = []
+    for arm, (x, y) in points.items():
+        for group in groups:
+            gx, gy = points[group[0]]
+            if abs(math.log10(x / gx)) < 0.03 and abs(y - gy) < 0.03 * y_span:
+                group.append(arm)
+                break
+        else:
+            groups.append([arm])
+    return {arm: (i - (len(g) - 1) / 2) * 14.0 for g in groups for i, arm in enumerate(g)}
+
+
+def _crowded(arm: str, points: dict[str, tuple[float, float]], y_span: float) -> bool:
+    """Another arm sits close enough that a text label would cover it."""
+    x, y = points[arm]
+    return any(abs(math.log10(ox / x)) < 0.15 and abs(oy - y) < 0.08 * y_span
+               for other, (ox, oy) in points.items() if other != arm)
+
+
 def comparison_plot(doc: dict[str, Any], path: Path, fraction: str = "1") -> Path | None:
-    """Test score versus parameters: every arm a point with mean ± std error bars."""
+    """Test score versus parameters: every arm a point, with mean ± std error bars over seeds;
+    coinciding arms are drawn side by side."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.transforms import offset_copy
+
     block = doc["summary"].get(fraction, {})
     if not block:
         return None
     fig = _new_figure(7.5, 5)
     ax = fig.add_subplot()
-    for i, arm in enumerate(_arms(block)):
-        s = block[arm]
-        x = s["nonzero_params"] if arm == "pruned" else s["params"]
-        y = s["test_score"]
+    arms = _arms(block)
+    xs = {arm: block[arm]["nonzero_params" if arm == "pruned" else "params"] for arm in arms}
+    ys = {arm: block[arm]["test_score"] for arm in arms}
+    points = {arm: (xs[arm]["mean"], ys[arm]["mean"]) for arm in arms}
+    spread = [ys[a]["mean"] + sign * (ys[a]["std"] or 0) for a in arms for sign in (-1, 1)]
+    y_span = (max(spread) - min(spread)) or 1.0
+    dodge = _dodges(points, y_span)
+    for arm in arms:
+        s, (x, y) = block[arm], points[arm]
         color, marker = COLORS.get(arm, "k"), MARKERS.get(arm, "o")
-        ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or None, yerr=y["std"] or None,
+        shifted = offset_copy(ax.transData, fig=fig, x=dodge[arm], y=0, units="points")
+        ax.errorbar(x, y, xerr=xs[arm]["std"] or None, yerr=ys[arm]["std"] or None,
                     fmt=marker, color=color, ms=9, capsize=4, label=ARM_LABEL.get(arm, arm),
-                    mfc="white" if arm in ("control", "pruned") else color, mew=2)
-        # staggered labels: arms often sit on top of each other (e.g. gd kept no dendrite)
-        ax.annotate(arm, (x["mean"], y["mean"]), textcoords="offset points",
-                    xytext=(8, 10 - 9 * (i % 3)), fontsize=9, color=color)
+                    mfc="white" if arm in ("control", "pruned") else color, mew=2,
+                    transform=shifted, zorder=3)
+        if not _crowded(arm, points, y_span):  # near others, the legend names it
+            ax.annotate(arm, (x, y), textcoords="offset points", xytext=(dodge[arm] + 9, 6),
+                        fontsize=9, color=color)
         if arm == "pruned":  # its dense size, for honesty
-            ax.plot([x["mean"], s["params"]["mean"]], [y["mean"]] * 2, ls=":", color=color, lw=1)
-            ax.plot(s["params"]["mean"], y["mean"], marker, color=color, mfc="none", ms=7, alpha=0.6)
-    if "compressed" in block and "control" in block:
-        a, b = block["compressed"], block["control"]
-        ax.annotate("", xy=(a["params"]["mean"], a["test_score"]["mean"]),
-                    xytext=(b["params"]["mean"], b["test_score"]["mean"]),
+            ax.plot([x, s["params"]["mean"]], [y] * 2, ls=":", color=color, lw=1)
+            ax.plot(s["params"]["mean"], y, marker, color=color, mfc="none", ms=7, alpha=0.6)
+        # a shifted transform does not grow the data limits: add the bars' ends
+        dx, dy = xs[arm]["std"] or 0.0, ys[arm]["std"] or 0.0
+        ax.update_datalim([(max(x - dx, x / 2), y - dy), (x + dx, y + dy)])
+    ax.autoscale_view()
+    if "compressed" in block and "control" in block and points["compressed"] != points["control"]:
+        ax.annotate("", xy=points["compressed"], xytext=points["control"],
                     arrowprops={"arrowstyle": "->", "color": "#444", "lw": 1, "ls": "--"})
     ax.set_xscale("log")
+    # labelled ticks at 1, 2 and 5 of each decade ("2k", "5k", "10k"); no crowded minor labels
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.12, y=0.08)  # room for the labels at the edges
     ax.set_xlabel("parameters (non-zero for pruned; log scale)")
     ax.set_ylabel(score_name(doc))
     p = doc["protocol"]
     n = max(len(s["seeds"]) for s in block.values())
+    spread_note = f"mean ± std over {n} seeds" if n > 1 else "one seed: single runs, no error bars"
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_name(doc)} vs parameters "
-                 f"(mean ± std, {n} seed{'s' if n != 1 else ''})", fontsize=10)
+                 f"({spread_note})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -399,12 +445,16 @@ def _intro(doc: dict[str, Any]) -> list[str]:
     """Title, how to reproduce, the protocol in a sentence, the results table and its legend."""
     p = doc["protocol"]
     seeds = sorted({r["seed"] for r in doc["runs"]})
-    lines = [f"# perforate bench: {p['dataset']} / {p['model']} (width {p['width']})", ""]
+    command = doc.get("command") or "perforate bench"
+    kind = "demo" if command.startswith("perforate demo") else "bench"
+    lines = [f"# perforate {kind}: {p['dataset']} / {p['model']} (width {p['width']})", ""]
     if doc.get("command"):
         lines += ["Reproduce with:", "", "```", doc["command"], "```", ""]
     comp_w = p.get("compressed_width") or max(1, p["width"] // 4)
     return lines + [
-        f"Seeds {', '.join(map(str, seeds))}; scores are mean ± sample std over seeds, "
+        (f"Seeds {', '.join(map(str, seeds))}; scores are mean ± sample std over seeds, "
+         if len(seeds) > 1 else f"Seed {seeds[0]} only: one run per arm, so no spread, and a "
+         "difference between arms is one run against one, not a conclusion; scores are ") +
         f"{score_name(doc)} on the test split, scored once at the best-validation model. "
         f"Budget: at most {p['max_epochs']} epochs, patience {p['patience']} (early stopping "
         f"and growth, both following the validation {p.get('monitor', 'score')}), Adam lr "
@@ -438,10 +488,11 @@ def _figures(doc: dict[str, Any], out: Path, link: Callable[[Path], str]) -> lis
     if graphs:
         monitored = "loss" if doc["protocol"].get("monitor") == "loss" else "score"
         lines += ["## Growth", "", f"The grower's input, the validation {monitored}, per epoch "
-                  f"(first seed, full data; the graph's \"validation score\" line), with the "
-                  f"training {'loss' if monitored == 'loss' else 'accuracy'} beside it; dashed "
-                  "lines mark growth, shaded spans pb dendrite phases, the dotted line the end "
-                  "(best model restored).", ""]
+                  f"(first seed, full data), with the training "
+                  f"{'loss' if monitored == 'loss' else 'accuracy'} beside it; the star marks "
+                  "the kept model. Dashed lines mark growth, dash-dotted ones a retried growth, "
+                  "shaded spans pb dendrite phases, the dotted line the end (best model "
+                  "restored: the parameter count steps to the kept model's).", ""]
         for arm, path in graphs.items():
             lines += [f"### {arm}", "", f"![{arm} growth]({link(path)})", ""]
     return lines

@@ -47,6 +47,23 @@ class RunSettings:
             raise ExperimentError(f"{where}monitor must be 'loss' or 'score'; got {self.monitor!r}")
         finite_number(where + "lr", self.lr, minimum=0.0, strict=True)
         finite_number(where + "weight_decay", self.weight_decay, minimum=0.0)
+        check_device(where + "device", self.device)
+
+
+def check_device(name: str, device: str) -> None:
+    """Raise ExperimentError unless ``device`` names a device this torch build can use."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ExperimentError(f"{name} {device!r} is not a torch device; use cpu, cuda or "
+                              "cuda:N") from exc
+    available = {"cuda": torch.cuda.is_available,
+                 "mps": lambda: torch.backends.mps.is_available()}.get(kind, lambda: True)
+    if not available():
+        raise ExperimentError(f"{name} {device!r}: this torch ({torch.__version__}) has no {kind} "
+                              "device (a CPU-only build, or no GPU visible); use cpu")
 
 
 def positive_int(name: str, value: Any) -> None:

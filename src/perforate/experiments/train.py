@@ -85,7 +85,8 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------- scoring
-def _loss(data: DatasetSplits, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def task_loss(data: DatasetSplits, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classification, mean squared error for regression."""
     if data.task == "classification":
         return F.cross_entropy(out, y)
     return F.mse_loss(out, y)
@@ -108,7 +109,7 @@ def _evaluate(model: nn.Module, data: DatasetSplits, x: torch.Tensor,
     finally:
         model.train(was_training)
     out = torch.cat(outs)
-    loss = float(_loss(data, out, y))
+    loss = float(task_loss(data, out, y))
     if data.task == "classification":
         return float((out.argmax(1) == y).float().mean() * 100.0), loss
     residual = float(((out - y) ** 2).sum())
@@ -165,7 +166,7 @@ class _Epochs:
             measured = measure_memory and i == 0
             with peak_training_memory(model, optimizer) if measured else nullcontext() as memory:
                 out = model(self.x[idx])
-                loss = _loss(self.data, out, self.y[idx])
+                loss = task_loss(self.data, out, self.y[idx])
                 loss.backward()
                 optimizer.step()
             if measured:
