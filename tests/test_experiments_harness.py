@@ -227,7 +227,7 @@ def test_restarted_bench_skips_finished_runs(tmp_path):
     (["bench", "--seeds", "0"], "Invalid value for '--seeds'"),
     (["bench", "--epochs", "0"], "Invalid value for '--epochs'"),
     (["demo", "--epochs", "0"], "Invalid value for '--epochs'"),
-    (["bench", "--device", "gpu"], "device 'gpu' is not a torch device"),
+    (["bench", "--device", "gpu"], "--device 'gpu' is not a torch device"),
     (["report", "missing-folder"], "is not a folder"),
 ])
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
@@ -243,7 +243,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
 def test_cli_cuda_on_a_cpu_build_is_one_line(tmp_path):
     result = runner.invoke(app, ["bench", "--device", "cuda", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "error: device 'cuda': this torch" in result.output and "use cpu" in result.output
+    assert "error: --device 'cuda': this torch" in result.output and "use cpu" in result.output
     assert not (tmp_path / "o").exists()
 
 

@@ -269,15 +269,6 @@ def test_missing_metric_names_the_fix(tmp_path):
         trainer.fit(Net([0.5]), train, val)
 
 
-def test_missing_extra_names_the_pip_command(monkeypatch):
-    import importlib
-    import sys
-
-    monkeypatch.setitem(sys.modules, 'lightning.pytorch', None)  # as if the package were not installed
-    monkeypatch.delitem(sys.modules, "perforate.integrations.lightning", raising=False)
-    with pytest.raises(pf.MissingExtraError, match=r"pip install 'perforate\[lightning\]'"):
-        importlib.import_module("perforate.integrations.lightning")
-
 
 DDP_SCRIPT = '''
 import sys, torch

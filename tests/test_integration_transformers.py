@@ -145,15 +145,6 @@ def test_needs_evaluation(tmp_path):
         DendriteTrainerCallback(trainer, pf.Config())
 
 
-def test_missing_extra_names_the_pip_command(monkeypatch):
-    import importlib
-    import sys
-
-    monkeypatch.setitem(sys.modules, 'transformers', None)  # as if the package were not installed
-    monkeypatch.delitem(sys.modules, "perforate.integrations.transformers", raising=False)
-    with pytest.raises(pf.MissingExtraError, match=r"pip install 'perforate\[transformers\]'"):
-        importlib.import_module("perforate.integrations.transformers")
-
 
 class _PhaseRecorder(transformers.TrainerCallback):
     """At each epoch's start: what the optimizer holds, its LR and which weights train."""

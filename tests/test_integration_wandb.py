@@ -130,13 +130,3 @@ def test_needs_a_run(monkeypatch):
         pytest.skip("a wandb run is active")
     with pytest.raises(pf.GrowthError, match="wandb.init"):
         GrowthLogger()
-
-
-def test_missing_extra_names_the_pip_command(monkeypatch):
-    import importlib
-    import sys
-
-    monkeypatch.setitem(sys.modules, 'wandb', None)  # as if the package were not installed
-    monkeypatch.delitem(sys.modules, "perforate.integrations.wandb", raising=False)
-    with pytest.raises(pf.MissingExtraError, match=r"pip install 'perforate\[wandb\]'"):
-        importlib.import_module("perforate.integrations.wandb")

@@ -93,6 +93,7 @@ def test_bad_entries_raise_config_error_naming_the_entry(change, names):
 
 
 def test_optuna_sweep_pairs_baselines_resumes_and_reports(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
     from typer import Typer
     from typer.testing import CliRunner
 

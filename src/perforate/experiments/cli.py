@@ -367,8 +367,10 @@ def bench(
         return
     import perforate as pf
     from perforate.experiments.arms import Protocol
+    from perforate.experiments.settings import check_device
 
     with _cli_errors():
+        check_device("--device", device)
         overrides = {}
         if config is not None:
             overrides = pf.Config.load(config).to_dict()

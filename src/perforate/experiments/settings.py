@@ -47,11 +47,11 @@ class RunSettings:
             raise ExperimentError(f"{where}monitor must be 'loss' or 'score'; got {self.monitor!r}")
         finite_number(where + "lr", self.lr, minimum=0.0, strict=True)
         finite_number(where + "weight_decay", self.weight_decay, minimum=0.0)
-        check_device(where + "device", self.device)
 
 
 def check_device(name: str, device: str) -> None:
-    """Raise ExperimentError unless ``device`` names a device this torch build can use."""
+    """Raise ExperimentError unless ``device`` names a device this torch build can use here
+    (checked where training runs in this process: a sweep's trials may run elsewhere)."""
     import torch
 
     try:
