@@ -234,7 +234,10 @@ def read_tensors(path: str | Path, device: str | torch.device = "cpu"):
 # ---------------------------------------------------------------------- public API
 def save(model: nn.Module, path: str | Path, history: list[dict] | None = None,
          extra: dict[str, Any] | None = None) -> None:
-    """Save weights (safetensors) with the dendrite structure and growth history (JSON)."""
+    """Save weights (safetensors) with the dendrite structure and growth history (JSON).
+
+    The file is a safetensors file whatever ``path`` ends in: name it ``*.safetensors`` and read
+    it with :func:`load` (``torch.load`` cannot read it, and would need pickle)."""
     write_tensors(path, model.state_dict(), {"structure": structure(model), "history": history or [],
                                              "extra": extra or {}})
 
