@@ -135,7 +135,8 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
             # NaN outside dendrite phases breaks the line between phases
             values = [row[col] if isinstance(row.get(col), (int, float)) else float("nan")
                       for row in history]
-            axes[2].plot(epochs, values, marker=".", lw=1, label=col[5:], color=f"C{i % 10}")
+            axes[2].plot(epochs, values, marker=".", lw=1, label=f"layer {col[5:]}",
+                         color=f"C{i % 10}")
         axes[2].set_ylabel("candidate |corr|")
         axes[2].legend(fontsize=6, ncol=2, loc="best")
     axes[-1].set_xlabel("epoch")
