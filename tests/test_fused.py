@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import perforate as pf
+from perforate.kinds import fused_linear
 
 # (module, input shape): every layout the fused path handles
 LAYERS = {
@@ -69,6 +70,101 @@ def test_fused_matches_reference_outputs_and_gradients(case, mode, k, dtype):
         x.grad = None
         layer.main(x).backward(grad_out)
         torch.testing.assert_close(fused_grads["input"], x.grad, **tol)
+
+
+def _linear_layer(k, mode, activation="sigmoid", bias=True, dtype=torch.float64):
+    torch.manual_seed(0)
+    layer = pf.perforate(nn.Linear(6, 5, bias=bias), pf.Config(mode=mode, dendrite_activation=activation))
+    layer = layer.to(dtype)
+    layer.add_dendrites(k, torch.Generator().manual_seed(k))
+    layer.freeze_dendrites(mode == "pb")
+    with torch.no_grad():
+        layer.output_weight.normal_()
+        if layer.cascade_weight is not None:
+            layer.cascade_weight.normal_()
+    return layer
+
+
+@pytest.mark.parametrize("node", [False, True], ids=["small", "node"])
+@pytest.mark.parametrize("shape", [(4, 6), (3, 7, 6), (6,)], ids=["batch", "sequence", "unbatched"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "gelu"])
+@pytest.mark.parametrize("mode", ["gd", "pb"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_linear_fast_path_equals_generic_path(k, mode, activation, shape, node, monkeypatch):
+    """The Linear kind's fast path (plain ops for one dendrite on small layers, one autograd
+    node otherwise) computes what the generic path computes, in the same order (the node works
+    in place on strided views, so a vectorised and a scalar loop may meet one element: 1 ulp)."""
+    if node:  # every size takes the node
+        monkeypatch.setattr(fused_linear, "_NODE_PAYS", 0)
+    layer = _linear_layer(k, mode, activation, bias=(k != 2))
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn_like(layer(x))
+    fast, fast_grads = _outputs_and_grads(layer, x, layer, grad_out)
+    layer.fused = False
+    generic, generic_grads = _outputs_and_grads(layer, x, layer, grad_out)
+    torch.testing.assert_close(fast, generic, rtol=0.0, atol=1e-12)
+    assert fast_grads.keys() == generic_grads.keys()
+    for name in generic_grads:
+        torch.testing.assert_close(fast_grads[name], generic_grads[name], rtol=0.0, atol=1e-12, msg=name)
+
+
+def test_linear_fast_path_without_input_gradient_or_trainable_main():
+    layer = _linear_layer(3, "gd")
+    layer.main.weight.requires_grad_(False)
+    x = torch.randn(4, 6, dtype=torch.float64)  # a first layer: no gradient for its input
+    layer(x).sum().backward()
+    assert layer.main.weight.grad is None and layer.main.bias.grad is not None
+    expected = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+    for p in layer.parameters():
+        p.grad = None
+    layer.reference_forward(x).sum().backward()
+    for name, p in layer.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(expected[name], p.grad, rtol=0.0, atol=1e-12, msg=name)
+
+
+def test_linear_fast_path_steps_aside_for_hooks_autocast_and_second_derivatives():
+    layer = _linear_layer(2, "gd", dtype=torch.float32)
+    x = torch.randn(4, 6, requires_grad=True)
+    seen = []
+    handle = layer.main.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    expected = layer.reference_forward(x)
+    torch.testing.assert_close(layer(x), expected)
+    assert seen, "a hook on the wrapped Linear must still run"
+    handle.remove()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the GEMMs run in bfloat16
+        out = layer(x)
+        out.sum().backward()
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+    assert not torch.allclose(out.float(), expected, rtol=1e-6, atol=1e-6)
+    (grad_x,) = torch.autograd.grad(layer(x).sum(), x, create_graph=False)
+    with pytest.raises(pf.GrowthError, match="layer.fused = False"):
+        torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    layer.fused = False
+    (grad_x2,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    grad_x2.sum().backward()  # the generic path has second derivatives
+    torch.testing.assert_close(grad_x, torch.autograd.grad(layer(x).sum(), x)[0])
+
+
+@pytest.mark.parametrize("mode", ["gd", "pb"])
+def test_growth_with_trained_dendrites_keeps_outputs(mode):
+    """A new dendrite joins with v = 0, so the output stays; the earlier dendrites' terms now come
+    from a wider GEMM, whose columns may round differently on some BLAS: 1e-6 relative."""
+    torch.manual_seed(0)
+    model = pf.perforate(nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 10)),
+                         pf.Config(mode=mode))
+    x = torch.randn(64, 20)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        before = model(x)
+        for layer in pf.dendritic_layers(model).values():
+            layer.add_dendrites(1, gen)
+        torch.testing.assert_close(model(x), before, rtol=1e-6, atol=1e-6)
+        with torch.no_grad():  # the dendrites train: the next growth starts from v != 0
+            for layer in pf.dendritic_layers(model).values():
+                layer.output_weight.normal_(generator=gen)
+                if layer.cascade_weight is not None:
+                    layer.cascade_weight.normal_(generator=gen)
 
 
 class Mixed(nn.Module):

@@ -92,6 +92,9 @@ class DendriticLayer(nn.Module):
         self.dendrite_blocks = None if adapter.stacked else nn.ModuleList()  # copies kinds
         self.candidate_pool: nn.Module | None = None  # set during a pb dendrite phase
         self._dendrites_frozen = False
+        self.fused = True
+        """Let the kind compute the layer on its fast path where it has one (Linear: one autograd
+        node for 2+ dendrites); False takes the generic path (e.g. for second derivatives)."""
 
     # ------------------------------------------------------------------ structure
     @property
@@ -218,6 +221,8 @@ class DendriticLayer(nn.Module):
         """The rows of a per-channel weight ``[R, C]``, each shaped to broadcast against an
         output of ``ndim`` dims: one ``unbind`` (one backward node) rather than a select per row."""
         ones = [1] * (ndim - self._axis(ndim) - 1)
+        if not ones:  # neurons on the last axis: the rows broadcast as they are
+            return (weight,) if weight.shape[0] == 1 and ndim > 1 else weight.unbind(0)
         if weight.shape[0] == 1:
             return (weight.reshape(weight.shape[1], *ones),)
         return weight.reshape(*weight.shape[:2], *ones).unbind(0)
@@ -253,6 +258,10 @@ class DendriticLayer(nn.Module):
         # The main layer runs on its own so its output stays bit-identical to the unwrapped
         # layer (measured: as fast as one call over concatenated weights, which must copy them).
         adapter = self.adapter
+        if pool is None and self.fused:
+            y = adapter.fused_forward(self, x, args, kwargs)
+            if y is not None:
+                return y
         y, rebuild = adapter.neurons(self.main, self.main(x, *args, **kwargs))
         acts: list[torch.Tensor] = []
         if k > 0:

@@ -69,6 +69,11 @@ class Kind:
         is the output)."""
         return out, None
 
+    def fused_forward(self, layer: nn.Module, x: Any, args: tuple, kwargs: dict) -> Any:
+        """The output of ``layer`` (with dendrites, no candidate pool) computed by a faster path
+        of the kind, or None to take the generic one."""
+        return None
+
     def detach(self, x: Any) -> Any:
         """``x`` cut from the graph (the perforated dendrite input)."""
         return x.detach()

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused_linear
 from .stacked import StackedKind
 
 
@@ -26,6 +27,11 @@ class LinearKind(StackedKind):
     def foldable(self, main: nn.Module) -> bool:
         # MultiheadAttention's out_proj type computes F.linear like nn.Linear
         return type(main) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+
+    def fused_forward(self, layer, x, args, kwargs):
+        if args or kwargs or not self.foldable(layer.main):
+            return None
+        return fused_linear.forward(layer, x)
 
     def widened(self, main, weight, bias):
         layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
