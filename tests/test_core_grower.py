@@ -187,6 +187,7 @@ def test_resume_makes_the_same_decisions(tmp_path, mode):
     full, expected = run(scores, cfg, out_dir=tmp_path / "full")
     # interrupted after epoch 6, then resumed from disk into a fresh model
     part, first = run(scores[:7], cfg, out_dir=tmp_path / "part")
+    part.flush()  # the process that wrote a run resumes it once its files are on disk
     del part
     resumed = pf.Grower.resume(tmp_path / "part", make_model(), adam)
     assert resumed.state.epoch == 7

@@ -139,6 +139,7 @@ def test_writer_keeps_one_best_file_per_version_and_resumes(tmp_path):
     for score in SCORES[:2]:  # two improvements
         epoch(grower, score)
     assert grower.best_version == 2
+    grower.flush()
     state = tmp_path / "state"
     assert sorted(p.name for p in state.glob("resume.best-*")) == ["resume.best-2.safetensors"]
     loaded = load_grower_state(state)

@@ -411,6 +411,7 @@ def test_resume_in_the_middle_of_a_dendrite_phase_continues_identically(tmp_path
             stop = epoch + 1
             break
     assert stop is not None
+    first.flush()
     torch.manual_seed(0)
     resumed = pf.Grower.resume(tmp_path / "b", _mlp(), factory)
     assert resumed.phase == "dendrite" and resumed.state.epoch == stop

@@ -152,7 +152,8 @@ class Grower:
         optimizer_factory: builds an optimizer from an iterable of parameters.
         scheduler_factory: optional, builds an LR scheduler from the optimizer.
         out_dir: folder for history.csv, summary.json, growth.png, best.pt and resume state
-            (see :mod:`perforate.writer`); None writes nothing.
+            (see :mod:`perforate.writer`: an ordinary epoch's files are written in the
+            background; :meth:`flush` waits for them); None writes nothing.
         step_scheduler: call ``scheduler.step()`` once per ``step`` (with the score for
             ReduceLROnPlateau). Set False to step a per-batch scheduler yourself.
         verbose: log a one-line summary of every epoch at INFO (else at DEBUG) on the
@@ -412,6 +413,12 @@ class Grower:
                 self.writer.run_end(self)
         return self.model
 
+    def flush(self) -> None:
+        """Wait until the files of every step so far are in ``out_dir`` (``finish`` does this;
+        e.g. before reading them, or resuming the run, in this process)."""
+        if self.writer is not None:
+            self.writer.flush(self)
+
     # ------------------------------------------------------------------ the epoch step
     def step(self, val_score: float, **extra_scores: float) -> Decision:
         """Record one epoch's validation score (and any extra scores) and decide what happens next."""
@@ -649,7 +656,7 @@ class Grower:
         ``base_model`` is a fresh, un-wrapped instance of the architecture. The returned grower
         holds the model, optimizer and scheduler as they were after the last saved epoch and
         makes the same decisions an uninterrupted run would. ``grower.state.epoch`` is the
-        next epoch to run.
+        next epoch to run. (To resume in the process that wrote the run, ``flush`` its grower.)
         """
         folder = Path(out_dir) / "state"
         if not (folder / f"{RESUME_STEM}.safetensors").is_file():

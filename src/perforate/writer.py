@@ -9,18 +9,33 @@ Files in ``out_dir``:
 - ``best.pt``: the best model, readable with ``pf.load``: at events and at the end, and also
   whenever the best changed when ``Config.checkpoint_best == "disk"``.
 - ``state/``: the grower's :meth:`~perforate.Grower.state_dict` (see :func:`save_grower_state`),
-  every ``Config.checkpoint_every`` epochs and at events; ``Grower.resume`` reads it.
+  every ``Config.checkpoint_every`` epochs but at most once per ``STATE_INTERVAL_S``, and at
+  events and the end; ``Grower.resume`` reads it.
+
+Writes of an ordinary epoch (the history row, the resume state, ``best.pt`` in "disk" mode) run
+on a background thread, from copies taken at the end of ``Grower.step``: the next epoch trains
+while they are written. A file on disk is always a complete one (atomic writes); it may trail
+the last ``step`` by one epoch until the writer catches up. When two epochs' writes wait, only
+the newer runs (it holds everything the older one would write). Event outputs and the end of a
+run wait for pending writes and then write on the calling thread, so after ``Grower.finish``
+(or ``Grower.flush``) every file is current. The thread exits when idle and is not a daemon: a
+process that ends without ``finish`` still completes the write it started. An error in a
+background write is raised on the training thread by the next ``step`` (or ``flush``).
 
 The writer reads only the grower's public face (``history``, ``config``, ``state``,
-``best_version``, ``summary()``, ``state_dict()``) and decides the cadence itself, so moving writes
-off the training thread would change this file alone.
+``best_version``, ``summary()``, ``state_dict()``) and decides the cadence itself.
 """
 from __future__ import annotations
 
 import csv
+import math
 import re
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from . import checkpoint as ckpt
 from .checks import show
@@ -34,6 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
 STATE_FORMAT = "perforate-grower/1"
 """``Grower.state_dict()["format"]``."""
 RESUME_STEM = "resume"
+STATE_INTERVAL_S = 1.0
+"""Between events, a due resume state is taken at most once in this many seconds (on fast
+epochs its serialisation would cost more than the epoch's work is worth to a resume); events,
+``Grower.finish`` and ``Grower.flush`` always write it."""
 _NOT_IN_META = ("format", "model", "optimizer", "scheduler", "best")  # stored in their own form
 _FILE_KEYS = ("format", "aliases", "state_format", "has_model", "best_file", "optim")
 
@@ -77,45 +96,187 @@ class RunWriter:
         self.history = HistoryWriter(self.out_dir / "history.csv")
         self._best_pt_version = 0  # the best_version that best.pt holds
         self._state_best_version = 0  # the best_version this writer wrote into state/
+        self._best_submitted = 0  # the best_version handed to a background write
+        self._state_time = -math.inf  # when the last resume state was taken
+        self._state_owed = False  # a due resume state was held back by STATE_INTERVAL_S
+        self._background = _Worker()
 
     def epoch_end(self, grower: Grower, decision: Decision) -> None:
         """Write what this epoch changed: the history row, and more at events and at the end."""
-        self.history.write(grower.history)
-        self._outputs(grower, event=bool(decision.event) or decision.done)
+        if decision.event or decision.done:
+            self.flush()
+            self.history.write(grower.history)
+            self._outputs(grower, event=True)
+            return
+        every = grower.config.checkpoint_every
+        due = bool(every) and grower.state.epoch % every == 0
+        self._state_owed = due and time.monotonic() - self._state_time < STATE_INTERVAL_S
+        self._submit(grower, state=due and not self._state_owed)
 
     def run_end(self, grower: Grower) -> None:
         """After ``Grower.finish``: the "done" event marked a row already written; final outputs."""
+        self._background.close()
         self.history.write(grower.history, rewrite=True)
         self._outputs(grower, event=True)
 
     def restart(self, grower: Grower) -> None:
         """After ``Grower.load_state_dict``: the history file holds the loaded rows only."""
+        self.flush()
         self.history.write(grower.history, rewrite=True)
+
+    def flush(self, grower: Grower | None = None) -> None:
+        """Wait until the background writes are on disk, first writing the resume state that
+        ``STATE_INTERVAL_S`` held back (when ``grower`` is given); raise the error of a write
+        that failed."""
+        if grower is not None and self._state_owed:
+            self._submit(grower, state=True)
+        self._background.flush()
+
+    def _submit(self, grower: Grower, state: bool) -> None:
+        """Hand an ordinary epoch's writes, from copies, to the background thread."""
+        snapshot = None
+        if state:
+            snapshot = grower.state_dict()  # fresh containers; the live tensors are copied below
+            snapshot.update({k: _copied(snapshot[k]) for k in ("model", "optimizer", "scheduler")})
+            self._state_time, self._state_owed = time.monotonic(), False
+        best = None
+        if grower.config.checkpoint_best == "disk" and grower.best_version != self._best_submitted:
+            best = (grower.state_dict(model=False, optimizer=False)["best"], grower.best_version,
+                    grower.best_score)
+            self._best_submitted = grower.best_version
+        self._background.submit(_EpochWrite(self, list(grower.history), snapshot, best))
 
     def _outputs(self, grower: Grower, event: bool) -> None:
         config = grower.config
-        best_changed = grower.best_version != self._best_pt_version
-        if event or (config.checkpoint_best == "disk" and best_changed):
-            self._write_best(grower)
+        if event or (config.checkpoint_best == "disk" and grower.best_version != self._best_pt_version):
+            self._write_best(grower.state_dict(model=False, optimizer=False)["best"],
+                             grower.best_version, grower.history, grower.best_score)
         if event:
             write_json(self.out_dir / "summary.json", grower.summary())
             if config.plots:
                 plot_grower(grower, self.out_dir / "growth.png")
         every = config.checkpoint_every
         if every and (grower.state.epoch % every == 0 or event):
-            state_dict = grower.state_dict()
-            save_grower_state(self.out_dir / "state", state_dict,
-                              best_written=state_dict["best_version"] == self._state_best_version)
-            self._state_best_version = state_dict["best_version"]
+            self._save_state(grower.state_dict())
+            self._state_time, self._state_owed = time.monotonic(), False
 
-    def _write_best(self, grower: Grower) -> None:
-        best = grower.state_dict(model=False, optimizer=False)["best"]
+    def _save_state(self, state_dict: dict[str, Any]) -> None:
+        save_grower_state(self.out_dir / "state", state_dict,
+                          best_written=state_dict["best_version"] == self._state_best_version)
+        self._state_best_version = state_dict["best_version"]
+
+    def _write_best(self, best: dict[str, Any] | None, version: int, history: list[dict[str, Any]],
+                    score: float | None) -> None:
         if best is None:
             return
         ckpt.write_tensors(self.out_dir / "best.pt", best["state"],
-                           {"structure": best["structure"], "history": grower.history,
-                            "extra": {"best_score": grower.best_score}})
-        self._best_pt_version = grower.best_version
+                           {"structure": best["structure"], "history": history,
+                            "extra": {"best_score": score}})
+        self._best_pt_version = version
+
+
+class _EpochWrite:
+    """An ordinary epoch's writes, from copies: history rows, the resume state (or None) and,
+    in "disk" mode, the best snapshot with its version and score (or None)."""
+
+    def __init__(self, writer: RunWriter, rows: list[dict[str, Any]], state: dict[str, Any] | None,
+                 best: tuple | None) -> None:
+        self.writer, self.rows, self.state, self.best = writer, rows, state, best
+
+    def covers(self, older: _EpochWrite) -> bool:
+        """True when this write leaves the files as ``older`` would and newer (so ``older``
+        need not run): it writes every row, and a resume state and best model if ``older`` does."""
+        return (self.state is not None or older.state is None) and \
+            (self.best is not None or older.best is None)
+
+    def __call__(self) -> None:
+        writer = self.writer
+        writer.history.write(self.rows)
+        if self.best is not None and self.best[1] != writer._best_pt_version:
+            writer._write_best(self.best[0], self.best[1], self.rows, self.best[2])
+        if self.state is not None:
+            writer._save_state(self.state)
+
+
+class _Worker:
+    """Runs submitted jobs in order on one thread; a job is dropped when the one submitted after
+    it :meth:`~_EpochWrite.covers` it before it started. The thread starts on demand and exits
+    after ``_IDLE_S`` without work (or at :meth:`close`); starting one costs about as much as a
+    write, so it waits that long for the next epoch's."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: list[_EpochWrite] = []
+        self._busy = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, job: _EpochWrite) -> None:
+        self._raise()
+        with self._cond:
+            if self._jobs and job.covers(self._jobs[-1]):
+                self._jobs[-1] = job
+            else:
+                self._jobs.append(job)
+            self._closing = False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="perforate-writer")
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._jobs and not self._busy)
+        self._raise()
+
+    def close(self) -> None:
+        """Flush, then let the thread exit now."""
+        self.flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._jobs or self._closing, timeout=_IDLE_S) \
+                        or not self._jobs:
+                    self._thread = None
+                    return
+                job, self._busy = self._jobs.pop(0), True
+            try:
+                job()
+            except BaseException as exc:  # reported on the training thread
+                with self._cond:
+                    self._error, self._jobs = exc, []
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+_IDLE_S = 1.0
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with every tensor replaced by a detached copy (containers rebuilt, other values
+    shared): what a background write may read while training changes the originals in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    return value
 
 
 # ---------------------------------------------------------------------- grower state on disk
