@@ -262,3 +262,24 @@ def test_torch_compile_between_growth_events(mode):
     exported = pf.export(model).eval()
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(exported)(x), exported(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_export_compiled_ahead_of_time_matches_for_any_batch(tmp_path):
+    """About 20-40 s on a CPU (AOTInductor compiles C++)."""
+    torch.manual_seed(0)
+    model = pf.perforate(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), pf.Config())
+    gen = torch.Generator().manual_seed(0)
+    for layer in pf.dendritic_layers(model).values():
+        layer.add_dendrites(2, gen)
+        with torch.no_grad():
+            layer.output_weight.normal_(generator=gen)
+            layer.cascade_weight.normal_(generator=gen)
+    eager = pf.export(model).eval()
+    fast = pf.export(model, compile_for=torch.randn(1, 6), package_path=tmp_path / "model.pt2")
+    reloaded = torch._inductor.aoti_load_package(str(tmp_path / "model.pt2"))
+    with torch.no_grad():
+        for batch in (1, 7):
+            x = torch.randn(batch, 6)
+            torch.testing.assert_close(fast(x), eager(x), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(reloaded(x), eager(x), rtol=1e-5, atol=1e-6)

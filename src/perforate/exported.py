@@ -94,16 +94,18 @@ class ExportedDendriticLayer(nn.Module):
         stacked = self.stacked
         if stacked is not None:
             if self.trailing == 0:  # a Linear: skip the module call, it costs as much as an op
-                z = F.linear(x, stacked.weight, stacked.bias)
+                params = stacked._parameters
+                z = F.linear(x, params["weight"], params["bias"])
             else:
                 z = stacked(x)
-            units = self.num_dendrites + int(self.main_in_stack)
-            axis = self._axis(z.ndim)
-            parts = torch.unflatten(z, axis, (units, self.channels)).unbind(axis)
+            parts = z.split(self.channels, self._axis(z.ndim))  # views, one op
             if self.main_in_stack:
                 y, parts = parts[0], parts[1:]
             else:
                 y = self.main(x)
+            # z is this call's own buffer: the dendrites' parts may be worked on in place
+            # unless autograd records them (an input gradient through the exported model)
+            owned = not (torch.is_grad_enabled() and z.requires_grad)
         else:
             adapter = self.adapter
             y, rebuild = adapter.neurons(self.main, self.main(x, *args, **kwargs))
@@ -112,16 +114,26 @@ class ExportedDendriticLayer(nn.Module):
             else:
                 parts = [adapter.unit_neurons(unit, adapter.call_unit(unit, x, args, kwargs))
                          for unit in self.units]
-        act = activations.ACTIVATIONS[self.activation].forward
-        v = self._rows(self.output_weight, y.ndim)
-        w = self._rows(self.cascade_weight, y.ndim) if self.num_dendrites > 1 else ()
+            owned = False
+        y = self._cascade_join(y, parts, owned)
+        return y if rebuild is None else rebuild(y)
+
+    def _cascade_join(self, y: torch.Tensor, parts, owned: bool) -> torch.Tensor:
+        """``y + sum_k v_k a_k``, ``a_k = f(part_k + sum_{j<k} w_kj a_j)``; with ``owned`` the
+        parts become the activations in place. The first join term makes a new tensor, so the
+        result never aliases ``y`` (a view of the stacked output) and is contiguous."""
+        act = activations.ACTIVATIONS[self.activation]
+        inplace = owned and act.forward_ is not None
+        params = self._parameters
+        v = self._rows(params["output_weight"], y.ndim)
+        w = self._rows(params["cascade_weight"], y.ndim) if self.num_dendrites > 1 else ()
         acts: list[torch.Tensor] = []
         row = 0
         for k, pre in enumerate(parts):
             for j in range(k):
-                pre = torch.addcmul(pre, w[row], acts[j])
+                pre = pre.addcmul_(acts[j], w[row]) if inplace else torch.addcmul(pre, w[row], acts[j])
                 row += 1
-            a = act(pre)
+            a = act.forward_(pre) if inplace else act.forward(pre)
             acts.append(a)
-            y = torch.addcmul(y, v[k], a)
-        return y if rebuild is None else rebuild(y)
+            y = y.addcmul_(a, v[k]) if inplace and k else torch.addcmul(y, v[k], a)
+        return y

@@ -75,13 +75,14 @@ class DendriticLinear(torch.autograd.Function):
         a = a.reshape(-1, k, c)
         x2 = x.reshape(-1, x.shape[-1])
         gu = g.unsqueeze(1)
-        grad_v = (gu * a).sum(0) if need[6] else None
         through = need[0] and not ctx.perforated
+        buffer = torch.mul(gu, a) if need[6] else None  # [N, K, C], reused below (peak memory)
+        grad_v = buffer.sum(0) if need[6] else None
         grad_z = grad_cascade = None
         if through or need[3] or need[4] or need[5]:
             # dLoss/da_i from the join; turned in place into dLoss/d(pre-activation)_i, later
             # dendrites first (a_i feeds only those after it)
-            grad_z = gu * out_weight
+            grad_z = torch.mul(gu, out_weight, out=buffer) if buffer is not None else gu * out_weight
             rows, acts = grad_z.unbind(1), a.unbind(1)
             w = cascade.unbind(0) if cascade is not None else ()
             if need[5]:
