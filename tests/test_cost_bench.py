@@ -1,6 +1,8 @@
 """`perforate bench cost --quick` runs and reports every figure (no timing assertions)."""
 import json
 
+import pytest
+
 import typer
 from typer.testing import CliRunner
 
@@ -45,3 +47,23 @@ def test_cost_command_quick_writes_every_ratio(tmp_path):
     assert set(data["peak_memory_ratio"]) == {"k=1", "k=2", "k=4"}
     for entry in data["peak_memory_ratio"].values():
         assert entry["bytes"] > 0 and entry["plain_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_reference_figure_times_the_three_arms_on_one_loop():
+    """About 10-20 s: perforatedai (where installed) grows once on the same loop as perforate."""
+    pytest.importorskip("perforatedai")
+    import torch
+
+    from perforate.experiments import reference_cost
+    from perforate.experiments.cost import _adam, _Loop, _synthetic
+    from perforate.experiments.models import build_model
+
+    data = _synthetic()
+    figure = reference_cost.reference_figure(build_model("mlp", data, 8, seed=0),
+                                             lambda: _Loop(data, 64, torch.device("cpu")), _adam,
+                                             epochs=3, switch=1, repeats=1)
+    seconds = figure["seconds_per_epoch"]
+    assert set(seconds) == {"plain", "perforate", "perforatedai"} and min(seconds.values()) > 0
+    assert figure["median"] == seconds["perforatedai"] / seconds["perforate"]
+    assert figure["perforatedai_version"] == "3.2.9"

@@ -283,3 +283,17 @@ def test_export_compiled_ahead_of_time_matches_for_any_batch(tmp_path):
             x = torch.randn(batch, 6)
             torch.testing.assert_close(fast(x), eager(x), rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(reloaded(x), eager(x), rtol=1e-5, atol=1e-6)
+
+
+def test_exported_model_gives_input_gradients_and_fresh_outputs():
+    """Without gradients the exported layer works in place on its own buffer; with an input
+    gradient it records plain ops. Either way the output is a new contiguous tensor."""
+    model, exported = _exported("gd", k=3)
+    x = torch.randn(4, 2, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        fast = exported(x)
+    out = exported(x)
+    assert fast.is_contiguous() and torch.equal(fast, out.detach())
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    (expected,) = torch.autograd.grad(model(x).square().sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
