@@ -213,6 +213,7 @@ def test_damaged_resume_files_raise_checkpoint_errors(tmp_path):
                        lambda p: torch.optim.Adam(p, lr=1e-3), out_dir=tmp_path)
     for score in [0.1, 0.2]:
         grower.step(score)
+    grower.flush()  # its files are written in the background
     state = tmp_path / "state" / "resume.safetensors"
     original = state.read_bytes()
     for edit in [lambda d: {**d, "best_file": "../../../m.pt"},

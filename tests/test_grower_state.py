@@ -158,6 +158,7 @@ def test_a_new_run_in_the_same_folder_writes_its_own_best(tmp_path):
         grower = pf.Grower(make_model(seed), config("gd", checkpoint_every=2), adam, out_dir=tmp_path)
         for score in SCORES[:2]:
             epoch(grower, score)
+        grower.flush()  # as a process ending: its last files are written
     saved = load_grower_state(tmp_path / "state")["best"]["state"]
     assert all(torch.equal(v, saved[k]) for k, v in grower.state_dict()["best"]["state"].items())
 
@@ -214,6 +215,7 @@ def test_gd_resume_with_several_dendrites_per_layer_continues_bit_for_bit(tmp_pa
     for _ in range(dendrites):
         a.add_dendrites()
     epoch(a, 0.5)
+    a.flush()
     b = pf.Grower.resume(tmp_path, make_model(seed=3), adam)
     for score in SCORES[1:6]:
         (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
