@@ -271,12 +271,18 @@ def test_missing_metric_names_the_fix(tmp_path):
 
 
 DDP_SCRIPT = '''
-import sys, torch
+import os, sys, torch
 sys.path.insert(0, {tests!r})
 import lightning.pytorch as L
 import perforate as pf
 from perforate.integrations.lightning import DendriteCallback
 from test_integration_lightning import Net, _loaders
+
+
+def say(*parts):
+    # one write() of a short line is atomic on a pipe: both ranks share this stdout, and
+    # print() writes its pieces one by one (rank 1's line once landed inside rank 0's)
+    os.write(1, (" ".join(map(str, parts)) + "\\n").encode())
 
 
 class Gather(L.Callback):
@@ -285,7 +291,7 @@ class Gather(L.Callback):
         parts = [torch.empty_like(flat) for _ in range(trainer.world_size)]
         torch.distributed.all_gather(parts, flat)
         if trainer.is_global_zero:
-            print("IDENTICAL", all(torch.equal(p, parts[0]) for p in parts))
+            say("IDENTICAL", all(torch.equal(p, parts[0]) for p in parts))
 
 
 if __name__ == "__main__":
@@ -297,8 +303,8 @@ if __name__ == "__main__":
                         callbacks=[dcb, Gather()], enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(net, *_loaders())
-    print("EVENTS", trainer.global_rank, [r["event"] for r in dcb.grower.history],
-          sorted(l.num_dendrites for l in pf.dendritic_layers(net).values()))
+    say("EVENTS", trainer.global_rank, [r["event"] for r in dcb.grower.history],
+        sorted(l.num_dendrites for l in pf.dendritic_layers(net).values()))
 '''
 
 
