@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import perforate as pf
-from perforate.kinds import fused_linear
+from perforate.kinds import fused
 
 # (module, input shape): every layout the fused path handles
 LAYERS = {
@@ -72,10 +72,12 @@ def test_fused_matches_reference_outputs_and_gradients(case, mode, k, dtype):
         torch.testing.assert_close(fused_grads["input"], x.grad, **tol)
 
 
-def _linear_layer(k, mode, activation="sigmoid", bias=True, dtype=torch.float64):
+def _dendritic(module, k, mode, activation="sigmoid", dtype=torch.float64, channels_last=False):
+    """``module`` perforated with ``k`` trained-looking dendrites (a pb neuron phase freezes them)."""
     torch.manual_seed(0)
-    layer = pf.perforate(nn.Linear(6, 5, bias=bias), pf.Config(mode=mode, dendrite_activation=activation))
-    layer = layer.to(dtype)
+    layer = pf.perforate(module, pf.Config(mode=mode, dendrite_activation=activation)).to(dtype)
+    if channels_last:
+        layer = layer.to(memory_format=torch.channels_last)
     layer.add_dendrites(k, torch.Generator().manual_seed(k))
     layer.freeze_dendrites(mode == "pb")
     with torch.no_grad():
@@ -83,6 +85,21 @@ def _linear_layer(k, mode, activation="sigmoid", bias=True, dtype=torch.float64)
         if layer.cascade_weight is not None:
             layer.cascade_weight.normal_()
     return layer
+
+
+def _linear_layer(k, mode, activation="sigmoid", bias=True, dtype=torch.float64):
+    return _dendritic(nn.Linear(6, 5, bias=bias), k, mode, activation, dtype)
+
+
+def _assert_fast_path_equals_generic_path(layer, x):
+    grad_out = torch.randn_like(layer(x))
+    fast, fast_grads = _outputs_and_grads(layer, x, layer, grad_out)
+    layer.fused = False
+    generic, generic_grads = _outputs_and_grads(layer, x, layer, grad_out)
+    torch.testing.assert_close(fast, generic, rtol=0.0, atol=1e-12)
+    assert fast_grads.keys() == generic_grads.keys()
+    for name in generic_grads:
+        torch.testing.assert_close(fast_grads[name], generic_grads[name], rtol=0.0, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("node", [False, True], ids=["small", "node"])
@@ -95,17 +112,29 @@ def test_linear_fast_path_equals_generic_path(k, mode, activation, shape, node, 
     node otherwise) computes what the generic path computes, in the same order (the node works
     in place on strided views, so a vectorised and a scalar loop may meet one element: 1 ulp)."""
     if node:  # every size takes the node
-        monkeypatch.setattr(fused_linear, "_NODE_PAYS", 0)
+        monkeypatch.setattr(fused, "_NODE_PAYS", 0)
     layer = _linear_layer(k, mode, activation, bias=(k != 2))
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    grad_out = torch.randn_like(layer(x))
-    fast, fast_grads = _outputs_and_grads(layer, x, layer, grad_out)
-    layer.fused = False
-    generic, generic_grads = _outputs_and_grads(layer, x, layer, grad_out)
-    torch.testing.assert_close(fast, generic, rtol=0.0, atol=1e-12)
-    assert fast_grads.keys() == generic_grads.keys()
-    for name in generic_grads:
-        torch.testing.assert_close(fast_grads[name], generic_grads[name], rtol=0.0, atol=1e-12, msg=name)
+    _assert_fast_path_equals_generic_path(layer, torch.randn(shape, dtype=torch.float64, requires_grad=True))
+
+
+@pytest.mark.parametrize("node", [False, True], ids=["small", "node"])
+@pytest.mark.parametrize("case", ["conv1d", "conv2d", "conv2d-unbatched", "conv2d-channels-last"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "gelu"])
+@pytest.mark.parametrize("mode", ["gd", "pb"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_conv_fast_path_equals_generic_path(k, mode, activation, case, node, monkeypatch):
+    """Convolutions join their dendrites in one node (DendriticJoin): the generic path's
+    output to rounding, and its gradients."""
+    if node:
+        monkeypatch.setattr(fused, "_NODE_PAYS", 0)
+    conv = nn.Conv1d(3, 4, 3, padding=1) if case == "conv1d" else nn.Conv2d(3, 4, 3, stride=2)
+    channels_last = case == "conv2d-channels-last"
+    layer = _dendritic(conv, k, mode, activation, channels_last=channels_last)
+    shape = {"conv1d": (2, 3, 9), "conv2d-unbatched": (3, 7, 7)}.get(case, (2, 3, 7, 7))
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    _assert_fast_path_equals_generic_path(layer, x.requires_grad_(True))
 
 
 def test_linear_fast_path_without_input_gradient_or_trainable_main():

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import WrapError
+from . import fused
 from .stacked import StackedKind
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -46,6 +47,11 @@ class ConvKind(StackedKind):
 
     def units_per_call(self, main: nn.Module) -> bool:
         return main.groups == 1
+
+    def fused_forward(self, layer, x, args, kwargs):
+        if args or kwargs or not self.units_per_call(layer.main):
+            return None
+        return fused.join_forward(layer, x)
 
     def foldable(self, main: nn.Module) -> bool:
         return type(main) in _CONVS and main.groups == 1

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused_linear
+from . import fused
 from .stacked import StackedKind
 
 
@@ -31,7 +31,7 @@ class LinearKind(StackedKind):
     def fused_forward(self, layer, x, args, kwargs):
         if args or kwargs or not self.foldable(layer.main):
             return None
-        return fused_linear.forward(layer, x)
+        return fused.linear_forward(layer, x)
 
     def widened(self, main, weight, bias):
         layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
