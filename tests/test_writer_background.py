@@ -29,21 +29,21 @@ def _train(grower, scores):
 
 
 def test_flush_leaves_current_files_and_finish_ends_the_thread(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer_module, "STATE_INTERVAL_S", 3600.0)  # only the first state is due
+    monkeypatch.setattr(writer_module, "WRITE_INTERVAL_S", 3600.0)  # only the first epoch's files
     grower = _grower(tmp_path)
     _train(grower, [0.1, 0.2, 0.3, 0.4])
     grower.flush()
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert [r["score"] for r in rows] == ["0.1", "0.2", "0.3", "0.4"]
-    saved = load_grower_state(tmp_path / "state")  # the state held back is written by flush
+    saved = load_grower_state(tmp_path / "state")  # what was held back is written by flush
     assert saved["state"] == grower.state.to_dict() and saved["state"]["epoch"] == 4
     assert all(torch.equal(saved["model"][k], v) for k, v in grower.model.state_dict().items())
     grower.finish()
     assert grower.writer._background._thread is None  # no thread outlives the run
 
 
-def test_resume_state_is_taken_at_most_once_per_interval(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer_module, "STATE_INTERVAL_S", 3600.0)
+def test_files_are_handed_over_at_most_once_per_interval(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_module, "WRITE_INTERVAL_S", 3600.0)
     taken = []
     save = writer_module.save_grower_state
     monkeypatch.setattr(writer_module, "save_grower_state",
@@ -51,9 +51,10 @@ def test_resume_state_is_taken_at_most_once_per_interval(tmp_path, monkeypatch):
                                                          save(folder, state, *a, **kw)))
     grower = _grower(tmp_path)
     _train(grower, [0.1, 0.2, 0.3])
-    grower.writer.flush()  # waits without taking the held-back state
+    grower.writer.flush()  # waits, without handing over what the interval held back
     assert taken == [1]
-    monkeypatch.setattr(writer_module, "STATE_INTERVAL_S", 0.0)
+    assert [r["score"] for r in csv.DictReader(open(tmp_path / "history.csv"))] == ["0.1"]
+    monkeypatch.setattr(writer_module, "WRITE_INTERVAL_S", 0.0)
     _train(grower, [0.4, 0.5])
     grower.writer.flush()
     assert taken[0] == 1 and taken[-1] == 5 and set(taken) <= {1, 4, 5}  # 4 may be superseded

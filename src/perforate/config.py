@@ -85,8 +85,8 @@ class Config:
     """"memory": keep the best model in memory, write best.pt at growth events and at the
     end; "disk": also write best.pt whenever the best score changes."""
     checkpoint_every: int = 1
-    """Write the resume state every N epochs (0: never; the run then cannot be resumed), at
-    most once a second between growth events (see :mod:`perforate.writer`)."""
+    """Write the resume state every N epochs (0: never; the run then cannot be resumed); between
+    growth events the writer takes it at most once a second (see :mod:`perforate.writer`)."""
     plots: bool = True
     """Draw growth.png in ``out_dir`` at growth events and at the end. False skips drawing (and
     importing matplotlib); history.csv holds the same numbers."""

@@ -9,16 +9,16 @@ Files in ``out_dir``:
 - ``best.pt``: the best model, readable with ``pf.load``: at events and at the end, and also
   whenever the best changed when ``Config.checkpoint_best == "disk"``.
 - ``state/``: the grower's :meth:`~perforate.Grower.state_dict` (see :func:`save_grower_state`),
-  every ``Config.checkpoint_every`` epochs but at most once per ``STATE_INTERVAL_S``, and at
-  events and the end; ``Grower.resume`` reads it.
+  every ``Config.checkpoint_every`` epochs, and at events and the end; ``Grower.resume`` reads it.
 
-Writes of an ordinary epoch (the history row, the resume state, ``best.pt`` in "disk" mode) run
-on a background thread, from copies taken at the end of ``Grower.step``: the next epoch trains
-while they are written. A file on disk is always a complete one (atomic writes); it may trail
-the last ``step`` by one epoch until the writer catches up. When two epochs' writes wait, only
-the newer runs (it holds everything the older one would write). Event outputs and the end of a
-run wait for pending writes and then write on the calling thread, so after ``Grower.finish``
-(or ``Grower.flush``) every file is current. The thread exits when idle and is not a daemon: a
+Writes of ordinary epochs (history rows, the resume state, ``best.pt`` in "disk" mode) run on a
+background thread, from copies taken at the end of ``Grower.step``, at most once per
+``WRITE_INTERVAL_S`` (a resume state that fell due meanwhile is taken then): the next epoch
+trains while they are written. A file on disk is always a complete one (atomic writes); it may
+trail the last ``step`` by about a second. When two writes wait, only the newer runs (it holds
+everything the older one would write). Event outputs and the end of a run wait for pending
+writes and then write on the calling thread, so after ``Grower.finish`` (or ``Grower.flush``)
+every file is current. The thread exits when idle and is not a daemon: a
 process that ends without ``finish`` still completes the write it started. An error in a
 background write is raised on the training thread by the next ``step`` (or ``flush``).
 
@@ -49,10 +49,11 @@ if TYPE_CHECKING:  # pragma: no cover
 STATE_FORMAT = "perforate-grower/1"
 """``Grower.state_dict()["format"]``."""
 RESUME_STEM = "resume"
-STATE_INTERVAL_S = 1.0
-"""Between events, a due resume state is taken at most once in this many seconds (on fast
-epochs its serialisation would cost more than the epoch's work is worth to a resume); events,
-``Grower.finish`` and ``Grower.flush`` always write it."""
+WRITE_INTERVAL_S = 1.0
+"""Between events, an ordinary epoch's files are handed to the writer at most once in this many
+seconds (on fast epochs writing them every epoch would cost more than it is worth to a reader or
+a resume); they then hold every epoch since. Events, ``Grower.finish`` and ``Grower.flush``
+always write."""
 _NOT_IN_META = ("format", "model", "optimizer", "scheduler", "best")  # stored in their own form
 _FILE_KEYS = ("format", "aliases", "state_format", "has_model", "best_file", "optim")
 
@@ -97,8 +98,9 @@ class RunWriter:
         self._best_pt_version = 0  # the best_version that best.pt holds
         self._state_best_version = 0  # the best_version this writer wrote into state/
         self._best_submitted = 0  # the best_version handed to a background write
-        self._state_time = -math.inf  # when the last resume state was taken
-        self._state_owed = False  # a due resume state was held back by STATE_INTERVAL_S
+        self._write_time = -math.inf  # when the last writes were handed over or made
+        self._owed = False  # epochs whose files WRITE_INTERVAL_S held back
+        self._state_owed = False  # ... among them, one whose resume state was due
         self._background = _Worker()
 
     def epoch_end(self, grower: Grower, decision: Decision) -> None:
@@ -109,9 +111,10 @@ class RunWriter:
             self._outputs(grower, event=True)
             return
         every = grower.config.checkpoint_every
-        due = bool(every) and grower.state.epoch % every == 0
-        self._state_owed = due and time.monotonic() - self._state_time < STATE_INTERVAL_S
-        self._submit(grower, state=due and not self._state_owed)
+        self._state_owed |= bool(every) and grower.state.epoch % every == 0
+        self._owed = True
+        if time.monotonic() - self._write_time >= WRITE_INTERVAL_S:
+            self._submit(grower)
 
     def run_end(self, grower: Grower) -> None:
         """After ``Grower.finish``: the "done" event marked a row already written; final outputs."""
@@ -125,20 +128,20 @@ class RunWriter:
         self.history.write(grower.history, rewrite=True)
 
     def flush(self, grower: Grower | None = None) -> None:
-        """Wait until the background writes are on disk, first writing the resume state that
-        ``STATE_INTERVAL_S`` held back (when ``grower`` is given); raise the error of a write
+        """Wait until the background writes are on disk, first handing over what
+        ``WRITE_INTERVAL_S`` held back (when ``grower`` is given); raise the error of a write
         that failed."""
-        if grower is not None and self._state_owed:
-            self._submit(grower, state=True)
+        if grower is not None and self._owed:
+            self._submit(grower)
         self._background.flush()
 
-    def _submit(self, grower: Grower, state: bool) -> None:
-        """Hand an ordinary epoch's writes, from copies, to the background thread."""
+    def _submit(self, grower: Grower) -> None:
+        """Hand the epochs' writes since the last ones, from copies, to the background thread."""
         snapshot = None
-        if state:
+        if self._state_owed:
             snapshot = grower.state_dict()  # fresh containers; the live tensors are copied below
             snapshot.update({k: _copied(snapshot[k]) for k in ("model", "optimizer", "scheduler")})
-            self._state_time, self._state_owed = time.monotonic(), False
+        self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
         best = None
         if grower.config.checkpoint_best == "disk" and grower.best_version != self._best_submitted:
             best = (grower.state_dict(model=False, optimizer=False)["best"], grower.best_version,
@@ -158,7 +161,7 @@ class RunWriter:
         every = config.checkpoint_every
         if every and (grower.state.epoch % every == 0 or event):
             self._save_state(grower.state_dict())
-            self._state_time, self._state_owed = time.monotonic(), False
+        self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
 
     def _save_state(self, state_dict: dict[str, Any]) -> None:
         save_grower_state(self.out_dir / "state", state_dict,
