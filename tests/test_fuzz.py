@@ -146,6 +146,7 @@ def saved(tmp_path_factory):
         grower.optimizer.step()
         grower.step(score)
     assert grower.phase == "dendrite"
+    grower.flush()
     return Saved(folder, model, (folder / "m.pt").read_bytes(),
                  (folder / "run" / "state" / "resume.safetensors").read_bytes())
 
@@ -234,6 +235,7 @@ def check_resume_folder(folder, raw):
     grower.model.train()(torch.randn(4, 3)).pow(2).sum().backward()
     grower.optimizer.step()
     grower.step(0.1)
+    grower.flush()  # its background write lands before the next example's file
     COUNTS["resume files still valid after a re-digested edit"] += 1
     return True
 

@@ -130,6 +130,9 @@ class GrowerState:
         check_fields(self, _StateError)
         if self.phase not in PHASES:
             raise _StateError(f"phase must be one of {list(PHASES)}; got {show(self.phase)}")
+        if not all(isinstance(k, str) and isinstance(v, bool) for k, v in self.trainable_flags.items()):
+            raise _StateError("trainable_flags must map parameter names to true/false; got "
+                              f"{show(self.trainable_flags)}")
         for f in dataclasses.fields(self):  # counts and epochs: never below 0 (or their default)
             value, default = getattr(self, f.name), f.default
             low = min(0, default) if isinstance(default, int) else 0
