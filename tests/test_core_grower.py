@@ -51,7 +51,7 @@ def events(decisions):
 
 
 def test_improve_plateau_grow_fail_retry_done_restores_best():
-    cfg = pf.Config(patience=2, max_growth_retries=1, max_dendrites=5)
+    cfg = pf.Config(smoothing=1, patience=2, max_growth_retries=1, max_dendrites=5)
     # 0-2 improve; 3-4 plateau -> grow at 4; 5-6 beat the best (0.6); plateau -> grow at 8;
     # 9-10 no gain -> retry at 10; 11-12 no gain -> done at 12, best restored (epoch 6, 1 dendrite)
     scores = [0.3, 0.4, 0.5, 0.5, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
@@ -70,7 +70,7 @@ def test_improve_plateau_grow_fail_retry_done_restores_best():
 
 
 def test_minimize_loss_scores():
-    cfg = pf.Config(patience=2, maximize=False, max_growth_retries=0)
+    cfg = pf.Config(smoothing=1, patience=2, maximize=False, max_growth_retries=0)
     scores = [1.0, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.75, 0.75, 0.75]
     grower, decisions = run(scores, cfg)
     assert events(decisions) == [(3, "grow"), (6, "grow"), (8, "done")]
@@ -80,24 +80,24 @@ def test_minimize_loss_scores():
 
 def test_stops_at_max_dendrites_and_with_zero_dendrites():
     scores = [i / 10 for i in range(30)]  # always improving: grows only on plateaus
-    grower, decisions = run([0.1, 0.1, 0.1] + [0.2, 0.2, 0.2] + [0.3] * 6, pf.Config(patience=2, max_dendrites=1))
+    grower, decisions = run([0.1, 0.1, 0.1] + [0.2, 0.2, 0.2] + [0.3] * 6, pf.Config(smoothing=1, patience=2, max_dendrites=1))
     assert events(decisions) == [(2, "grow"), (5, "done")]
     assert grower.done and pf.dendritic_layers(grower.model)["0"].num_dendrites == 1
-    grower, decisions = run([0.5] * 5, pf.Config(patience=2, max_dendrites=0))
+    grower, decisions = run([0.5] * 5, pf.Config(smoothing=1, patience=2, max_dendrites=0))
     assert events(decisions) == [(2, "done")]
-    grower, decisions = run(scores, pf.Config(patience=2))
+    grower, decisions = run(scores, pf.Config(smoothing=1, patience=2))
     assert events(decisions) == [] and not grower.done
 
 
 def test_thresholds_decide_what_counts_as_improvement():
-    cfg = pf.Config(patience=2, improvement_threshold_abs=0.05, max_growth_retries=0)
+    cfg = pf.Config(smoothing=1, patience=2, improvement_threshold_abs=0.05, max_growth_retries=0)
     grower, decisions = run([0.5, 0.52, 0.54, 0.56, 0.7], cfg)
     # 0.52/0.54 are within 0.05 of 0.5: plateau; 0.56 beats 0.5 by > 0.05 but growth happened at 2
     assert events(decisions)[0] == (2, "grow")
 
 
 def test_optimizer_is_rebuilt_and_new_parameters_train():
-    cfg = pf.Config(patience=1, max_dendrites=3)
+    cfg = pf.Config(smoothing=1, patience=1, max_dendrites=3)
     grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, adam)
     old_optimizer = grower.optimizer
     d = grower.add_dendrites()
@@ -111,7 +111,7 @@ def test_optimizer_is_rebuilt_and_new_parameters_train():
 
 
 def test_schedulers_are_rebuilt_and_constant_lr_works():
-    cfg = pf.Config(patience=2, max_dendrites=2)
+    cfg = pf.Config(smoothing=1, patience=2, max_dendrites=2)
     grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                        scheduler_factory=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
     for score in [0.5, 0.5]:
@@ -124,12 +124,12 @@ def test_schedulers_are_rebuilt_and_constant_lr_works():
     for score in [0.5, 0.5, 0.5]:
         plateau.step(score)
     # a constant LR (no scheduler at all) still grows: patience alone decides
-    _, decisions = run([0.5] * 3, pf.Config(patience=2))
+    _, decisions = run([0.5] * 3, pf.Config(smoothing=1, patience=2))
     assert events(decisions) == [(2, "grow")]
 
 
 def test_two_growers_do_not_interfere():
-    cfg_a, cfg_b = pf.Config(patience=1, seed=1), pf.Config(patience=3, seed=2)
+    cfg_a, cfg_b = pf.Config(smoothing=1, patience=1, seed=1), pf.Config(smoothing=1, patience=3, seed=2)
     a = pf.Grower(pf.perforate(make_model(0), cfg_a), cfg_a, adam)
     b = pf.Grower(pf.perforate(make_model(1), cfg_b), cfg_b, adam)
     b_state = {k: v.clone() for k, v in b.model.state_dict().items()}
@@ -164,7 +164,7 @@ def test_unwrapped_model_is_perforated_by_the_grower():
 
 
 def test_outputs_written(tmp_path):
-    cfg = pf.Config(patience=2, max_dendrites=1)
+    cfg = pf.Config(smoothing=1, patience=2, max_dendrites=1)
     grower, decisions = run([0.3, 0.4, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5], cfg, out_dir=tmp_path)
     assert decisions[-1][3]
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
@@ -181,7 +181,7 @@ def test_outputs_written(tmp_path):
 
 @pytest.mark.parametrize("mode", ["gd", "pb"])
 def test_resume_makes_the_same_decisions(tmp_path, mode):
-    cfg = pf.Config(mode=mode, patience=2, max_dendrites=3, dendrite_patience=1, dendrite_max_epochs=2,
+    cfg = pf.Config(mode=mode, smoothing=1, patience=2, max_dendrites=3, dendrite_patience=1, dendrite_max_epochs=2,
                     plots=False)
     scores = [0.3, 0.4, 0.4, 0.4, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
     full, expected = run(scores, cfg, out_dir=tmp_path / "full")
@@ -198,7 +198,7 @@ def test_resume_makes_the_same_decisions(tmp_path, mode):
 
 
 def test_finish_after_step_writes_each_epoch_once(tmp_path):
-    cfg = pf.Config(patience=5, plots=False)
+    cfg = pf.Config(smoothing=1, patience=5, plots=False)
     grower, decisions = run([0.3, 0.4, 0.5], cfg, out_dir=tmp_path)
     grower.finish()
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
@@ -206,7 +206,7 @@ def test_finish_after_step_writes_each_epoch_once(tmp_path):
 
 
 def test_rebuild_optimizer_uses_the_current_factories():
-    cfg = pf.Config(patience=2)
+    cfg = pf.Config(smoothing=1, patience=2)
     grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, adam)
     first = grower.optimizer
     grower.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.5)

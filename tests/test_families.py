@@ -142,12 +142,13 @@ def check_family(build, make_inputs, kwargs, base_for_load, tmp_path, trace=True
     return model
 
 
-def check_pb(build, make_inputs, kwargs):
+def check_pb(build, make_inputs, kwargs, training="online"):
     """One pb cycle: the dendrite phase leaves eval outputs unchanged, the join too."""
     torch.manual_seed(0)
     model = pf.perforate(build(), pf.Config(mode="pb"), **kwargs)
     inputs = make_inputs()
-    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_max_epochs=2)
+    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_max_epochs=2,
+                    candidate_training=training, candidate_steps=3)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
     grower.add_dendrites()
     before = _out(model, inputs)
@@ -159,6 +160,8 @@ def check_pb(build, make_inputs, kwargs):
         if grower.phase == "dendrite":
             torch.testing.assert_close(_out(model, inputs), before, rtol=0, atol=0)
         decision = grower.step(0.0)
+        if decision.event == "join":  # cached: after one epoch
+            break
     assert decision.event == "join"
     torch.testing.assert_close(_out(model, inputs), before, rtol=0, atol=ATOL)
     pools = [layer for layer in pf.dendritic_layers(model).values() if layer.num_dendrites == 1]
@@ -171,9 +174,10 @@ def test_family_wraps_grows_saves_and_exports(case, tmp_path):
     check_family(build, make_inputs, kwargs, build, tmp_path, trace="packed" not in case)
 
 
+@pytest.mark.parametrize("training", ["online", "cached"])
 @pytest.mark.parametrize("case", ["encoder", "cross_attention", "lstm_2layer_bidirectional", "lstm_packed"])
-def test_family_pb_cycle(case):
-    check_pb(*CASES[case])
+def test_family_pb_cycle(case, training):
+    check_pb(*CASES[case], training=training)
 
 
 def test_attention_projections_are_per_channel_sites_and_fast_paths_are_guarded():

@@ -19,7 +19,9 @@ X = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
 # 10-11 and 14-15 (a retry), done at 17
 SCORES = [0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.5, 0.6] + [0.6] * 12
 CONFIGS = {"gd": dict(mode="gd"),
-           "pb": dict(mode="pb", candidates=2, dendrite_patience=5, dendrite_max_epochs=2)}
+           "pb": dict(mode="pb", candidate_training="online", candidates=2, dendrite_patience=5,
+                      dendrite_max_epochs=2),
+           "pb-cached": dict(mode="pb", candidates=2, candidate_steps=5)}
 
 
 def make_model(seed=0):
@@ -28,7 +30,7 @@ def make_model(seed=0):
 
 
 def config(mode, **changes):
-    return pf.Config(patience=2, max_dendrites=2, **CONFIGS[mode], **changes)
+    return pf.Config(smoothing=1, patience=2, max_dendrites=2, **CONFIGS[mode], **changes)
 
 
 def adam(params):
@@ -49,7 +51,7 @@ def epoch(grower, score):
     return (d.event, d.phase, d.done), out
 
 
-@pytest.mark.parametrize("mode,split", [("gd", 5), ("pb", 5)])
+@pytest.mark.parametrize("mode,split", [("gd", 5), ("pb", 5), ("pb-cached", 4), ("pb-cached", 5)])
 def test_state_dict_round_trip_continues_identically(mode, split):
     cfg = config(mode)
     a = pf.Grower(make_model(), cfg, adam)
@@ -57,8 +59,10 @@ def test_state_dict_round_trip_continues_identically(mode, split):
         epoch(a, score)
     if mode == "pb":
         assert a.phase == "dendrite" and a.state.dendrite_epochs == 1  # mid dendrite phase
+    if mode == "pb-cached":  # 4: before the cached epoch, 5: just after the join
+        assert a.phase == ("dendrite" if split == 4 else "neuron")
     saved = copy.deepcopy(a.state_dict())
-    json.dumps({k: v for k, v in saved.items() if k not in ("model", "optimizer", "scheduler", "best")})
+    json.dumps({k: v for k, v in saved.items() if k not in ("model", "optimizer", "scheduler", "best", "trial")})
 
     b = pf.Grower(make_model(seed=7), pf.Config.from_dict(saved["config"]), adam)  # other weights
     b.load_state_dict(saved)
@@ -190,7 +194,7 @@ import sys, torch
 from torch import nn
 import perforate as pf
 imported_by_import = 'matplotlib' in sys.modules
-cfg = pf.Config(patience=1, max_dendrites=1, plots=False)
+cfg = pf.Config(smoothing=1, patience=1, max_dendrites=1, plots=False)
 grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                    out_dir={str(tmp_path)!r})
 for score in [0.5, 0.5, 0.5, 0.5]:

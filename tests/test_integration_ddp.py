@@ -23,10 +23,16 @@ SCORES = {
     "gd": {0: [0.5, 0.5, 0.9, 0.9, 0.9], 1: [0.5, 0.58, 0.9, 0.9, 0.9]},
     # pb: dendrite phase at epochs 2-3 (scores unused), join at 3, best at 4, done at 5
     "pb": {0: [0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9], 1: [0.5, 0.58, 0.5, 0.5, 0.9, 0.9, 0.9]},
+    # pb cached: one cached epoch (2), join at 2, best at 3, done at 4; the ranks cache different
+    # shards, so fitting must average them to keep one candidate set
+    "pb-cached": {0: [0.5, 0.5, 0.5, 0.9, 0.9, 0.9], 1: [0.5, 0.58, 0.5, 0.9, 0.9, 0.9]},
 }
-EVENTS = {"gd": ["", "grow", "", "done"], "pb": ["", "dendrite_start", "", "join", "", "done"]}
-BEST = {"gd": 2, "pb": 4}
-CONFIG = {"gd": dict(), "pb": dict(mode="pb", candidates=2, dendrite_patience=5, dendrite_max_epochs=2)}
+EVENTS = {"gd": ["", "grow", "", "done"], "pb": ["", "dendrite_start", "", "join", "", "done"],
+          "pb-cached": ["", "dendrite_start", "join", "", "done"]}
+BEST = {"gd": 2, "pb": 4, "pb-cached": 3}
+CONFIG = {"gd": dict(), "pb": dict(mode="pb", candidate_training="online", candidates=2,
+                                   dendrite_patience=5, dendrite_max_epochs=2),
+          "pb-cached": dict(mode="pb", candidates=2, candidate_steps=5)}
 
 
 def _make():
@@ -68,7 +74,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     try:
-        for mode in ("gd", "pb"):
+        for mode in CONFIG:
             _run(mode, rank, Path(tmp))
         dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
@@ -86,7 +92,7 @@ def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("mode", ["gd", "pb"])
+@pytest.mark.parametrize("mode", list(CONFIG))
 def test_two_ranks_grow_together_and_end_identical(two_rank_run, mode):
     from safetensors.torch import load_file
 

@@ -177,7 +177,7 @@ def test_early_stopping_waits_for_growth(tmp_path):
 def test_pb_mode_dendrite_phase_then_join(tmp_path):
     # epoch 1 plateaus -> dendrite phase (epochs 2-3, originals frozen) -> join -> epoch 4 best
     net = Net([0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9])
-    cfg = pf.Config(mode="pb", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
                     dendrite_patience=5, dendrite_max_epochs=2)
     recorder = Recorder()
     dcb = DendriteCallback(cfg, monitor="score")
@@ -218,7 +218,7 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     # epoch 1 plateaus -> dendrite phase (epochs 2-3) -> join -> best at 4 -> done at 5; the
     # first fit ends after epoch 2, in the middle of the dendrite phase
     scores = [0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9]
-    cfg = pf.Config(mode="pb", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
                     dendrite_patience=5, dendrite_max_epochs=2, candidate_lr_scale=10.0)
     train, val = _loaders()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)

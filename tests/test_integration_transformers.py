@@ -165,7 +165,7 @@ class _PhaseRecorder(transformers.TrainerCallback):
 def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     # pb: plateau at epoch 1 -> dendrite phase (epochs 2-3) -> join at 3 -> best at 4 -> done at 5;
     # the first run stops after epoch 2, in the middle of the dendrite phase
-    cfg = pf.Config(mode="pb", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
                     dendrite_patience=5, dendrite_max_epochs=2, candidate_lr_scale=10.0)
     scores = iter([0.5, 0.5, 0.5])
     first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 3, lr_scheduler_type="constant"),

@@ -118,7 +118,7 @@ def test_norm_statistics_are_held_in_a_dendrite_phase_and_released_at_join():
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.Flatten(), nn.Linear(4 * 16, 1))
     model = pf.perforate(model, pf.Config(mode="pb"))
-    cfg = pf.Config(mode="pb", patience=100, dendrite_max_epochs=2)
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=100, dendrite_max_epochs=2)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.SGD(p, lr=1e-2))
     x, y = torch.randn(16, 2, 4, 4), torch.randn(16, 1)
     grower.add_dendrites()

@@ -92,7 +92,7 @@ def _eval(model, x):
 def test_dendrite_phase_trains_only_candidates_and_leaves_outputs_unchanged():
     x, y = _task()
     model = pf.perforate(_mlp(), pf.Config(mode="pb"))
-    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_patience=50, dendrite_max_epochs=6)
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, candidates=2, dendrite_patience=50, dendrite_max_epochs=6)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=3e-2))
     for epoch in range(5):
         _epoch(grower, x, y, seed=epoch)
@@ -132,7 +132,7 @@ def test_a_dendrite_learns_the_error_its_neuron_cannot_fit():
     x = torch.randn(512, 2, generator=g)
     y = 2 * torch.sigmoid(4 * x[:, :1] - 3 * x[:, 1:])
     # lr 0.1 is already a candidate-sized rate here: no extra scaling
-    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_patience=100, dendrite_max_epochs=8,
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, candidates=2, dendrite_patience=100, dendrite_max_epochs=8,
                     candidate_lr_scale=1.0)
     model = pf.perforate(nn.Linear(2, 1), cfg)
     with torch.no_grad():
@@ -157,7 +157,7 @@ def test_a_dendrite_learns_the_error_its_neuron_cannot_fit():
 def test_join_is_function_preserving_then_dendrites_stay_frozen():
     x, y = _task()
     model = pf.perforate(_mlp(), pf.Config(mode="pb"))
-    cfg = pf.Config(mode="pb", patience=100, dendrite_max_epochs=3)
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, dendrite_max_epochs=3)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=3e-2))
     for epoch in range(5):
         _epoch(grower, x, y, seed=epoch)
@@ -332,7 +332,7 @@ def test_pb_cycle_on_each_layer_kind(case):
     x = make_x(g)
     y = torch.randn(len(x), 1, generator=g)
     model = pf.perforate(build(), pf.Config(mode="pb"), **kwargs)
-    cfg = pf.Config(mode="pb", patience=100, candidates=2, dendrite_max_epochs=2)
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, candidates=2, dendrite_max_epochs=2)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
     _epoch(grower, x, y, batch=8)
     grower.step(0.0)
@@ -362,7 +362,7 @@ def test_pb_cycle_on_each_layer_kind(case):
 # ---------------------------------------------------------------------------- reporting and resume
 def test_correlation_columns_and_weak_layer_report(tmp_path):
     x, y = _task(128)
-    cfg = pf.Config(mode="pb", patience=100, dendrite_max_epochs=2, correlation_floor=0.99, plots=False)
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, dendrite_max_epochs=2, correlation_floor=0.99, plots=False)
     model = pf.perforate(_mlp(), cfg)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2), out_dir=tmp_path)
     _epoch(grower, x, y)
@@ -387,7 +387,7 @@ def test_correlation_columns_and_weak_layer_report(tmp_path):
 
 def test_resume_in_the_middle_of_a_dendrite_phase_continues_identically(tmp_path):
     x, y = _task(128)
-    cfg = pf.Config(mode="pb", patience=3, candidates=2, dendrite_patience=2, dendrite_max_epochs=4,
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=3, candidates=2, dendrite_patience=2, dendrite_max_epochs=4,
                     max_dendrites=2, plots=False)
     factory = lambda p: torch.optim.Adam(p, lr=1e-2)  # noqa: E731
 

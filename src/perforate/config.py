@@ -15,6 +15,7 @@ from .files import read_settings, write_text
 
 MODES = ("gd", "pb")
 SCORE_MODES = ("max", "min")
+CANDIDATE_TRAINING = ("cached", "online")
 CHECKPOINT_POLICIES = ("memory", "disk")
 MAX_SEED = 2**32 - 1
 MAX_CANDIDATES = 1024
@@ -42,7 +43,26 @@ class Config:
     """"gd": dendrites train by backprop with everything else; "pb": Perforated
     Backpropagation, correlation-trained dendrites in their own phase."""
     patience: int = 10
-    """Epochs without improvement before the network grows."""
+    """Epochs without improvement of the smoothed validation score that make a plateau: the
+    network grows there, or (no growth left, no ``max_epochs``) the run is done."""
+    smoothing: int = 3
+    """Plateaus, and whether a growth step paid, are judged on the mean of the last
+    ``smoothing`` validation scores of the current architecture, not on one noisy epoch (1: the
+    raw score). The model kept is still the best single epoch."""
+    max_epochs: int = 0
+    """The epoch budget, counting every ``step`` (pb dendrite phases too). Growth is planned
+    inside it: no growth starts with fewer epochs left than a growth cycle needs to show it
+    paid, a failed growth sends the best model back to training, and the run is done when the
+    budget is spent (as a plain model trained for the budget). None: done at the first plateau
+    where growth cannot go on (early stopping)."""
+    overfit_gap: float = 0.3
+    """Do not grow while the model over-fits: when the training score given to ``step``
+    (``train_score=``, ``train_acc=`` or, for a loss, ``train_loss=``) beats the validation
+    score by more than this share of the larger, ``|train - val| / max(|train|, |val|)``
+    (smoothed). More capacity then fits the training set harder, and the training error that
+    dendrites learn from is small. ``float("inf")``: never check."""
+    growth_lr_scale: float = 1.0
+    """Learning-rate multiplier of the neuron phase after a growth step (1: the user's rate)."""
     improvement_threshold: float = 1e-4
     improvement_threshold_abs: float = 0.0
     score_mode: str | None = None
@@ -68,6 +88,22 @@ class Config:
     """Seeds every new dendrite (a local generator; global RNG is untouched); 0 to 2**32 - 1."""
     # --- pb only ---
     candidates: int = 1
+    candidate_training: str = "cached"
+    """"cached": one dendrite-phase epoch records each layer's detached input and neuron error;
+    candidates then train on that cached epoch with full-batch steps and are scored by the
+    covariance over the whole epoch at fixed weights (cascade-correlation). "online":
+    candidates train by minibatch steps of the user's optimizer for up to
+    ``dendrite_max_epochs`` epochs, scored by a running average of minibatch covariances."""
+    candidate_steps: int = 100
+    """Full-batch steps of cached candidate training (fewer when the objective stops rising)."""
+    candidate_lr: float = 0.01
+    """Adam learning rate of cached candidate training."""
+    candidate_cache_mb: float = 512.0
+    """Memory cap of a layer's cached epoch; batches past it are not cached (a random subset
+    of the epoch, since batches come shuffled)."""
+    min_correlation: float = 0.0
+    """pb: a layer whose chosen candidates' mean |correlation| with their neurons' error is
+    below this gets no dendrite at the join (growth skips layers that cannot learn)."""
     dendrite_patience: int = 3
     dendrite_max_epochs: int = 20
     correlation_decay: float = 0.9
@@ -154,6 +190,16 @@ class Config:
             raise ConfigError("neuron_axis must map module-name glob patterns to an int "
                               f"axis, e.g. {{'encoder.*': -1}}; got {show(self.neuron_axis)}")
         _choice("mode", self.mode, MODES)
+        _choice("candidate_training", self.candidate_training, CANDIDATE_TRAINING)
+        _int("smoothing", self.smoothing, 1)
+        _int("candidate_steps", self.candidate_steps, 0)
+        _int("max_epochs", self.max_epochs, 0)
+        if self.overfit_gap != math.inf:
+            _number("overfit_gap", self.overfit_gap, 0.0)
+        _number("growth_lr_scale", self.growth_lr_scale, 0.0, strict=True)
+        _number("candidate_lr", self.candidate_lr, 0.0, strict=True)
+        _number("candidate_cache_mb", self.candidate_cache_mb, 0.0, strict=True)
+        _number("min_correlation", self.min_correlation, 0.0)
         _choice("dendrite_activation", self.dendrite_activation, tuple(ACTIVATIONS))
         _choice("checkpoint_best", self.checkpoint_best, CHECKPOINT_POLICIES)
         _int("patience", self.patience, 1)

@@ -2,14 +2,24 @@
 
 Rules (both modes):
 - A score counts as an improvement when ``Config.better`` says so (relative and absolute
-  thresholds). The best model so far is snapshotted in memory.
-- After ``patience`` epochs without improvement in the current cycle the model is rolled back to
-  the best snapshot and grows (``gd``: one trainable dendrite per layer; ``pb``: a dendrite
-  phase trains candidate dendrites, then the best are joined).
-- A growth cycle that did not beat the best score from before it is retried with fresh
-  dendrites up to ``max_growth_retries`` times, each from the pre-growth best model.
-- Growth stops at ``max_dendrites`` or when retries run out; the best model is restored and
-  ``Decision.done`` is True.
+  thresholds). Plateaus are judged on the *smoothed* score, the mean of the last
+  ``Config.smoothing`` scores of the current architecture; the model kept is the best single
+  epoch (snapshotted in memory).
+- After ``patience`` epochs without a smoothed improvement the model is at a plateau. It is
+  rolled back to the best snapshot and grows (``gd``: one trainable dendrite per layer; ``pb``:
+  a dendrite phase trains candidate dendrites, then the best are joined) unless growth cannot
+  help: ``max_dendrites`` reached, ``max_growth_retries`` failed growths in a row, too few
+  epochs of ``Config.max_epochs`` left for a growth cycle to show it paid, or the model
+  over-fits (``Config.overfit_gap``).
+- A growth cycle *paid* when its smoothed score beat the smoothed best from before it and its
+  best epoch beat the best score; only then does a grown model become the best. One that did
+  not pay is rolled back, and retried with fresh dendrites up to ``max_growth_retries`` times.
+- Without a budget, a plateau where growth cannot go on ends the run (early stopping): the best
+  model is restored and ``Decision.done`` is True. With ``Config.max_epochs`` the best model
+  keeps training (as a plain model given the budget would) until the budget is spent, and may
+  grow again if it improves.
+Every decision's reason goes to ``history`` (the ``reason`` column), to ``summary()["decisions"]``
+and to the ``perforate`` logger at INFO.
 The grower rebuilds ``grower.optimizer`` (and scheduler) after every restructure from the
 factories, holding exactly the parameters that train in the new phase.
 
@@ -48,6 +58,10 @@ from .writer import RESUME_STEM, STATE_FORMAT, RunWriter, load_grower_state
 log = logging.getLogger("perforate")
 
 
+def _mean(values: list) -> float:
+    return sum(values) / len(values)
+
+
 def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
 
@@ -70,7 +84,9 @@ class Decision:
     phase: str
     """"neuron" or "dendrite" for the coming epoch."""
     event: str = ""
-    """"grow", "retry", "dendrite_start", "join", "done" or ""."""
+    """"grow", "retry", "dendrite_start", "join", "continue" (rolled back to the best model
+    after a growth that did not pay, training on), "hold" (a plateau where growth cannot help,
+    training on to the budget), "done" or ""."""
     improved: bool = False
     epoch: int = 0
     reason: str = ""
@@ -87,19 +103,36 @@ class GrowerState:
     epoch: int = 0
     phase: str = "neuron"
     best_score: float | None = None
+    """Best single-epoch score of an accepted architecture (the kept model's)."""
     best_epoch: int = -1
+    best_smoothed: float | None = None
+    """Best smoothed score of an accepted architecture."""
+    cycle: str = "base"
+    """What the current neuron phase is: "base" (the model as given), "growth" (after a growth
+    step, not yet accepted) or "continue" (the best model training on)."""
+    cycle_from: float | None = None
+    """``best_smoothed`` when the cycle started (what a growth cycle must beat)."""
     cycle_best: float | None = None
+    """Best smoothed score of the current cycle."""
     stale: int = 0
+    """Epochs since the smoothed score last improved in this cycle."""
+    window: list = dataclasses.field(default_factory=list)
+    train_window: list = dataclasses.field(default_factory=list)
+    trial_score: float | None = None
+    """Best single-epoch score of the current growth cycle (accepted only if the growth paid)."""
+    trial_epoch: int = -1
     level: int = 0  # dendrite generations in the live model
     best_level: int = 0
-    score_before_growth: float | None = None
-    improved_since_growth: bool = False
-    retries_left: int = 0
+    failures: int = 0
+    """Growth steps in a row that did not pay."""
     attempts: int = 0
     dendrite_epochs: int = 0
     dendrite_stale: int = 0
     dendrite_best: float | None = None
+    last_dendrite_epochs: int = 0
     done: bool = False
+    decisions: list = dataclasses.field(default_factory=list)
+    """Every decision: ``{"epoch", "event", "reason"}``."""
     switch_epochs: list = dataclasses.field(default_factory=list)
     best_by_level: dict = dataclasses.field(default_factory=dict)
     correlations: list = dataclasses.field(default_factory=list)
@@ -199,11 +232,12 @@ class Grower:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.writer = RunWriter(self.out_dir) if self.out_dir is not None else None
         flags = {name: p.requires_grad for name, p in model.named_parameters()}
-        self.state = GrowerState(retries_left=self.config.max_growth_retries, trainable_flags=flags)
+        self.state = GrowerState(trainable_flags=flags)
         self.history: list[dict[str, Any]] = []
         self.best_version = 0
         """Counts changes of the best snapshot (a writer rewrites best files only when it moved)."""
         self._best: dict[str, Any] | None = None  # ckpt.snapshot of the best model so far
+        self._trial: dict[str, Any] | None = None  # best snapshot of a growth cycle on trial
         self._example: torch.Tensor | None = None
         self._capture_handle = model.register_forward_pre_hook(self._capture_example)
         self._last_time = time.perf_counter()
@@ -233,8 +267,10 @@ class Grower:
     @property
     def lr_scale(self) -> float:
         """The learning-rate multiplier of the current phase: ``Config.candidate_lr_scale`` in a
-        pb dendrite phase, else 1."""
-        return self.config.candidate_lr_scale if self.state.phase == "dendrite" else 1.0
+        pb dendrite phase, ``Config.growth_lr_scale`` after a growth step, else 1."""
+        if self.state.phase == "dendrite":
+            return self.config.candidate_lr_scale
+        return self.config.growth_lr_scale if self.state.cycle == "growth" else 1.0
 
     def _set_pools_aside(self) -> dict[str, nn.Module]:
         """A new grower starts in the neuron phase: candidate pools of an unfinished dendrite phase
@@ -344,21 +380,21 @@ class Grower:
             raise GrowthError("growth is done; start a new Grower to grow further")
         if self.state.phase == "dendrite":
             raise GrowthError("a dendrite phase is already running; keep calling step()")
-        self.state.score_before_growth = self.state.best_score
-        self.state.improved_since_growth = False
         return self._grow("grow", "add_dendrites() was called")
 
     def _grow(self, event: str, reason: str) -> Decision:
-        s = self.state
+        s, cfg = self.state, self.config
         generator = self._generator()
-        if self.config.mode == "gd":
+        s.switch_epochs.append(s.epoch)
+        if cfg.mode == "gd":
             gd.grow(self.layers, generator)
             s.level += 1
             reason += f"; grew dendrite {s.level}"
-            self._after_restructure()
+            self._start_cycle("growth")
         else:
-            pb.start_dendrite_phase(self.layers, self.config.candidates, generator,
-                                    self.config.correlation_decay)
+            cached = cfg.candidate_training == "cached"
+            pb.start_dendrite_phase(self.layers, cfg.candidates, generator, cfg.correlation_decay,
+                                    cfg.candidate_cache_mb if cached else None)
             s.phase = "dendrite"
             s.dendrite_epochs = s.dendrite_stale = 0
             s.dendrite_best = None
@@ -367,49 +403,85 @@ class Grower:
                        "is frozen")
             self.apply_trainable()
             self._rebuild_optimizer()
-        s.switch_epochs.append(s.epoch)
         self._record(event, reason)
         return Decision(True, False, s.phase, event, epoch=s.epoch, reason=reason)
 
-    def _after_restructure(self) -> None:
+    def _start_cycle(self, cycle: str) -> None:
+        """A new neuron phase on a restructured (grown or restored) model."""
         s = self.state
-        # growth is function-preserving, so a new cycle starts from the best score it rolled
-        # back to: patience counts epochs that fail to beat it
-        s.cycle_best = s.best_score
+        s.phase, s.cycle = "neuron", cycle
+        # growth is function-preserving and a rollback returns to the best model, so patience
+        # counts epochs that fail to beat the best smoothed score so far
+        s.cycle_from = s.cycle_best = s.best_smoothed
         s.stale = 0
+        s.window, s.train_window = [], []
+        s.trial_score, s.trial_epoch, self._trial = None, -1, None
         self._params = count_parameters(self.model)
         self.apply_trainable()
         self._rebuild_optimizer()
 
-    def _join(self) -> None:
-        s = self.state
-        scores = pb.join_candidates(self.layers)
-        s.level += 1
+    def _join(self) -> Decision:
+        s, cfg = self.state, self.config
+        scores = pb.join_candidates(self.layers, cfg.min_correlation)
+        s.last_dendrite_epochs = s.dendrite_epochs
         s.phase = "neuron"
-        weak = [n for n, v in scores.items() if v["correlation"] < self.config.correlation_floor]
-        s.correlations.append({"epoch": s.epoch, "level": s.level, "layers": scores})
+        s.correlations.append({"epoch": s.epoch, "level": s.level + 1, "layers": scores})
+        joined = [n for n, v in scores.items() if v["joined"]]
+        weak = [n for n, v in scores.items() if v["correlation"] < cfg.correlation_floor]
         if weak:
-            s.weak_layers.append({"epoch": s.epoch, "level": s.level, "layers": weak})
+            s.weak_layers.append({"epoch": s.epoch, "level": s.level + 1, "layers": weak})
             log.warning("dendrites in %s reached |correlation| below %.3f: they are unlikely to help",
-                        ", ".join(weak), self.config.correlation_floor)
-        self._after_restructure()
+                        ", ".join(weak), cfg.correlation_floor)
+        corr = ", ".join(f"{n} {v['correlation']:.3f}" for n, v in scores.items())
         s.switch_epochs.append(s.epoch)
+        if not joined:  # nothing grew: a growth step that did not pay
+            self._record("join", f"no layer's candidates reached min_correlation "
+                                 f"{cfg.min_correlation} (|correlation| {corr}): nothing joined")
+            s.cycle = "growth"
+            return self._plateau()
+        s.level += 1
+        skipped = sorted(set(scores) - set(joined))
+        reason = f"joined dendrite {s.level} (candidates' |correlation| {corr})"
+        if skipped:
+            reason += f"; below min_correlation, not grown: {', '.join(skipped)}"
+        self._start_cycle("growth")
+        self._record("join", reason)
+        return Decision(True, False, "neuron", "join", epoch=s.epoch, reason=reason)
+
+    def _growth_paid(self) -> bool:
+        """The current growth cycle beat the accepted model: smoothed and at its best epoch."""
+        s, cfg = self.state, self.config
+        return (s.cycle == "growth" and s.trial_score is not None
+                and cfg.better(s.cycle_best, s.cycle_from) and cfg.better(s.trial_score, s.best_score))
+
+    def _accept_trial(self) -> None:
+        s = self.state
+        s.best_score, s.best_epoch, s.best_level = s.trial_score, s.trial_epoch, s.level
+        s.best_smoothed = s.cycle_best
+        self._best, self._trial = self._trial, None
+        self.best_version += 1
+        s.trial_score, s.trial_epoch = None, -1
 
     def _finish(self, reason: str) -> Decision:
         s = self.state
+        if s.phase == "neuron" and self._growth_paid():
+            self._accept_trial()
+            reason += f"; the last growth paid (smoothed {_fmt(s.cycle_best)})"
         self._restore_best()
         for layer in self.layers.values():
             layer.candidate_pool = None
         s.done = True
-        s.phase = "neuron"
-        self._after_restructure()
-        reason += (f"; kept the best model: epoch {s.best_epoch}, score {_fmt(s.best_score)}, "
-                   f"{s.best_level} dendrite(s) per layer")
+        s.cycle = "base" if s.best_level == 0 else "continue"
+        self._start_cycle(s.cycle)
+        reason += f"; kept the best model: epoch {s.best_epoch}, score {_fmt(s.best_score)}, " \
+                  f"{s.best_level} dendrite(s) per layer"
         self._record("done", reason)
         return Decision(True, True, "neuron", "done", epoch=s.epoch, reason=reason)
 
     def finish(self) -> nn.Module:
-        """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs."""
+        """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs.
+
+        A growth cycle still on trial is kept if it paid so far (see the module rules)."""
         if not self.state.done:
             self._finish("finish() was called")
             if self.writer is not None:
@@ -424,7 +496,12 @@ class Grower:
 
     # ------------------------------------------------------------------ the epoch step
     def step(self, val_score: float, **extra_scores: float) -> Decision:
-        """Record one epoch's validation score (and any extra scores) and decide what happens next."""
+        """Record one epoch's validation score (and any extra scores) and decide what happens next.
+
+        A training score in the validation score's direction (``train_score=``, or
+        ``train_acc=`` / ``train_loss=`` for a maximised / minimised score) lets the grower
+        tell over-fitting from under-fitting (``Config.overfit_gap``).
+        """
         try:
             score = float(val_score)
         except (TypeError, ValueError) as exc:
@@ -433,7 +510,7 @@ class Grower:
             raise GrowthError("val_score is NaN; check the training loop (diverged loss?)")
         extra = _extra_scores(extra_scores)
         self._set_aside = {}  # no load_state_dict came: they are stale
-        s = self.state
+        s, cfg = self.state, self.config
         if s.done:
             return Decision(False, True, "neuron", "done", epoch=s.epoch)
         self._guard.check()
@@ -453,7 +530,9 @@ class Grower:
         if s.phase == "dendrite":
             decision = self._dendrite_step(row)
         else:
-            decision = self._neuron_step(score)
+            decision = self._neuron_step(score, self._train_score(extra))
+        if not decision.done and cfg.max_epochs and s.epoch + 1 >= cfg.max_epochs:
+            decision = self._finish(f"the budget of {cfg.max_epochs} epochs is spent")
         if self.step_scheduler and self.scheduler is not None and not decision.restructured:
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(score)
@@ -464,78 +543,165 @@ class Grower:
             self.writer.epoch_end(self, decision)
         return decision
 
-    def _neuron_step(self, score: float) -> Decision:
+    def _train_score(self, extra: Mapping[str, float]) -> float | None:
+        names = ("train_score", "train_acc") if self.config.maximize else ("train_score", "train_loss")
+        for name in names:
+            value = extra.get(name)
+            if value is not None and float(value) == float(value):
+                return float(value)
+        return None
+
+    def _neuron_step(self, score: float, train: float | None) -> Decision:
         s, cfg = self.state, self.config
+        s.window = (s.window + [score])[-cfg.smoothing:]
+        if train is not None:
+            s.train_window = (s.train_window + [train])[-cfg.smoothing:]
+        smoothed = sum(s.window) / len(s.window)
         improved = False
-        if cfg.better(score, s.best_score):
+        if s.cycle == "growth":  # a grown model is on trial: its best is kept aside
+            if cfg.better(score, s.trial_score):
+                s.trial_score, s.trial_epoch = score, s.epoch
+                self._trial = ckpt.snapshot(self.model)
+        elif cfg.better(score, s.best_score):
             s.best_score, s.best_epoch, s.best_level = score, s.epoch, s.level
             self._remember_best()
             improved = True
-            if s.attempts and cfg.better(score, s.score_before_growth):
-                s.improved_since_growth = True
         key = str(s.level)
         if key not in s.best_by_level or cfg.better(score, s.best_by_level[key]["score"]):
             s.best_by_level[key] = {"score": score, "epoch": s.epoch, "params": self._params}
-        if cfg.better(score, s.cycle_best):
-            s.cycle_best, s.stale = score, 0
+        if cfg.better(smoothed, s.cycle_best):
+            s.cycle_best, s.stale = smoothed, 0
+            if s.cycle != "growth" and cfg.better(smoothed, s.best_smoothed):
+                s.best_smoothed = smoothed
         else:
             s.stale += 1
         if s.stale < cfg.patience:
             return Decision(False, False, "neuron", improved=improved, epoch=s.epoch)
-        # plateau: decide how to go on
-        # before any growth the initial network has simply converged
-        growth_paid = s.attempts == 0 or s.improved_since_growth
-        plateau = f"no improvement on {_fmt(s.cycle_best)} for {cfg.patience} epochs"
-        if growth_paid:
-            s.retries_left = cfg.max_growth_retries
-            if s.best_level >= cfg.max_dendrites:
-                return self._finish(f"{plateau}; max_dendrites ({cfg.max_dendrites}) reached")
-            event = "grow"
-            reason = f"{plateau}: rolled back to the best model"
-        elif s.retries_left > 0:
-            s.retries_left -= 1
-            event = "retry"
-            reason = (f"the last growth did not beat {_fmt(s.score_before_growth)}: rolled back to "
-                      f"the best model, fresh dendrites ({s.retries_left} retries left)")
-        else:
-            return self._finish(f"the last growth did not beat {_fmt(s.score_before_growth)} and "
-                                f"no retries are left (max_growth_retries {cfg.max_growth_retries})")
-        self._restore_best()
-        s.score_before_growth = s.best_score
-        s.improved_since_growth = False
-        return self._grow(event, reason)
+        return self._plateau(improved)
+
+    def _plateau(self, improved: bool = False) -> Decision:
+        """``patience`` epochs without a smoothed gain: grow, roll back, hold or finish."""
+        s, cfg = self.state, self.config
+        gained = s.cycle_from is None or cfg.better(s.cycle_best, s.cycle_from)
+        notes = []
+        failed = False
+        if s.cycle == "growth":
+            if self._growth_paid():
+                notes.append(f"growth paid: smoothed {_fmt(s.cycle_best)} > {_fmt(s.cycle_from)} "
+                             f"before it, best {_fmt(s.trial_score)}")
+                self._accept_trial()
+                s.failures = 0
+            else:
+                failed = True
+                s.failures += 1
+                notes.append(f"growth did not pay: smoothed best {_fmt(s.cycle_best)} vs "
+                             f"{_fmt(s.cycle_from)} before it")
+        elif s.cycle == "continue" and gained:
+            s.failures = 0  # the best architecture had more to give: growth may be tried again
+        blocked = self._growth_blocker()
+        if not blocked:
+            event = "retry" if s.failures else "grow"
+            notes.append(f"plateau ({cfg.patience} epochs without a smoothed gain): {event}"
+                         + self._capacity_note())
+            self._restore_best()
+            return self._grow(event, "; ".join(notes))
+        notes.append(f"no growth: {blocked}")
+        if not cfg.max_epochs:
+            return self._finish("; ".join(notes))
+        if failed:  # back to the best model, which trains on
+            self._restore_best()
+            self._start_cycle("continue")
+            notes.append("rolled back to the best model, training on")
+            reason = "; ".join(notes)
+            self._record("continue", reason)
+            return Decision(True, False, "neuron", "continue", improved, s.epoch, reason)
+        s.cycle, s.cycle_from, s.stale = "continue", s.best_smoothed, 0
+        notes.append("training on to the budget")
+        reason = "; ".join(notes)
+        self._record("hold", reason)
+        return Decision(False, False, "neuron", "hold", improved, s.epoch, reason)
+
+    def _growth_blocker(self) -> str:
+        """Why the model should not grow now ("" when it may)."""
+        s, cfg = self.state, self.config
+        if s.best_level >= cfg.max_dendrites:
+            return f"max_dendrites ({cfg.max_dendrites}) reached"
+        if s.failures > cfg.max_growth_retries:
+            return f"{s.failures} growth step(s) in a row did not pay (max_growth_retries " \
+                   f"{cfg.max_growth_retries})"
+        if cfg.max_epochs:
+            left, need = cfg.max_epochs - s.epoch - 1, self.cycle_epochs()
+            if left < need:
+                return f"budget: {left} epoch(s) left, a growth cycle needs about {need}"
+        gap = self.overfit_gap()
+        if gap is not None and gap > cfg.overfit_gap:
+            return (f"over-fitting: training {_mean(s.train_window):.4g} vs validation "
+                    f"{_mean(s.window):.4g} (gap {gap:.2f} > overfit_gap {cfg.overfit_gap}); more "
+                    "capacity would fit the training set harder")
+        return ""
+
+    def _capacity_note(self) -> str:
+        gap = self.overfit_gap()
+        if gap is None:
+            return " (no training score given: over-fitting not checked)"
+        return (f" (training {_mean(self.state.train_window):.4g} vs validation "
+                f"{_mean(self.state.window):.4g}: gap {gap:.2f}, capacity-limited)")
+
+    def overfit_gap(self) -> float | None:
+        """``|train - val| / max(|train|, |val|)`` of the smoothed scores when training beats
+        validation (0 when it does not); None without a training score."""
+        s = self.state
+        if not s.train_window or not s.window:
+            return None
+        train, val = _mean(s.train_window), _mean(s.window)
+        if not self.config.better(train, val):
+            return 0.0
+        return abs(train - val) / max(abs(train), abs(val), 1e-12)
+
+    def cycle_epochs(self) -> int:
+        """Epochs a growth cycle needs to show it paid: its dendrite phase (pb) and twice the
+        patience (a gain, then a plateau)."""
+        cfg = self.config
+        dendrite = 0
+        if cfg.mode == "pb":
+            if cfg.candidate_training == "cached":
+                dendrite = 1
+            else:
+                dendrite = self.state.last_dendrite_epochs or cfg.dendrite_max_epochs
+        return dendrite + 2 * cfg.patience
 
     def _dendrite_step(self, row: dict[str, Any]) -> Decision:
         s, cfg = self.state, self.config
+        s.dendrite_epochs += 1
+        if cfg.candidate_training == "cached":
+            pb.fit_cached(self.layers, cfg.candidate_steps, cfg.candidate_lr)
+            for name, layer in self.layers.items():
+                row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
+            return self._join()
         total = 0.0
         for name, layer in self.layers.items():
             pool = layer.candidate_pool
             pool.remember_best()
             total += pool.layer_score()
             row[f"corr/{name}"] = round(pool.layer_correlation(), 6)
-        s.dendrite_epochs += 1
         if s.dendrite_best is None or total > s.dendrite_best * (1 + cfg.correlation_improvement):
             s.dendrite_best, s.dendrite_stale = total, 0
         else:
             s.dendrite_stale += 1
         if s.dendrite_stale >= cfg.dendrite_patience or s.dendrite_epochs >= cfg.dendrite_max_epochs:
-            reason = (f"candidates stopped improving for {cfg.dendrite_patience} epochs"
-                      if s.dendrite_stale >= cfg.dendrite_patience
-                      else f"dendrite_max_epochs ({cfg.dendrite_max_epochs}) reached")
-            self._join()
-            reason += f": joined dendrite {s.level} (|correlation| " + ", ".join(
-                f"{n} {v['correlation']:.3f}" for n, v in s.correlations[-1]["layers"].items()) + ")"
-            self._record("join", reason)
-            return Decision(True, False, "neuron", "join", epoch=s.epoch, reason=reason)
+            return self._join()
         return Decision(False, False, "dendrite", epoch=s.epoch)
 
     # ------------------------------------------------------------------ outputs
     def _record(self, event: str, reason: str) -> None:
-        """Mark this epoch's history row with the event; log the decision and why at INFO."""
+        """Mark this epoch's history row with the event and its reason, keep it, log it."""
+        s = self.state
         if self.history:
             row = self.history[-1]
             row["event"] = f"{row['event']}+{event}" if row["event"] else event
-        log.info("%sepoch %d: %s: %s", self._log_prefix, self.state.epoch, event, reason)
+            row["reason"] = f"{row['reason']}; {reason}" if row.get("reason") else reason
+        s.decisions.append({"epoch": s.epoch, "event": event, "reason": reason})
+        log.info("%sepoch %d: %s: %s", self._log_prefix, s.epoch, event, reason)
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         """One line per epoch: at INFO with ``verbose``, else at DEBUG."""
@@ -565,7 +731,7 @@ class Grower:
             "dendrites_by_layer": {n: l.num_dendrites for n, l in self.layers.items()},
             "best_by_dendrites": s.best_by_level, "switch_epochs": s.switch_epochs,
             "correlations": s.correlations, "weak_layers": s.weak_layers,
-            "config": self.config.to_dict(),
+            "decisions": s.decisions, "config": self.config.to_dict(),
         }
 
     # ------------------------------------------------------------------ state and resume
@@ -584,7 +750,7 @@ class Grower:
         out: dict[str, Any] = {
             "format": STATE_FORMAT, "config": self.config.to_dict(), "state": self.state.to_dict(),
             "history": [dict(row) for row in self.history], "structure": ckpt.structure(self.model),
-            "best": self._best, "best_version": self.best_version,
+            "best": self._best, "best_version": self.best_version, "trial": self._trial,
         }
         if model:
             out["model"] = self.model.state_dict()
@@ -612,13 +778,20 @@ class Grower:
             self.model = ckpt.apply_structure(self.model, state_dict["structure"], state_dict["model"], source)
             ckpt.load_state(self.model, state_dict["model"], source)
         state = GrowerState.from_dict(state_dict["state"])
-        best = state_dict["best"]
+        best, trial = state_dict["best"], state_dict.get("trial")
         if best is not None:
             ckpt.check_snapshot(self.model, best, f"{source}'s best model")
+        if trial is not None:
+            ckpt.check_snapshot(self.model, trial, f"{source}'s grown model on trial")
         self._place_pools(state.phase)
         self.state = state
+        if state.phase == "dendrite" and self.config.candidate_training == "cached":
+            for layer in self.layers.values():  # the cached epoch starts again
+                if layer.candidate_pool is not None:
+                    layer.candidate_pool.start_caching(self.config.candidate_cache_mb)
         self.history = [dict(row) for row in state_dict["history"]]
         self._best, self.best_version = best, state_dict["best_version"]
+        self._trial = trial
         self._params = count_parameters(self.model)
         self.apply_trainable()
         self._rebuild_optimizer()

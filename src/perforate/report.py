@@ -12,7 +12,7 @@ from .files import atomic_path
 if TYPE_CHECKING:  # pragma: no cover
     from .grower import Grower
 
-BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event"]
+BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event", "reason"]
 """The columns of every history row, in order; extra scores given to ``Grower.step`` follow."""
 
 # event -> (legend label, colour, line style); drawn only when the run has one

@@ -1,0 +1,141 @@
+"""pb candidates trained cascade-correlation style: one cached epoch, full-batch steps, scored
+by the covariance over the whole epoch at fixed weights (Config.candidate_training="cached")."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import perforate as pf
+from perforate.training import pb
+from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task
+
+
+def test_one_cached_epoch_leaves_the_model_alone_then_joins():
+    x, y = _task()
+    cfg = pf.Config(mode="pb", smoothing=1, patience=100, candidates=3, candidate_steps=30)
+    model = pf.perforate(_mlp(), cfg)
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=3e-2))
+    for epoch in range(3):
+        _epoch(grower, x, y, seed=epoch)
+        grower.step(0.0)
+    grower.add_dendrites()
+    pools = {n: layer.candidate_pool for n, layer in pf.dendritic_layers(model).items()}
+    before, out_eval = _main_state(model), _eval(model, x)
+    weights = {n: pool.weight.detach().clone() for n, pool in pools.items()}
+    _epoch(grower, x, y, seed=10)
+    # the caching epoch trains nothing: not the model, not the candidates
+    assert all(torch.equal(before[k], v) for k, v in _main_state(model).items())
+    assert all(torch.equal(weights[n], pool.weight) for n, pool in pools.items())
+    assert all(len(pool.cache) == len(x) // 32 for pool in pools.values())
+    d = grower.step(0.0)
+    assert d.event == "join" and d.phase == "neuron" and "correlation" in d.reason
+    torch.testing.assert_close(_eval(model, x), out_eval, rtol=0, atol=0)
+    assert all(layer.num_dendrites == 1 for layer in pf.dendritic_layers(model).values())
+    assert all(not torch.equal(weights[n], pool.weight) for n, pool in pools.items())  # fit moved them
+
+
+def test_scores_are_the_full_epoch_covariance_at_the_final_weights():
+    """The score a pool keeps is the objective over every cached sample, recomputed here from
+    the neuron errors and the candidates' activations at the weights it remembered."""
+    x, y = _task(200)
+    model = pf.perforate(nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)), pf.Config(mode="pb"))
+    layer = pf.dendritic_layers(model)["0"]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    pb.start_dendrite_phase({"0": layer}, 4, torch.Generator().manual_seed(0), 0.9, cache_mb=64)
+    pool = layer.candidate_pool
+    errors = []
+    hidden = model[0].main
+    hidden.register_forward_hook(lambda m, i, o: [o.register_hook(errors.append)] and None)
+    hidden.weight.requires_grad_(True)  # only to capture dLoss/d(output) for the check
+    for i in range(0, 200, 50):
+        F.mse_loss(model(x[i:i + 50]), y[i:i + 50], reduction="sum").backward()
+    steps = pool.fit_cached(layer, steps=40, lr=0.05)
+    assert 10 <= steps <= 40
+    delta = torch.cat(errors)  # [N, C]: the neuron error the candidates saw
+    w = pool.best_weight.reshape(4, 6, 2) if hasattr(pool, "best_weight") else None
+    b = pool.best_bias.reshape(4, 6)
+    a = torch.sigmoid(torch.einsum("nk,pck->pnc", x, w) + b.unsqueeze(1))  # [P, N, C]
+    d = delta - delta.mean(0)
+    d = d / d.pow(2).mean(0).sqrt()
+    expected = ((a - a.mean(1, keepdim=True)) * d).mean(1).abs()
+    torch.testing.assert_close(pool.best_score.float(), expected, rtol=1e-4, atol=1e-6)
+    assert pool.cache == []
+
+
+def test_a_cached_dendrite_learns_the_error_its_neuron_cannot_fit():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 2, generator=g)
+    y = 2 * torch.sigmoid(4 * x[:, :1] - 3 * x[:, 1:])
+    cfg = pf.Config(mode="pb", smoothing=1, patience=100, candidates=2, candidate_steps=100,
+                    candidate_lr=0.05)
+    model = pf.perforate(nn.Linear(2, 1), cfg)
+    with torch.no_grad():
+        solution = torch.linalg.lstsq(torch.cat([x, torch.ones(512, 1)], 1), y).solution
+        model.main.weight.copy_(solution[:2].T)
+        model.main.bias.copy_(solution[2])
+    alone = F.mse_loss(_eval(model, x), y).item()
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=0.1))
+    grower.add_dendrites()
+    _epoch(grower, x, y, batch=64, seed=10)
+    grower.step(0.0)
+    assert grower.phase == "neuron" and model.num_dendrites == 1
+    assert grower.state.correlations[0]["layers"][""]["correlation"] > 0.4
+    for epoch in range(6):
+        _epoch(grower, x, y, batch=64, seed=20 + epoch)
+        grower.step(0.0)
+    assert F.mse_loss(_eval(model, x), y).item() < alone / 10
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cached_cycle_on_each_layer_kind(case):
+    build, make_x, kwargs = CASES[case]
+    g = torch.Generator().manual_seed(0)
+    x = make_x(g)
+    y = torch.randn(len(x), 1, generator=g)
+    cfg = pf.Config(mode="pb", smoothing=1, patience=100, candidates=2, candidate_steps=5)
+    model = pf.perforate(build(), cfg, **kwargs)
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
+    _epoch(grower, x, y, batch=8)
+    grower.step(0.0)
+    grower.add_dendrites()
+    before, out_eval = _main_state(model), _eval(model, x)
+    _epoch(grower, x, y, batch=8)
+    assert all(torch.equal(before[k], v) for k, v in _main_state(model).items())
+    torch.testing.assert_close(_eval(model, x), out_eval, rtol=0, atol=0)
+    assert grower.step(0.0).event == "join"
+    torch.testing.assert_close(_eval(model, x), out_eval, rtol=0, atol=0)
+    assert all(layer.num_dendrites == 1 for layer in pf.dendritic_layers(model).values())
+    assert all(v["correlation"] > 0 for v in grower.state.correlations[0]["layers"].values())
+    _epoch(grower, x, y, batch=8)
+    grower.step(0.0)
+
+
+def test_the_cache_stops_at_its_memory_cap():
+    x, y = _task(256)
+    # one batch of 32 inputs of layer "2" (8 floats each, 1 KiB) fits; two do not
+    cfg = pf.Config(mode="pb", smoothing=1, patience=100, candidate_steps=3,
+                    candidate_cache_mb=1.5 / 1024)
+    model = pf.perforate(_mlp(), cfg)
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
+    grower.add_dendrites()
+    _epoch(grower, x, y)
+    assert len(pf.dendritic_layers(model)["2"].candidate_pool.cache) == 1
+    assert grower.step(0.0).event == "join"
+
+
+def test_layers_whose_candidates_do_not_correlate_are_not_grown():
+    x, y = _task()
+    cfg = pf.Config(mode="pb", smoothing=1, patience=2, candidate_steps=5, min_correlation=0.99,
+                    max_growth_retries=0)
+    model = pf.perforate(_mlp(), cfg)
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
+    decisions = []
+    for epoch, score in enumerate([0.5, 0.5, 0.5, 0.5]):
+        _epoch(grower, x, y, seed=epoch)
+        decisions.append(grower.step(score))
+    # plateau at epoch 2 -> cached epoch 3 -> no layer reaches 0.99: nothing joined, no retries left
+    assert decisions[2].event == "dendrite_start"
+    assert decisions[3].done and "min_correlation" in grower.state.decisions[-2]["reason"]
+    assert all(layer.num_dendrites == 0 for layer in pf.dendritic_layers(model).values())
+    assert not any(layer.candidate_pool for layer in pf.dendritic_layers(model).values())
