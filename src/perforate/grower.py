@@ -88,6 +88,8 @@ class Decision:
     after a growth that did not pay, training on), "hold" (a plateau where growth cannot help,
     training on to the budget), "done" or ""."""
     improved: bool = False
+    """This epoch's score beat the best score so far (after a growth step the grown model is
+    kept only once the growth paid; see the module rules)."""
     epoch: int = 0
     reason: str = ""
     """Why this decision was taken (empty on ordinary epochs)."""
@@ -380,7 +382,11 @@ class Grower:
             raise GrowthError("growth is done; start a new Grower to grow further")
         if self.state.phase == "dendrite":
             raise GrowthError("a dendrite phase is already running; keep calling step()")
-        return self._grow("grow", "add_dendrites() was called")
+        reason = "add_dendrites() was called"
+        if self._growth_paid():  # the grown model on trial has paid: it becomes the best
+            self._accept_trial()
+            reason += "; the growth before it paid"
+        return self._grow("grow", reason)
 
     def _grow(self, event: str, reason: str) -> Decision:
         s, cfg = self.state, self.config
@@ -557,15 +563,14 @@ class Grower:
         if train is not None:
             s.train_window = (s.train_window + [train])[-cfg.smoothing:]
         smoothed = sum(s.window) / len(s.window)
-        improved = False
+        improved = cfg.better(score, s.best_score)
         if s.cycle == "growth":  # a grown model is on trial: its best is kept aside
             if cfg.better(score, s.trial_score):
                 s.trial_score, s.trial_epoch = score, s.epoch
                 self._trial = ckpt.snapshot(self.model)
-        elif cfg.better(score, s.best_score):
+        elif improved:
             s.best_score, s.best_epoch, s.best_level = score, s.epoch, s.level
             self._remember_best()
-            improved = True
         key = str(s.level)
         if key not in s.best_by_level or cfg.better(score, s.best_by_level[key]["score"]):
             s.best_by_level[key] = {"score": score, "epoch": s.epoch, "params": self._params}

@@ -14,6 +14,7 @@ setting that holds a list is a schedule by dendrite count; ``is_list`` settings 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -200,6 +201,11 @@ def config_fields(get: Callable[[str], Any], is_set: Callable[[str], bool]) -> d
         "max_growth_retries": max(0, tries - 1) if isinstance(tries, int) else tries,
         "dendrite_activation": activation_name(get("pai_forward_function")),
         "candidates": get("global_candidates"),
+        # the reference's rules: the tracker passes its own running score (history_lookback),
+        # grows whatever the train/validation gap, and trains candidates over epochs (p phases)
+        "smoothing": 1,
+        "overfit_gap": math.inf,
+        "candidate_training": "online",
     }
     for field in ONLY_WHEN_SET:
         if is_set(SOURCES[field]):
