@@ -7,7 +7,7 @@ return the best model from ``finish()``. Both count an epoch as an improvement b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from torch import nn
@@ -24,10 +24,14 @@ class StopperState:
     best_score: float | None = None
     best_epoch: int = -1
     stale: int = 0
+    cycle_best: float | None = None
+    window: list = field(default_factory=list)
 
 
 class EarlyStopper:
-    """Stops plain training after ``config.patience`` epochs without improvement.
+    """Stops plain training after ``config.patience`` epochs without improvement of the
+    smoothed score (the mean of the last ``config.smoothing``), the rule the grower calls a
+    plateau; the weights kept are the best single epoch's.
 
     Args:
         model: the model being trained.
@@ -61,11 +65,15 @@ class EarlyStopper:
 
     def step(self, score: float, **extra_scores: float) -> pf.Decision:
         """Record one epoch's monitored score; extra scores are accepted and ignored."""
-        s = self.state
-        improved = self.config.better(score, s.best_score)
+        s, cfg = self.state, self.config
+        improved = cfg.better(score, s.best_score)
         if improved:
-            s.best_score, s.best_epoch, s.stale = score, s.epoch, 0
+            s.best_score, s.best_epoch = score, s.epoch
             self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        s.window = (s.window + [score])[-cfg.smoothing:]
+        smoothed = sum(s.window) / len(s.window)
+        if cfg.better(smoothed, s.cycle_best):
+            s.cycle_best, s.stale = smoothed, 0
         else:
             s.stale += 1
         epoch, s.epoch = s.epoch, s.epoch + 1
