@@ -438,3 +438,7 @@ def report(
 from perforate.experiments.cost import cost_command  # noqa: E402
 
 bench_app.command("cost")(cost_command)
+
+from perforate.experiments.frontier_cli import frontier_command  # noqa: E402
+
+bench_app.command("frontier")(frontier_command)

@@ -1,0 +1,132 @@
+"""``perforate bench frontier``: plain widths against dendritic models grown from narrow ones."""
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from perforate.errors import ExperimentError, PerforateError
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=MODE[,field=value...]`` -> (NAME, {"mode": MODE, field: value}); values are read
+    as int, float, true/false or text (``include``/``exclude``: one module-name glob)."""
+    name, sep, rest = text.partition("=")
+    parts = [x.strip() for x in rest.split(",") if x.strip()]
+    if not sep or not name.strip() or not parts:
+        raise ExperimentError(f"--variant takes NAME=MODE[,field=value...], e.g. "
+                              f"pb-online=pb,candidate_training=online; got {text!r}")
+    variant: dict[str, Any] = {"mode": parts[0]}
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ExperimentError(f"--variant {name}: {part!r} is not field=value")
+        key = key.strip()
+        variant[key] = value.strip() if key in ("include", "exclude") else _value(value.strip())
+    return name.strip(), variant
+
+
+def _value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ExperimentError(f"{what} takes comma-separated integers, e.g. 4,8,16; got {text!r}") from None
+    if not values:
+        raise ExperimentError(f"{what} is empty; give comma-separated integers")
+    return values
+
+
+def frontier_command(
+    dataset: Annotated[str, typer.Option(help="Dataset (offline): mnist1d, digits, mnist5k, spirals, "
+                                         "breast_cancer, wine, diabetes.")] = "mnist1d",
+    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, ...")] = "mlp",
+    widths: Annotated[str, typer.Option(help="The plain ladder of widths.")] = "4,8,16,32,64,128,256",
+    grow_widths: Annotated[str, typer.Option(help="Widths the dendritic arms grow from.")] = "4,8,16",
+    arms: Annotated[str, typer.Option(help="Dendritic arms: gd, pb, reference (perforatedai, when "
+                                      "installed) and names given by --variant.")] = "gd,pb",
+    variant: Annotated[Optional[list[str]], typer.Option(
+        help="Another dendritic arm, NAME=MODE[,field=value...] with Config fields, e.g. "
+             "pb-online=pb,candidate_training=online (repeatable; add NAME to --arms).")] = None,
+    reference_widths: Annotated[Optional[str], typer.Option(
+        help="Widths the reference arm grows from (default: --grow-widths); it is slow.")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1; results are mean ± std, paired by seed.")] = 5,
+    epochs: Annotated[int, typer.Option(help="Epoch budget of every run.")] = 150,
+    patience: Annotated[int, typer.Option(help="Plateau patience (smoothed validation score).")] = 20,
+    stopping: Annotated[str, typer.Option(help="budget: every arm trains the whole budget and keeps "
+                                          "its best epoch; patience: stop at a plateau (plain) or at "
+                                          "a plateau with no growth left (dendritic).")] = "budget",
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-2,
+    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 100,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
+    config: Annotated[Optional[Path], typer.Option(help="A perforate Config file for every "
+                                                   "dendritic arm (variants override it).")] = None,
+    run_outputs: Annotated[bool, typer.Option("--run-outputs", help="Keep each dendritic run's "
+                                              "history.csv, summary.json and growth.png.")] = False,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    out: Annotated[Path, typer.Option(help="Results folder; a restarted bench skips finished runs.")]
+    = Path("perforate-frontier"),
+) -> None:
+    """Plain models at a ladder of widths against dendritic models grown from the narrow ones:
+    score against parameters and FLOPs, each dendritic point's distance to the plain frontier
+    (paired by seed) and its gain over the width it grew from. Writes results.json, report.md,
+    frontier-params.png and frontier-flops.png to --out."""
+    import torch
+
+    import perforate as pf
+    from perforate.experiments.frontier import DEFAULT_VARIANTS, FrontierProtocol, run_frontier
+    from perforate.experiments.frontier_report import render_frontier, verdict
+
+    try:
+        if seeds < 1 or threads < 1:
+            raise ExperimentError("--seeds and --threads must be at least 1")
+        variants = dict(DEFAULT_VARIANTS)
+        variants.update(parse_variant(v) for v in variant or [])
+        protocol = FrontierProtocol(
+            dataset=dataset, model=model, widths=_ints(widths, "--widths"),
+            grow_widths=_ints(grow_widths, "--grow-widths"),
+            arms=[a.strip() for a in arms.split(",") if a.strip()], variants=variants,
+            reference_widths=_ints(reference_widths, "--reference-widths") if reference_widths else None,
+            seeds=list(range(seeds)), max_epochs=epochs, patience=patience, stopping=stopping, lr=lr,
+            batch_size=batch_size, weight_decay=weight_decay,
+            config=pf.Config.load(config).to_dict() if config else {}, run_outputs=run_outputs)
+        argv = ["perforate", "bench", "frontier", "--dataset", dataset, "--model", model,
+                "--widths", widths, "--grow-widths", grow_widths, "--arms", arms]
+        for v in variant or []:
+            argv += ["--variant", v]
+        if reference_widths:
+            argv += ["--reference-widths", reference_widths]
+        argv += ["--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience),
+                 "--stopping", stopping, "--lr", f"{lr:g}", "--batch-size", str(batch_size)]
+        if weight_decay:
+            argv += ["--weight-decay", f"{weight_decay:g}"]
+        if config:
+            argv += ["--config", str(config)]
+        argv += ["--out", str(out)]
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+
+        def on_run(spec, index, total):
+            typer.echo(f"[{index + 1}/{total}] {spec.run_id}", err=True)
+
+        doc = run_frontier(protocol, out, shlex.join(argv), on_run=on_run)
+        report = render_frontier(out)
+    except PerforateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in verdict(doc):
+        typer.echo(f"- {line}")
+    typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s)")

@@ -1,0 +1,160 @@
+"""The frontier bench's report: two graphs (score against parameters and against FLOPs) and
+``report.md`` with the plain ladder, each dendritic point's distance to the plain frontier and
+its paired gain over the plain model it grew from.
+
+Graphs use matplotlib's object API (Figure + FigureCanvasAgg): no pyplot global state.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from perforate.experiments.frontier import REFERENCE, load_frontier, pareto, save_frontier
+from perforate.files import write_text
+
+_MARKERS = {"gd": ("tab:orange", "s"), "pb": ("tab:green", "^"), REFERENCE: ("tab:red", "D")}
+_EXTRA = [("tab:purple", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "h"),
+          ("tab:cyan", "<"), ("tab:gray", ">")]
+COSTS = {"params": "parameters", "flops_per_sample": "FLOPs per sample"}
+
+
+def score_label(doc: dict[str, Any]) -> str:
+    from perforate.experiments.datasets import load_dataset
+
+    task = load_dataset(doc["protocol"]["dataset"], seed=0).task
+    return "test accuracy (%)" if task == "classification" else "test R² × 100"
+
+
+def _style(arm: str, extra: list[str]) -> tuple[str, str]:
+    if arm in _MARKERS:
+        return _MARKERS[arm]
+    return _EXTRA[extra.index(arm) % len(_EXTRA)]
+
+
+def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
+    """Mean ± std over seeds of every plain width and dendritic point, and the plain Pareto
+    frontier through the plain means; x is ``cost`` on a log scale."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    p, f = doc["protocol"], doc["frontier"]
+    fig = Figure(figsize=(8.5, 5.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ladder = f["ladder"]
+    xs = [ladder[w][cost]["mean"] for w in ladder]
+    ys = [ladder[w]["test_score"]["mean"] for w in ladder]
+    es = [ladder[w]["test_score"]["std"] for w in ladder]
+    ax.errorbar(xs, ys, yerr=es, fmt="o", color="tab:blue", capsize=3, label="plain, by width")
+    front = pareto(list(zip(xs, ys)))
+    ax.plot([c for c, _ in front], [s for _, s in front], "-", color="tab:blue", alpha=0.6,
+            label="plain Pareto frontier (means)")
+    for w, x, y in zip(ladder, xs, ys):
+        ax.annotate(f"w{w}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
+                    color="tab:blue")
+    extra = [a for a in dict.fromkeys(pt["arm"] for pt in f["points"]) if a not in _MARKERS]
+    seen = set()
+    for pt in f["points"]:
+        color, marker = _style(pt["arm"], extra)
+        x, y = pt[cost]["mean"], pt["test_score"]["mean"]
+        label = None if pt["arm"] in seen else f"{pt['arm']} (grown from a narrow width)"
+        seen.add(pt["arm"])
+        ax.errorbar(x, y, xerr=pt[cost]["std"], yerr=pt["test_score"]["std"], fmt=marker,
+                    color=color, capsize=3, label=label, alpha=0.9)
+        start = ladder.get(str(pt["width"]))
+        if start is not None:
+            ax.annotate("", (x, y), (start[cost]["mean"], start["test_score"]["mean"]),
+                        arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.4, "lw": 0.8})
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{COSTS[cost]} (log scale)")
+    ax.set_ylabel(score_label(doc))
+    n = len(p["seeds"])
+    ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
+                 f"{COSTS[cost]}\nmean ± std over {n} seeds, {p['max_epochs']}-epoch budget "
+                 f"({p['stopping']}); arrows: from the starting width")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _pm(stats: dict[str, float] | None, digits: int = 2, sign: bool = False) -> str:
+    if stats is None:
+        return "–"
+    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return f"{fmt.format(stats['mean'])} ± {stats['std']:.{digits}f}"
+
+
+def _count(x: float) -> str:
+    return f"{x / 1000:.3g}k" if x >= 1000 else f"{x:.0f}"
+
+
+def verdict(doc: dict[str, Any]) -> list[str]:
+    """Plain sentences: the best point against the frontier, and no regret per arm."""
+    points = doc["frontier"]["points"]
+    if not points:
+        return ["No dendritic runs yet."]
+    best = max(points, key=lambda pt: pt["distance"]["mean"])
+    n = best["distance"]["n"]
+    lines = [f"Closest to (or above) the plain frontier: `{best['arm']}` grown from width "
+             f"{best['width']}, {_pm(best['distance'], sign=True)} points at equal parameters "
+             f"({best['above']} of {n} seeds above)."]
+    wins = [pt for pt in points if pt["distance"]["mean"] >= 1.0 and pt["above"] > n / 2]
+    lines.append("At least one dendritic setting lies ≥ 1 point above the plain frontier: "
+                 + ", ".join(f"{pt['arm']} w{pt['width']}" for pt in wins) if wins else
+                 "No dendritic setting lies 1 point or more above the plain frontier: at equal "
+                 "parameters, a wider plain model scores as well or better.")
+    regrets = [pt for pt in points if pt["gain"] is not None and pt["gain"]["mean"] < -0.3]
+    lines.append("No regret: every dendritic arm ends within 0.3 points of (or above) the plain "
+                 "model it grew from, paired by seed." if not regrets else
+                 "Regret (mean more than 0.3 points below the plain model it grew from): "
+                 + ", ".join(f"{pt['arm']} w{pt['width']} {_pm(pt['gain'], sign=True)}" for pt in regrets))
+    return lines
+
+
+def render_frontier(out: str | Path) -> Path:
+    """Recompute the statistics, draw both graphs and write ``out/report.md``; returns its path."""
+    out = Path(out)
+    doc = save_frontier(out, load_frontier(out))
+    p, f = doc["protocol"], doc["frontier"]
+    for cost, name in (("params", "frontier-params.png"), ("flops_per_sample", "frontier-flops.png")):
+        frontier_plot(doc, cost, out / name)
+    score = score_label(doc)
+    lines = [f"# Frontier: {p['dataset']} / {p['model']}", "", "Reproduce with:", "", "```",
+             doc.get("command") or "(command not recorded)", "```", "",
+             f"Seeds {', '.join(map(str, p['seeds']))}; {score}, read once at each run's best "
+             f"validation epoch. Every arm: Adam lr {p['lr']:g}, batch {p['batch_size']}, "
+             f"{p['max_epochs']}-epoch budget, stopping rule `{p['stopping']}` (patience "
+             f"{p['patience']} on the smoothed validation score), one improvement rule "
+             "(`Config.better`). The plain frontier of a seed is the upper envelope of its plain "
+             "widths (linear in log-parameters between them); a dendritic point's distance is "
+             "its score minus that frontier at its own parameter count, paired by seed; its gain "
+             "is its score minus the plain model of its starting width, same seed.", "",
+             "![score vs parameters](frontier-params.png)", "",
+             "![score vs FLOPs](frontier-flops.png)", "", "## Plain ladder", "",
+             f"| width | params | FLOPs/sample | {score} |", "|---|---|---|---|"]
+    for w, row in f["ladder"].items():
+        lines.append(f"| {w} | {_count(row['params']['mean'])} | {_count(row['flops_per_sample']['mean'])} "
+                     f"| {_pm(row['test_score'])} (n={row['test_score']['n']}) |")
+    lines += ["", "## Dendritic points", "",
+              f"| arm | from width | dendrites/layer | params | {score} | distance to plain frontier "
+              "(equal params) | seeds above | distance (equal FLOPs) | gain over its width "
+              "(better/worse) | epochs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for pt in f["points"]:
+        n = pt["distance"]["n"]
+        gain = "–" if pt["gain"] is None else f"{_pm(pt['gain'], sign=True)} ({pt['better']}/{pt['worse']})"
+        lines.append(
+            f"| {pt['arm']} | {pt['width']} | {pt['dendrites']['mean']:.1f} | {_count(pt['params']['mean'])} "
+            f"| {_pm(pt['test_score'])} | {_pm(pt['distance'], sign=True)} | {pt['above']}/{n} "
+            f"| {_pm(pt['distance_flops'], sign=True)} ({pt['above_flops']}/{n} above) | {gain} "
+            f"| {pt['epochs']['mean']:.0f} |")
+    variants = {a: v for a, v in p["variants"].items() if a in p["arms"]}
+    if variants or p.get("config"):
+        lines += ["", "Arms: " + "; ".join(f"`{a}` = {v}" for a, v in variants.items())
+                  + (f"; every arm also {p['config']}" if p.get("config") else "")
+                  + ("; `reference` = perforatedai 3.2.9 with its defaults" if REFERENCE in p["arms"] else "")]
+    lines += ["", "## What the numbers say", ""] + [f"- {line}" for line in verdict(doc)]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
