@@ -39,7 +39,7 @@ def decision_lines(caplog):
 
 def test_every_gd_decision_is_logged_with_its_reason(caplog):
     caplog.set_level(logging.INFO, "perforate")
-    cfg = pf.Config(patience=2, max_growth_retries=1, max_dendrites=5)
+    cfg = pf.Config(smoothing=1, patience=2, max_growth_retries=1, max_dendrites=5)
     scores = [0.3, 0.4, 0.5, 0.5, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
     decisions = feed(grower_for(cfg), scores)
     lines = decision_lines(caplog)
@@ -47,8 +47,9 @@ def test_every_gd_decision_is_logged_with_its_reason(caplog):
         ["epoch 4", " grow"], ["epoch 8", " grow"], ["epoch 10", " retry"], ["epoch 12", " done"]]
     assert "no improvement on 0.5 for 2 epochs" in lines[0] and "grew dendrite 1" in lines[0]
     assert "grew dendrite 2" in lines[1]
-    assert "did not beat 0.6" in lines[2] and "0 retries left" in lines[2]
-    assert "no retries are left (max_growth_retries 1)" in lines[3]
+    assert "growth paid: smoothed 0.6 > 0.5 before it" in lines[1]
+    assert "growth did not pay: smoothed best 0.6 vs 0.6 before it" in lines[2]
+    assert "2 growth step(s) in a row did not pay (max_growth_retries 1)" in lines[3]
     assert "kept the best model: epoch 6, score 0.6, 1 dendrite(s) per layer" in lines[3]
     # the same reasons reach the caller
     assert [f"epoch {d.epoch}: {d.event}: {d.reason}" for d in decisions if d.event] == lines
@@ -56,8 +57,8 @@ def test_every_gd_decision_is_logged_with_its_reason(caplog):
 
 def test_max_dendrites_and_finish_give_their_reasons(caplog):
     caplog.set_level(logging.INFO, "perforate")
-    feed(grower_for(pf.Config(patience=1, max_dendrites=1)), [0.3, 0.3, 0.4, 0.4])
-    grower = grower_for(pf.Config(patience=5))
+    feed(grower_for(pf.Config(smoothing=1, patience=1, max_dendrites=1)), [0.3, 0.3, 0.4, 0.4])
+    grower = grower_for(pf.Config(smoothing=1, patience=5))
     feed(grower, [0.3, 0.4])
     grower.finish()
     lines = decision_lines(caplog)
@@ -67,8 +68,8 @@ def test_max_dendrites_and_finish_give_their_reasons(caplog):
 
 def test_pb_dendrite_phase_and_join_are_logged(caplog):
     caplog.set_level(logging.INFO, "perforate")
-    cfg = pf.Config(mode="pb", patience=1, max_dendrites=1, dendrite_max_epochs=2,
-                    correlation_floor=0.0)
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=1,
+                    max_dendrites=1, dendrite_max_epochs=2, correlation_floor=0.0)
     feed(grower_for(cfg), [0.3, 0.3, 0.3, 0.3, 0.4, 0.4])
     lines = decision_lines(caplog)
     assert lines[0].startswith("epoch 1: dendrite_start: no improvement on 0.3 for 1 epochs")
@@ -108,9 +109,9 @@ def test_verbose_without_a_visible_info_level_says_how_to_see_it():
 
 def test_a_named_run_prefixes_its_lines(caplog):
     caplog.set_level(logging.INFO, "perforate")
-    feed(grower_for(pf.Config(patience=1, max_dendrites=0), name="gd, seed 3", verbose=True),
+    feed(grower_for(pf.Config(smoothing=1, patience=1, max_dendrites=0), name="gd, seed 3", verbose=True),
          [0.5, 0.4])
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0].startswith("[gd, seed 3] epoch 0 [neuron] validation score 0.5")
     assert messages[-1].startswith("[gd, seed 3] epoch 1: done: no improvement on 0.5 for 1 epochs; "
-                                   "max_dendrites (0) reached")
+                                   "no growth: max_dendrites (0) reached")

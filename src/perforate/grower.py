@@ -426,7 +426,7 @@ class Grower:
         self.apply_trainable()
         self._rebuild_optimizer()
 
-    def _join(self) -> Decision:
+    def _join(self, why: str) -> Decision:
         s, cfg = self.state, self.config
         scores = pb.join_candidates(self.layers, cfg.min_correlation)
         s.last_dendrite_epochs = s.dendrite_epochs
@@ -441,13 +441,13 @@ class Grower:
         corr = ", ".join(f"{n} {v['correlation']:.3f}" for n, v in scores.items())
         s.switch_epochs.append(s.epoch)
         if not joined:  # nothing grew: a growth step that did not pay
-            self._record("join", f"no layer's candidates reached min_correlation "
+            self._record("join", f"{why}: no layer's candidates reached min_correlation "
                                  f"{cfg.min_correlation} (|correlation| {corr}): nothing joined")
             s.cycle = "growth"
             return self._plateau()
         s.level += 1
         skipped = sorted(set(scores) - set(joined))
-        reason = f"joined dendrite {s.level} (candidates' |correlation| {corr})"
+        reason = f"{why}: joined dendrite {s.level} (candidates' |correlation| {corr})"
         if skipped:
             reason += f"; below min_correlation, not grown: {', '.join(skipped)}"
         self._start_cycle("growth")
@@ -606,11 +606,10 @@ class Grower:
         blocked = self._growth_blocker()
         if not blocked:
             event = "retry" if s.failures else "grow"
-            notes.append(f"plateau ({cfg.patience} epochs without a smoothed gain): {event}"
-                         + self._capacity_note())
+            notes.append(f"{self._plateau_note()}: {event}{self._capacity_note()}")
             self._restore_best()
             return self._grow(event, "; ".join(notes))
-        notes.append(f"no growth: {blocked}")
+        notes.append(f"{self._plateau_note()}; no growth: {blocked}")
         if not cfg.max_epochs:
             return self._finish("; ".join(notes))
         if failed:  # back to the best model, which trains on
@@ -644,6 +643,10 @@ class Grower:
                     f"{_mean(s.window):.4g} (gap {gap:.2f} > overfit_gap {cfg.overfit_gap}); more "
                     "capacity would fit the training set harder")
         return ""
+
+    def _plateau_note(self) -> str:
+        smoothed = " (smoothed)" if self.config.smoothing > 1 else ""
+        return f"no improvement on {_fmt(self.state.cycle_best)}{smoothed} for {self.config.patience} epochs"
 
     def _capacity_note(self) -> str:
         gap = self.overfit_gap()
@@ -682,7 +685,8 @@ class Grower:
             pb.fit_cached(self.layers, cfg.candidate_steps, cfg.candidate_lr)
             for name, layer in self.layers.items():
                 row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
-            return self._join()
+            return self._join(f"candidates trained on the cached epoch ({cfg.candidate_steps} "
+                              "full-batch steps at most), scored on the whole epoch")
         total = 0.0
         for name, layer in self.layers.items():
             pool = layer.candidate_pool
@@ -694,7 +698,9 @@ class Grower:
         else:
             s.dendrite_stale += 1
         if s.dendrite_stale >= cfg.dendrite_patience or s.dendrite_epochs >= cfg.dendrite_max_epochs:
-            return self._join()
+            return self._join(f"candidates stopped improving for {cfg.dendrite_patience} epochs"
+                              if s.dendrite_stale >= cfg.dendrite_patience
+                              else f"dendrite_max_epochs ({cfg.dendrite_max_epochs}) reached")
         return Decision(False, False, "dendrite", epoch=s.epoch)
 
     # ------------------------------------------------------------------ outputs
