@@ -79,3 +79,16 @@ def test_reference_arm_runs_perforatedai_on_the_same_model(tmp_path):
     assert result.epochs == 3 and 0 <= result.test_score <= 100
     assert result.params == 4 * 13 + 4 + 4 * 4 + 4 + 4 * 3 + 3  # no growth in 3 epochs
     assert (tmp_path / "PAI").is_dir() and (tmp_path / "reference.log").exists()
+
+
+@pytest.mark.slow
+def test_the_reference_arm_sits_beside_ours_in_perforate_bench(tmp_path):
+    pytest.importorskip("perforatedai")
+    from perforate.experiments.arms import Protocol, run_protocol
+
+    protocol = Protocol(dataset="wine", model="mlp", width=4, arms=["baseline", "reference"],
+                        max_epochs=3, batch_size=32, latency_repeats=1)
+    doc = run_protocol(protocol, tmp_path)
+    runs = {r["arm"]: r for r in doc["runs"]}
+    assert set(runs) == {"baseline", "reference"} and runs["reference"]["epochs"] == 3
+    assert any(c["arm"] == "reference" and c["reference"] == "baseline" for c in doc["comparisons"])

@@ -40,7 +40,7 @@ from perforate.measure import latency
 __all__ = ["ARMS", "DENDRITIC_ARMS", "Protocol", "ProtocolHooks", "RunSpec", "check_protocol",
            "plan_runs", "prune_to", "run_protocol"]
 
-ARMS = ("baseline", "gd", "pb", "compressed", "control", "pruned")
+ARMS = ("baseline", "gd", "pb", "compressed", "control", "pruned", "reference")
 DENDRITIC_ARMS = ("gd", "pb", "compressed")
 _NEEDS = {"control": ("compressed",), "pruned": ("baseline", "compressed")}
 
@@ -53,13 +53,18 @@ class Protocol(RunSettings):
     run, on which seeds and data fractions.
     """
 
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: [a for a in ARMS if a != "reference"])
+    """The arms to run; ``"reference"`` (perforatedai, when installed) only when asked for."""
     seeds: list[int] = field(default_factory=lambda: [0])
     fractions: list[float] = field(default_factory=lambda: [1.0])
     fraction_arms: list[str] | None = None
     """Arms run at fractions below 1 (default: all of ``arms``)."""
-    patience: int = 10
-    """Early-stopping patience of plain training and growth patience of dendritic training."""
+    patience: int = 20
+    """Plateau patience (smoothed validation score) of plain and dendritic training."""
+    stopping: str = "budget"
+    """"budget": every arm trains ``max_epochs`` and keeps its best validation epoch (the grower
+    plans growth inside the budget); "patience": plain training stops at a plateau, dendritic
+    training at a plateau where growth cannot go on."""
     finetune_epochs: int | None = None
     """Epoch budget of the pruned arm's fine-tuning (default ``max_epochs``), early stopped."""
     compressed_width: int | None = None
@@ -92,6 +97,8 @@ class Protocol(RunSettings):
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ExperimentError(f"fractions must lie in (0, 1], e.g. 0.1,0.25,0.5,1; "
                                   f"got {self.fractions!r}")
+        if self.stopping not in ("budget", "patience"):
+            raise ExperimentError(f"stopping must be 'budget' or 'patience'; got {self.stopping!r}")
         if self.compressed_mode not in ("gd", "pb"):
             raise ExperimentError(f"compressed_mode must be 'gd' or 'pb'; got {self.compressed_mode!r}")
         self.dendritic_config(0)  # a bad override raises ConfigError here, before any training
@@ -103,7 +110,8 @@ class Protocol(RunSettings):
     def dendritic_config(self, seed: int) -> pf.Config:
         # checkpoint_every=0: a bench run restarts an unfinished arm from scratch, so the
         # per-epoch resume state would only cost time.
-        base = {"checkpoint_every": 0, **self.config, "patience": self.patience, "seed": seed}
+        base = {"checkpoint_every": 0, **self.config, "patience": self.patience, "seed": seed,
+                "max_epochs": self.max_epochs if self.stopping == "budget" else 0}
         return pf.Config.from_dict(base)
 
     def arms_at(self, fraction: float) -> list[str]:
@@ -250,7 +258,13 @@ class _Runner:
         if spec.arm == "baseline":
             result = train_model(data, p.model, width, max_epochs=budget,
                                  config=p.dendritic_config(spec.seed), epoch_callback=callback,
-                                 **common)
+                                 early_stopping=p.stopping == "patience", **common)
+        elif spec.arm == "reference":
+            from perforate.experiments.reference import train_reference
+
+            result = train_reference(p.dataset, p.model, width, seed=spec.seed, max_epochs=budget,
+                                     lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
+                                     train_fraction=spec.fraction, folder=folder)
         elif spec.arm in DENDRITIC_ARMS:
             mode = p.compressed_mode if spec.arm == "compressed" else spec.arm
             result = train_model(data, p.model, width, mode=mode, max_epochs=budget,
@@ -273,7 +287,8 @@ class _Runner:
             _bake_pruning(result.model)
             result.nonzero_params = count_nonzero(result.model)
         record = self.record(spec, width, result, data, extra)
-        pf.save(result.model, folder / "model.safetensors")
+        if result.model is not None:  # the reference arm's model stays in its own files
+            pf.save(result.model, folder / "model.safetensors")
         write_json(folder / "record.json", {**record, "history": result.history})
         if spec.arm == "baseline":  # the pruned arm starts from it
             self.baselines[spec.run_id] = result.model
@@ -295,7 +310,7 @@ class _Runner:
                extra: dict[str, Any]) -> dict[str, Any]:
         row = result.to_dict()
         row.pop("history")
-        lat = self.latencies(result.model, data)
+        lat = self.latencies(result.model, data) if result.model is not None else {}
         return {"run_id": spec.run_id, "arm": spec.arm, "seed": spec.seed,
                 "fraction": spec.fraction, "task": data.task, "width": width, **row, **lat,
                 "extra": extra}

@@ -324,15 +324,20 @@ def bench(
     width: Annotated[int, typer.Option(min=1, help="Width of the baseline, gd and pb arms.")] = 100,
     arms: Annotated[str, typer.Option(help="Comma-separated arms: baseline, gd, pb, compressed, "
                                       "control, pruned (control and pruned also run what they "
-                                      "need).")] = "baseline,gd,pb,compressed,control,pruned",
+                                      "need), reference (perforatedai 3.2.9, when installed)."
+                                      )] = "baseline,gd,pb,compressed,control,pruned",
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0 .. N-1); results are "
                                        "mean ± std.")] = 5,
     out: Annotated[Path, typer.Option(help="Results folder; a restarted bench skips the runs "
                                       "already finished there.")] = Path("perforate-bench"),
-    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of every arm (growth stops earlier "
-                                        "when it no longer pays).")] = 200,
-    patience: Annotated[int, typer.Option(min=1, help="Epochs without improvement before early "
-                                          "stopping (plain) or growth (dendritic).")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of every arm.")] = 150,
+    patience: Annotated[int, typer.Option(min=1, help="Epochs without improvement of the smoothed "
+                                          "validation score that make a plateau: growth, or the "
+                                          "end under --stopping patience.")] = 20,
+    stopping: Annotated[str, typer.Option(help="budget: every arm trains --epochs and keeps its "
+                                          "best validation epoch; patience: plain runs stop at a "
+                                          "plateau, dendritic runs at a plateau where growth "
+                                          "cannot go on.")] = "budget",
     fractions: Annotated[str, typer.Option(help="Training fractions of the data-efficiency "
                                            "experiment, e.g. 0.1,0.25,0.5,1 (1 = full data only).")] = "1",
     fraction_arms: Annotated[Optional[str], typer.Option(help="Arms to run at fractions below 1 "
@@ -345,9 +350,9 @@ def bench(
                                                            "fine-tuning (default: --epochs).")] = None,
     monitor: Annotated[str, typer.Option(help="What early stopping, growth decisions and the "
                                          "kept checkpoint follow: loss (validation loss) or "
-                                         "score (validation accuracy / R²).")] = "loss",
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 64,
+                                         "score (validation accuracy / R²).")] = "score",
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-2,
+    batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 100,
     weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
     config: Annotated[Optional[Path], typer.Option(help="A perforate Config file (.toml/.yaml/"
                                                    ".json) for the dendritic arms; --patience "
@@ -379,7 +384,7 @@ def bench(
         protocol = Protocol(
             dataset=dataset, model=model, width=width, arms=_split(arms, "--arms"),
             seeds=list(range(seeds)), max_epochs=epochs,
-            patience=patience, fractions=_fractions(fractions),
+            patience=patience, stopping=stopping, fractions=_fractions(fractions),
             fraction_arms=_split(fraction_arms, "--fraction-arms") if fraction_arms else None,
             finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
             weight_decay=weight_decay, compressed_width=compressed_width,
@@ -392,7 +397,8 @@ def _bench_command(protocol, config: Path | None, out: Path) -> str:
     p = protocol
     argv = ["perforate", "bench", "--dataset", p.dataset, "--model", p.model, "--width", str(p.width),
             "--arms", ",".join(p.arms), "--seeds", str(len(p.seeds)), "--epochs", str(p.max_epochs),
-            "--patience", str(p.patience), "--fractions", ",".join(f"{f:g}" for f in p.fractions)]
+            "--patience", str(p.patience), "--stopping", p.stopping,
+            "--fractions", ",".join(f"{f:g}" for f in p.fractions)]
     if p.fraction_arms:
         argv += ["--fraction-arms", ",".join(p.fraction_arms)]
     for flag, value in (("--compressed-width", p.compressed_width),

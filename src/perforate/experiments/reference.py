@@ -39,7 +39,8 @@ def available() -> bool:
 
 def train_reference(dataset: str, model_name: str, width: int, *, seed: int, max_epochs: int,
                     lr: float, batch_size: int, weight_decay: float = 0.0,
-                    folder: str | Path, threads: int = 1, timeout: float | None = None):
+                    train_fraction: float = 1.0, folder: str | Path, threads: int = 1,
+                    timeout: float | None = None):
     """Train ``model_name`` at ``width`` on ``dataset`` with perforatedai's growth in a child
     process working in ``folder``; returns a :class:`~perforate.experiments.train.TrainResult`
     (without the model). Raises ExperimentError when perforatedai is missing or the run fails
@@ -54,7 +55,7 @@ def train_reference(dataset: str, model_name: str, width: int, *, seed: int, max
     folder.mkdir(parents=True, exist_ok=True)
     args = {"dataset": dataset, "model": model_name, "width": width, "seed": seed,
             "max_epochs": max_epochs, "lr": lr, "batch_size": batch_size,
-            "weight_decay": weight_decay, "threads": threads}
+            "weight_decay": weight_decay, "train_fraction": train_fraction, "threads": threads}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MPLBACKEND": "Agg"}
     log = folder / "reference.log"
     with open(log, "w") as out:
@@ -102,7 +103,7 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs i
     for name, value in (("configuration_confirmed", True), ("testing_dendrite_capacity", False),
                         ("unwrapped_modules_confirmed", True)):
         getattr(GPA.pc, f"set_{name}")(value)
-    data = load_dataset(args["dataset"], seed=args["seed"])
+    data = load_dataset(args["dataset"], seed=args["seed"], train_fraction=args["train_fraction"])
     model = build_model(args["model"], data, args["width"], seed=args["seed"])
     torch.manual_seed(args["seed"])  # the reference draws its dendrites from the global RNG
     model = UPA.perforate_model(model, doing_pai=True, save_name="PAI", making_graphs=True,

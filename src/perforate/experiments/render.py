@@ -19,7 +19,7 @@ from perforate.files import write_text
 
 __all__ = ["render_report", "results_table", "narrative"]
 
-ARM_ORDER = ("baseline", "gd", "pb", "compressed", "control", "pruned")
+ARM_ORDER = ("baseline", "gd", "pb", "compressed", "control", "pruned", "reference")
 ARM_LABEL = {
     "baseline": "baseline",
     "gd": "gd (dendrites, same width)",
@@ -27,10 +27,12 @@ ARM_LABEL = {
     "compressed": "compressed (narrow + dendrites)",
     "control": "control (plain, params matched)",
     "pruned": "pruned (baseline, non-zeros matched)",
+    "reference": "reference (perforatedai 3.2.9, same width)",
 }
 COLORS = {"baseline": "#1f77b4", "gd": "#2ca02c", "pb": "#9467bd", "compressed": "#d62728",
-          "control": "#7f7f7f", "pruned": "#ff7f0e"}
-MARKERS = {"baseline": "o", "gd": "^", "pb": "v", "compressed": "D", "control": "s", "pruned": "X"}
+          "control": "#7f7f7f", "pruned": "#ff7f0e", "reference": "#8c564b"}
+MARKERS = {"baseline": "o", "gd": "^", "pb": "v", "compressed": "D", "control": "s", "pruned": "X",
+           "reference": "P"}
 
 
 # ---------------------------------------------------------------------------- formatting

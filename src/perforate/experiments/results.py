@@ -51,7 +51,8 @@ METRICS = ("test_score", "val_score", "rer", "params", "nonzero_params", "flops_
 # the width-matched control, so that one comes first.
 COMPARISONS = (("compressed", "control"), ("compressed", "pruned"), ("compressed", "baseline"),
                ("gd", "baseline"), ("pb", "baseline"), ("pruned", "baseline"),
-               ("control", "baseline"))
+               ("control", "baseline"), ("reference", "baseline"), ("gd", "reference"),
+               ("pb", "reference"))
 
 
 def prepare_out_dir(out: str | Path) -> Path:

@@ -24,13 +24,18 @@ class RunSettings:
     dataset: str = "mnist1d"
     model: str = "mlp"
     width: int = 100
-    max_epochs: int = 200
-    lr: float = 1e-3
-    batch_size: int = 64
+    max_epochs: int = 150
+    lr: float = 1e-2
+    batch_size: int = 100
+    """150 epochs, Adam lr 1e-2, batch 100: the published MNIST-1D protocol (6000 steps of
+    batch 100 over 4000 samples; greydanus/mnist1d). Its MLP reaches 63.5 % here (65 % without
+    the harness's 15 % validation carve-out) against 58.6 % at lr 1e-3, batch 64
+    (``results/baseline-protocol.md``)."""
     weight_decay: float = 0.0
-    monitor: str = "loss"
-    """What early stopping, growth and the kept checkpoint follow: validation "loss" (accuracy
-    on a small validation split is too coarse to detect a plateau) or "score"."""
+    monitor: str = "score"
+    """What stopping, growth and the kept checkpoint follow: validation "score" (accuracy or
+    R²) or "loss". On MNIST-1D the validation loss rises from epoch ~20 while the accuracy still
+    climbs; following it costs 5-7 points."""
     device: str = "cpu"
 
     def check(self, where: str = "") -> None:

@@ -35,7 +35,7 @@ from perforate.measure import peak_training_memory
 
 __all__ = ["DEFAULT_PATIENCE", "TrainResult", "evaluate", "train_model"]
 
-DEFAULT_PATIENCE = 10
+DEFAULT_PATIENCE = pf.Config().patience
 """Early-stopping / growth patience when no config is given."""
 
 _EVAL_CHUNK = 1024
@@ -199,7 +199,7 @@ def _controller(model: nn.Module, mode: str | None, config: pf.Config | None, se
 
 
 def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str | None = None,
-                config: pf.Config | None = None, lr: float = 1e-3, batch_size: int = 64,
+                config: pf.Config | None = None, lr: float = 1e-2, batch_size: int = 100,
                 weight_decay: float = 0.0, max_epochs: int = 100, seed: int = 0,
                 out_dir: str | Path | None = None,
                 epoch_callback: Callable[[int, float], None] | None = None,
