@@ -336,8 +336,9 @@ def test_demo_end_to_end(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--epochs", "30"])
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert {r["arm"] for r in doc["runs"]} == {"baseline", "pb", "gd", "compressed", "control"}
-    report = (tmp_path / "demo" / "report.md").read_text()
-    assert report.startswith("# perforate demo: mnist1d / mlp")
-    assert result.output.startswith("perforate demo: mnist1d / mlp; 5 training runs (seed 0), "
-                                    "each at most 30 epochs")
+    assert {(r["arm"], r["width"]) for r in doc["runs"]} == {
+        ("plain", 8), ("plain", 16), ("plain", 32), ("pb-head", 8)}
+    assert "plain frontier" in result.output and "results/frontier.md" in result.output
+    assert (tmp_path / "demo" / "report.md").exists()
+    rendered = runner.invoke(app, ["report", str(tmp_path / "demo")])
+    assert rendered.exit_code == 0 and "report.md" in rendered.output

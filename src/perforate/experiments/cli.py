@@ -34,7 +34,6 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
-DEMO_ARMS = ["baseline", "pb", "gd", "compressed", "control"]
 _OUR_OUTPUTS = ("results.json", "report.md", "comparison.png", "data-efficiency.png",
                 "growth-gd.png", "growth-pb.png", "growth-compressed.png")
 
@@ -284,34 +283,9 @@ class _ProgressHooks:
 
 
 # ---------------------------------------------------------------------------- demo
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Report folder to write (created if missing).")]
-    = Path("perforate-demo"),
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the splits, initialisation and data "
-                                      "order.")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of each arm.")] = 150,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (1 keeps timings "
-                                         "comparable).")] = 1,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Discard results already in --out and "
-                                        "run everything again.")] = False,
-) -> None:
-    """Run the default experiment (MNIST-1D MLP, one seed) and write a report.
+from perforate.experiments.frontier_cli import demo_command, frontier_command  # noqa: E402
 
-    Arms: baseline (width 100), pb and gd (width 100 + dendrites), compressed (width 25 +
-    gd dendrites) and its width-matched control (plain, same parameters and epochs). It first
-    says what it runs and how long that takes on this machine; then it shows each growth
-    decision and a progress bar with the time left, prints the results table and writes
-    report.md, results.json, comparison.png and growth graphs to --out. Finished arms are
-    kept: running it again resumes (use --fresh to start over).
-    """
-    from perforate.experiments.arms import Protocol
-
-    with _cli_errors():
-        protocol = Protocol(dataset="mnist1d", model="mlp", width=100, arms=list(DEMO_ARMS),
-                            seeds=[seed], max_epochs=epochs)
-        command = f"perforate demo --seed {seed} --epochs {epochs}"
-        _run(protocol, out, command, fresh, threads)
+app.command("demo")(demo_command)
 
 
 # ---------------------------------------------------------------------------- bench
@@ -415,8 +389,9 @@ def _bench_command(protocol, config: Path | None, out: Path) -> str:
 # ---------------------------------------------------------------------------- report
 @app.command()
 def report(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `perforate bench` or "
-                                           "`perforate demo` (it holds results.json).")],
+    folder: Annotated[Path, typer.Argument(help="A folder written by `perforate bench`, `perforate "
+                                           "bench frontier` or `perforate demo` (it holds "
+                                           "results.json).")],
     markdown: Annotated[Optional[Path], typer.Option(help="Write the markdown here instead of "
                                                      "FOLDER/report.md (image links are made "
                                                      "relative to it).")] = None,
@@ -426,12 +401,18 @@ def report(
     The statistics derived from the runs (summary, comparisons, data efficiency) are recomputed
     and written back to results.json; the runs themselves are not touched.
     """
+    from perforate.experiments.frontier import is_frontier
     from perforate.experiments.render import render_report
     from perforate.experiments.results import load_results, prepare_out_dir, save_results
 
     with _cli_errors():
         if not folder.is_dir():
             raise ExperimentError(f"{folder} is not a folder; pass the --out folder of a bench or demo")
+        if is_frontier(folder):  # `perforate bench frontier` and `perforate demo`
+            from perforate.experiments.frontier_report import render_frontier
+
+            typer.echo(f"report: {render_frontier(folder)}")
+            return
         doc = load_results(folder)
         prepare_out_dir(folder)
         save_results(folder, doc)  # refresh the derived statistics in the file too
@@ -444,7 +425,5 @@ def report(
 from perforate.experiments.cost import cost_command  # noqa: E402
 
 bench_app.command("cost")(cost_command)
-
-from perforate.experiments.frontier_cli import frontier_command  # noqa: E402
 
 bench_app.command("frontier")(frontier_command)

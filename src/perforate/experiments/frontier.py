@@ -280,6 +280,14 @@ def open_frontier(out: Path, protocol: FrontierProtocol, command: str) -> dict[s
     return doc
 
 
+def is_frontier(out: str | Path) -> bool:
+    """True when ``out/results.json`` was written by a frontier bench (or the demo)."""
+    try:
+        return json.loads((Path(out) / res.RESULTS).read_text()).get("schema") == SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_frontier(out: str | Path) -> dict[str, Any]:
     """Read ``out/results.json`` of a frontier bench (or that file's path)."""
     path = Path(out)

@@ -23,8 +23,9 @@ cascade-correlation proper: during one epoch the pool only records each batch's 
 (and accepted dendrites' activations) and neuron error, then :meth:`CandidatePool.fit_cached`
 trains the candidates with full-batch steps on that cached epoch and scores them by the
 covariance over the whole epoch at their final, fixed weights. The running minibatch average
-overstates the correlation a candidate reaches (measured 3-5x on MNIST-1D); the full-epoch score
-is the one the join and ``Config.min_correlation`` use.
+overstates the correlation a candidate reaches (1-2.4x on MNIST-1D and digits layers,
+``results/ablation.md``); the full-epoch score is the one the join and
+``Config.min_correlation`` use.
 """
 from __future__ import annotations
 
