@@ -183,7 +183,6 @@ def run_one(p: FrontierProtocol, spec: FrontierRun, folder: Path,
                              **common)
     else:
         cfg = p.dendritic_config(spec.arm, spec.seed)
-        folder.mkdir(parents=True, exist_ok=True)
         result = train_model(data, p.model, spec.width, mode=cfg.mode, config=cfg,
                              out_dir=folder if p.run_outputs else None,
                              epoch_callback=epoch_callback, **common)
