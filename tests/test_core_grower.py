@@ -111,7 +111,7 @@ def test_optimizer_is_rebuilt_and_new_parameters_train():
 
 
 def test_schedulers_are_rebuilt_and_constant_lr_works():
-    cfg = pf.Config(smoothing=1, patience=2, max_dendrites=2)
+    cfg = pf.Config(smoothing=1, patience=2, max_dendrites=2, growth_lr_scale=1.0)
     grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                        scheduler_factory=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
     for score in [0.5, 0.5]:

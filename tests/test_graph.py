@@ -52,7 +52,7 @@ def test_karate_club_gcn_trains_with_dendrites_and_exports():
     layers = pf.dendritic_layers(model)
     assert set(layers) == {"conv1.lin", "conv2.lin", "head"}
     assert layers["conv1.lin"].channels == 4 and layers["conv1.lin"].neuron_axis == -1
-    grower = pf.Grower(model, pf.Config(patience=100), lambda p: torch.optim.Adam(p, lr=0.05))
+    grower = pf.Grower(model, pf.Config(patience=100, growth_lr_scale=1.0), lambda p: torch.optim.Adam(p, lr=0.05))
     before = model(data.x, data.edge_index).detach()
     grower.add_dendrites()
     torch.testing.assert_close(model(data.x, data.edge_index), before)

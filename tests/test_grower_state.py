@@ -111,11 +111,11 @@ def test_param_groups_fit_a_framework_optimizer_to_each_phase():
     assert grower.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the grower's own
     for score in [0.1, 0.1, 0.1]:  # dendrite_max_epochs=2: join
         grower.step(score)
-    assert grower.phase == "neuron" and grower.lr_scale == 1.0
+    assert grower.phase == "neuron" and grower.lr_scale == cfg.growth_lr_scale == 0.3  # after growth
     # a group with the dendrite phase's options over the model's parameters now
     now = [*grower.model.parameters(), outside]
     groups = grower.param_groups([{**user.param_groups[0], "params": now}])
-    assert groups[0]["lr"] == pytest.approx(0.01)
+    assert groups[0]["lr"] == pytest.approx(0.01 * 0.3)
     layer = pf.dendritic_layers(grower.model)["0"]
     held = {id(p) for p in groups[0]["params"]}
     assert id(layer.output_weight) in held and id(layer.dendrite_weight) not in held

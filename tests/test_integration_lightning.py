@@ -87,7 +87,7 @@ def _same(a, b):
 def test_growth_rebuilds_optimizer_restores_best_and_reloads(tmp_path):
     # epoch 1 plateaus -> grow; epoch 2 improves (best); epoch 3 plateaus -> done (max_dendrites=1)
     net = Net([0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9])
-    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01)
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0)
     recorder = Recorder()
     dcb = DendriteCallback(cfg, monitor="score", mode="max", out_dir=tmp_path / "run")
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="score", mode="max", save_top_k=1)
@@ -137,7 +137,7 @@ def test_growth_rebuilds_optimizer_restores_best_and_reloads(tmp_path):
 
 def test_resume_from_lightning_checkpoint_continues_growth(tmp_path):
     scores = [0.5, 0.5, 0.9, 0.9, 0.9, 0.9]
-    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01)
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0)
     train, val = _loaders()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     first = Net(scores)
@@ -177,7 +177,7 @@ def test_early_stopping_waits_for_growth(tmp_path):
 def test_pb_mode_dendrite_phase_then_join(tmp_path):
     # epoch 1 plateaus -> dendrite phase (epochs 2-3, originals frozen) -> join -> epoch 4 best
     net = Net([0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9])
-    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0,
                     dendrite_patience=5, dendrite_max_epochs=2)
     recorder = Recorder()
     dcb = DendriteCallback(cfg, monitor="score")
@@ -218,7 +218,7 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     # epoch 1 plateaus -> dendrite phase (epochs 2-3) -> join -> best at 4 -> done at 5; the
     # first fit ends after epoch 2, in the middle of the dendrite phase
     scores = [0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9]
-    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0,
                     dendrite_patience=5, dendrite_max_epochs=2, candidate_lr_scale=10.0)
     train, val = _loaders()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
@@ -297,7 +297,7 @@ class Gather(L.Callback):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     net = Net([0.5, 0.5, 0.9, 0.9, 0.9, 0.9])
-    dcb = DendriteCallback(pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01),
+    dcb = DendriteCallback(pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0),
                            monitor="score")
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=8, logger=False,
                         callbacks=[dcb, Gather()], enable_progress_bar=False,

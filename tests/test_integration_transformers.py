@@ -77,7 +77,7 @@ def test_tiny_bert_grows_restores_best_and_reloads(tmp_path):
                                    eval_dataset=_Task(32, 2), compute_metrics=compute_metrics)
     recorder = _Recorder()
     trainer.add_callback(recorder)
-    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, plots=False)
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0, plots=False)
     dcb = DendriteTrainerCallback(trainer, cfg, out_dir=tmp_path / "run")
     trainer.train()
 
@@ -120,7 +120,7 @@ def _args(tmp_path, epochs, **kw):
 
 
 def test_resume_from_checkpoint_restores_dendrites_and_controller(tmp_path):
-    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01)
+    cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0)
     scores = iter([0.5, 0.5])
     first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 2), train_dataset=_Task(64, 1),
                                  eval_dataset=_Task(32, 2), compute_metrics=lambda p: {"score": next(scores)})
@@ -165,7 +165,7 @@ class _PhaseRecorder(transformers.TrainerCallback):
 def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     # pb: plateau at epoch 1 -> dendrite phase (epochs 2-3) -> join at 3 -> best at 4 -> done at 5;
     # the first run stops after epoch 2, in the middle of the dendrite phase
-    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01,
+    cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0,
                     dendrite_patience=5, dendrite_max_epochs=2, candidate_lr_scale=10.0)
     scores = iter([0.5, 0.5, 0.5])
     first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 3, lr_scheduler_type="constant"),

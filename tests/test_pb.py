@@ -88,6 +88,20 @@ def _eval(model, x):
     return out
 
 
+def linear_at_its_optimum(cfg):
+    """A perforated Linear(2, 1) at its least-squares optimum under a sigmoid-shaped target: what
+    is left of the error is nonlinear, so a dendrite has something to learn. (model, x, y)"""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 2, generator=g)
+    y = 2 * torch.sigmoid(4 * x[:, :1] - 3 * x[:, 1:])
+    model = pf.perforate(nn.Linear(2, 1), cfg)
+    with torch.no_grad():
+        solution = torch.linalg.lstsq(torch.cat([x, torch.ones(512, 1)], 1), y).solution
+        model.main.weight.copy_(solution[:2].T)
+        model.main.bias.copy_(solution[2])
+    return model, x, y
+
+
 # ---------------------------------------------------------------------------- the dendrite phase
 def test_dendrite_phase_trains_only_candidates_and_leaves_outputs_unchanged():
     x, y = _task()
@@ -128,17 +142,11 @@ def test_a_dendrite_learns_the_error_its_neuron_cannot_fit():
     """A linear neuron at its least-squares optimum under a sigmoid-shaped target: what is
     left of the error is nonlinear. The candidates' correlation with it climbs far above
     noise, and once joined the neuron phase drives the loss far below the neuron alone."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(512, 2, generator=g)
-    y = 2 * torch.sigmoid(4 * x[:, :1] - 3 * x[:, 1:])
     # lr 0.1 is already a candidate-sized rate here: no extra scaling
-    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, candidates=2, dendrite_patience=100, dendrite_max_epochs=8,
-                    candidate_lr_scale=1.0)
-    model = pf.perforate(nn.Linear(2, 1), cfg)
-    with torch.no_grad():
-        solution = torch.linalg.lstsq(torch.cat([x, torch.ones(512, 1)], 1), y).solution
-        model.main.weight.copy_(solution[:2].T)
-        model.main.bias.copy_(solution[2])
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, candidates=2,
+                    dendrite_patience=100, dendrite_max_epochs=8, candidate_lr_scale=1.0,
+                    growth_lr_scale=1.0)
+    model, x, y = linear_at_its_optimum(cfg)
     alone = F.mse_loss(_eval(model, x), y).item()
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=0.1))
     grower.add_dendrites()

@@ -7,7 +7,7 @@ from torch import nn
 
 import perforate as pf
 from perforate.training import pb
-from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task
+from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task, linear_at_its_optimum
 
 
 def test_one_cached_epoch_leaves_the_model_alone_then_joins():
@@ -64,16 +64,9 @@ def test_scores_are_the_full_epoch_covariance_at_the_final_weights():
 
 
 def test_a_cached_dendrite_learns_the_error_its_neuron_cannot_fit():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(512, 2, generator=g)
-    y = 2 * torch.sigmoid(4 * x[:, :1] - 3 * x[:, 1:])
     cfg = pf.Config(mode="pb", smoothing=1, patience=100, candidates=2, candidate_steps=100,
-                    candidate_lr=0.05)
-    model = pf.perforate(nn.Linear(2, 1), cfg)
-    with torch.no_grad():
-        solution = torch.linalg.lstsq(torch.cat([x, torch.ones(512, 1)], 1), y).solution
-        model.main.weight.copy_(solution[:2].T)
-        model.main.bias.copy_(solution[2])
+                    candidate_lr=0.05, growth_lr_scale=1.0)
+    model, x, y = linear_at_its_optimum(cfg)
     alone = F.mse_loss(_eval(model, x), y).item()
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=0.1))
     grower.add_dendrites()

@@ -283,7 +283,8 @@ class _ProgressHooks:
 
 
 # ---------------------------------------------------------------------------- demo
-from perforate.experiments.frontier_cli import demo_command, frontier_command  # noqa: E402
+from perforate.experiments.frontier_cli import (  # noqa: E402
+    BatchSize, Lr, Stopping, WeightDecay, demo_command, frontier_command)
 
 app.command("demo")(demo_command)
 
@@ -308,10 +309,7 @@ def bench(
     patience: Annotated[int, typer.Option(min=1, help="Epochs without improvement of the smoothed "
                                           "validation score that make a plateau: growth, or the "
                                           "end under --stopping patience.")] = 20,
-    stopping: Annotated[str, typer.Option(help="budget: every arm trains --epochs and keeps its "
-                                          "best validation epoch; patience: plain runs stop at a "
-                                          "plateau, dendritic runs at a plateau where growth "
-                                          "cannot go on.")] = "budget",
+    stopping: Stopping = "budget",
     fractions: Annotated[str, typer.Option(help="Training fractions of the data-efficiency "
                                            "experiment, e.g. 0.1,0.25,0.5,1 (1 = full data only).")] = "1",
     fraction_arms: Annotated[Optional[str], typer.Option(help="Arms to run at fractions below 1 "
@@ -325,9 +323,9 @@ def bench(
     monitor: Annotated[str, typer.Option(help="What early stopping, growth decisions and the "
                                          "kept checkpoint follow: loss (validation loss) or "
                                          "score (validation accuracy / R²).")] = "score",
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-2,
-    batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 100,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
+    lr: Lr = 1e-2,
+    batch_size: BatchSize = 100,
+    weight_decay: WeightDecay = 0.0,
     config: Annotated[Optional[Path], typer.Option(help="A perforate Config file (.toml/.yaml/"
                                                    ".json) for the dendritic arms; --patience "
                                                    "overrides its patience.")] = None,

@@ -289,18 +289,7 @@ def is_frontier(out: str | Path) -> bool:
 
 def load_frontier(out: str | Path) -> dict[str, Any]:
     """Read ``out/results.json`` of a frontier bench (or that file's path)."""
-    path = Path(out)
-    path = path / res.RESULTS if path.is_dir() else path
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ExperimentError(f"no {res.RESULTS} in {path.parent}; run `perforate bench frontier "
-                              f"--out {path.parent}` first") from exc
-    except (OSError, ValueError) as exc:
-        raise ExperimentError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ExperimentError(f"{path} is not a frontier results file (expected schema {SCHEMA!r})")
-    return doc
+    return res.load_results(out, SCHEMA, "perforate bench frontier")
 
 
 def save_frontier(out: Path, doc: dict[str, Any]) -> dict[str, Any]:

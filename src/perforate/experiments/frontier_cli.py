@@ -11,6 +11,15 @@ import typer
 from perforate.errors import ExperimentError, PerforateError
 
 
+# options `perforate bench` and `perforate bench frontier` share
+Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Minibatch size.")]
+WeightDecay = Annotated[float, typer.Option(help="Adam weight decay.")]
+Stopping = Annotated[str, typer.Option(help="budget: every arm trains --epochs and keeps its best "
+                                       "validation epoch; patience: plain runs stop at a plateau, "
+                                       "dendritic runs at a plateau where growth cannot go on.")]
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """``NAME=MODE[,field=value...]`` -> (NAME, {"mode": MODE, field: value}); values are read
     as int, float, true/false or text (``include``/``exclude``: one module-name glob)."""
@@ -66,12 +75,10 @@ def frontier_command(
     seeds: Annotated[int, typer.Option(help="Seeds 0..N-1; results are mean ± std, paired by seed.")] = 5,
     epochs: Annotated[int, typer.Option(help="Epoch budget of every run.")] = 150,
     patience: Annotated[int, typer.Option(help="Plateau patience (smoothed validation score).")] = 20,
-    stopping: Annotated[str, typer.Option(help="budget: every arm trains the whole budget and keeps "
-                                          "its best epoch; patience: stop at a plateau (plain) or at "
-                                          "a plateau with no growth left (dendritic).")] = "budget",
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-2,
-    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 100,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
+    stopping: Stopping = "budget",
+    lr: Lr = 1e-2,
+    batch_size: BatchSize = 100,
+    weight_decay: WeightDecay = 0.0,
     config: Annotated[Optional[Path], typer.Option(help="A perforate Config file for every "
                                                    "dendritic arm (variants override it).")] = None,
     run_outputs: Annotated[bool, typer.Option("--run-outputs", help="Keep each dendritic run's "

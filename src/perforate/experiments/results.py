@@ -79,21 +79,21 @@ def environment() -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
-def load_results(out: str | Path) -> dict[str, Any]:
-    """Read ``out/results.json`` (or a results.json path) and check its schema."""
+def load_results(out: str | Path, schema: str = SCHEMA, command: str = "perforate bench") -> dict[str, Any]:
+    """Read ``out/results.json`` (or a results.json path) and check its schema (``command``
+    names what writes that schema, for the error messages)."""
     path = Path(out)
     if path.is_dir():
         path = path / RESULTS
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise ExperimentError(f"no {RESULTS} in {path.parent}; run `perforate bench --out "
+        raise ExperimentError(f"no {RESULTS} in {path.parent}; run `{command} --out "
                               f"{path.parent}` first") from exc
     except (OSError, ValueError) as exc:
         raise ExperimentError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ExperimentError(f"{path} is not a perforate bench results file "
-                              f"(expected schema {SCHEMA!r})")
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        raise ExperimentError(f"{path} is not a `{command}` results file (expected schema {schema!r})")
     return doc
 
 

@@ -206,6 +206,7 @@ def config_fields(get: Callable[[str], Any], is_set: Callable[[str], bool]) -> d
         "smoothing": 1,
         "overfit_gap": math.inf,
         "candidate_training": "online",
+        "growth_lr_scale": 1.0,  # the tracker replays the user's schedule itself
     }
     for field in ONLY_WHEN_SET:
         if is_set(SOURCES[field]):
