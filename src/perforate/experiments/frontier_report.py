@@ -70,8 +70,8 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ax.set_ylabel(score_label(doc))
     n = len(p["seeds"])
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
-                 f"{COSTS[cost]}\nmean ± std over {n} seeds, {p['max_epochs']}-epoch budget "
-                 f"({p['stopping']}); arrows: from the starting width")
+                 f"{COSTS[cost]}\nmean ± std over {n} seeds, {p['max_epochs']}-epoch budget for "
+                 f"every run (stopping: {p['stopping']}); arrows: from the starting width")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
