@@ -6,13 +6,14 @@ batch 100 taken in order (no shuffle), 6000 steps (150 epochs of 4000 samples), 
 4000-sample training split (no validation), the test accuracy at the last step.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/issue10/baseline_protocol.py [seeds]
+Writes results/baseline-protocol.md.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -89,14 +90,58 @@ VARIANTS = {
     "3400, plain mlp, lr1e-3, b64 (harness)": dict(residual=False, lr=1e-3, batch=64, epochs=150, use_val=True, shuffle=True),
 }
 
+HEADER = """# The MNIST-1D MLP baseline, trained as published (issue 10, item 6)
+
+Reproduce: `OMP_NUM_THREADS=1 python benchmarks/issue10/baseline_protocol.py {seeds}` (CPU, one
+thread, about {minutes} minutes).
+
+The published protocol (greydanus/mnist1d, `notebooks/train.py` and `notebooks/models.py`; facts,
+not code): `MLPBase(40, 10, hidden=100)` whose second layer is residual (`h = h + relu(W2 h)`),
+Adam lr 1e-2, batch 100 taken in order, 6000 steps (150 epochs of 4000 samples), all 4000
+training samples (no validation split), the test accuracy at the last step. The repository's own
+notebook prints 65.1 % at step 6000 for that run; the paper's table says 68 %.
+
+Each row changes one thing, {seeds} seeds (model init and batch order follow the seed; the
+dataset is `make_dataset(get_dataset_args())`, identical to the published file). Test accuracy %,
+mean ± std: at the last epoch, at the epoch of best validation accuracy, and at the epoch of
+lowest validation loss (rows without a validation split select on the test split itself, so
+those two columns are not honest estimates there and are left out).
+
+| variant | final | best val accuracy | lowest val loss |
+|---|---|---|---|
+"""
+
+FOOTER = """
+What the rows say:
+
+- The published recipe reproduces its own notebook (about 65 %), not the paper's 68 %.
+- The harness's 15 % validation carve-out (3400 training samples) costs about 2 points; the
+  residual connection makes no difference at lr 1e-2; Adam lr 1e-3 with batch 64 (the harness's
+  old default) costs about 4 points more.
+- Following the validation *loss* costs 5-7 points: on MNIST-1D it rises from epoch ~20 while
+  the accuracy still climbs (the published run's test loss goes 2.09 -> 3.29 while its accuracy
+  goes 60.9 -> 65.1).
+- So the harness default is now Adam lr 1e-2, batch 100, 150 epochs, following the validation
+  accuracy (`perforate bench`, `perforate bench frontier`); with the validation split it reaches
+  the "3400 train + val split" row, about 63.5 %.
+"""
+
 if __name__ == "__main__":
-    seeds = range(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    n_seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    seeds = range(n_seeds)
+    start = time.perf_counter()
     out = {}
+    rows = []
     for name, kw in VARIANTS.items():
-        t = time.perf_counter()
-        rows = [run(s, select=None, **kw) for s in seeds]
-        out[name] = {k: (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows))
-                     for k in rows[0]}
-        print(f"{name}: " + ", ".join(f"{k} {m:.1f}±{s:.1f}" for k, (m, s) in out[name].items())
-              + f"  ({time.perf_counter() - t:.0f}s)", flush=True)
-    json.dump(out, open("/tmp/i10_baseline_protocol.json", "w"), indent=1)
+        runs = [run(s, select=None, **kw) for s in seeds]
+        out[name] = {k: (statistics.mean(r[k] for r in runs), statistics.stdev(r[k] for r in runs))
+                     for k in runs[0]}
+        cells = [f"{m:.1f} ± {sd:.1f}" for m, sd in out[name].values()]
+        if not kw["use_val"]:
+            cells[1:] = ["–", "–"]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        print(rows[-1], flush=True)
+    minutes = max(1, round((time.perf_counter() - start) / 60))
+    path = Path(__file__).resolve().parents[2] / "results" / "baseline-protocol.md"
+    path.write_text(HEADER.format(seeds=n_seeds, minutes=minutes) + "\n".join(rows) + "\n" + FOOTER)
+    print(path)
