@@ -81,7 +81,21 @@ def test_an_overfitting_model_does_not_grow_and_says_why():
     _, out = drive(cfg, val)
     assert events(out) == [(3, "grow")] and "over-fitting not checked" in out[3][3]
     _, out = drive(cfg.replace(overfit_gap=float("inf")), val, train=[60.0, 95.0, 99.0, 99.0])
+    assert events(out) == [(3, "done")] and "still learning" in out[3][3]  # the next check
+    _, out = drive(cfg.replace(overfit_gap=float("inf"), train_rise=float("inf")), val,
+                   train=[60.0, 95.0, 99.0, 99.0])
     assert events(out) == [(3, "grow")]
+
+
+def test_a_model_still_learning_does_not_grow_yet():
+    cfg = pf.Config(smoothing=1, patience=2, max_epochs=12, overfit_gap=float("inf"))
+    val = [50.0, 60.0, 60.0, 60.0] + [60.0] * 4
+    # validation stalls from epoch 1 while training still climbs 3 %: hold, look again later
+    _, out = drive(cfg, val, train=[55.0, 60.0, 62.0, 64.0, 64.0, 64.0, 64.0, 64.0])
+    assert events(out)[0] == (3, "hold")
+    assert "still learning: the training score rose from 60 to 64 (6.7% > train_rise 2%)" in out[3][3]
+    assert events(out)[1] == (5, "grow")  # training flat for 2 epochs: now capacity is the limit
+    assert "training +0.0% over 2 epochs; capacity-limited" in out[5][3]
 
 
 def test_one_lucky_epoch_does_not_make_a_growth_pay():

@@ -9,8 +9,9 @@ Rules (both modes):
   rolled back to the best snapshot and grows (``gd``: one trainable dendrite per layer; ``pb``:
   a dendrite phase trains candidate dendrites, then the best are joined) unless growth cannot
   help: ``max_dendrites`` reached, ``max_growth_retries`` failed growths in a row, too few
-  epochs of ``Config.max_epochs`` left for a growth cycle to show it paid, or the model
-  over-fits (``Config.overfit_gap``).
+  epochs of ``Config.max_epochs`` left for a growth cycle to show it paid, the model over-fits
+  (``Config.overfit_gap``) or is still learning (its training score still rising,
+  ``Config.train_rise``).
 - A growth cycle *paid* when its smoothed score beat the smoothed best from before it and its
   best epoch beat the best score; only then does a grown model become the best. One that did
   not pay is rolled back, and retried with fresh dendrites up to ``max_growth_retries`` times.
@@ -120,6 +121,8 @@ class GrowerState:
     """Epochs since the smoothed score last improved in this cycle."""
     window: list = dataclasses.field(default_factory=list)
     train_window: list = dataclasses.field(default_factory=list)
+    train_trace: list = dataclasses.field(default_factory=list)
+    """Smoothed training scores of this cycle's last ``patience + 1`` epochs."""
     trial_score: float | None = None
     """Best single-epoch score of the current growth cycle (accepted only if the growth paid)."""
     trial_epoch: int = -1
@@ -420,7 +423,7 @@ class Grower:
         # counts epochs that fail to beat the best smoothed score so far
         s.cycle_from = s.cycle_best = s.best_smoothed
         s.stale = 0
-        s.window, s.train_window = [], []
+        s.window, s.train_window, s.train_trace = [], [], []
         s.trial_score, s.trial_epoch, self._trial = None, -1, None
         self._params = count_parameters(self.model)
         self.apply_trainable()
@@ -562,6 +565,7 @@ class Grower:
         s.window = (s.window + [score])[-cfg.smoothing:]
         if train is not None:
             s.train_window = (s.train_window + [train])[-cfg.smoothing:]
+            s.train_trace = (s.train_trace + [_mean(s.train_window)])[-(cfg.patience + 1):]
         smoothed = sum(s.window) / len(s.window)
         improved = cfg.better(score, s.best_score)
         if s.cycle == "growth":  # a grown model is on trial: its best is kept aside
@@ -642,7 +646,22 @@ class Grower:
             return (f"over-fitting: training {_mean(s.train_window):.4g} vs validation "
                     f"{_mean(s.window):.4g} (gap {gap:.2f} > overfit_gap {cfg.overfit_gap}); more "
                     "capacity would fit the training set harder")
+        rise = self.train_rise()
+        if rise is not None and rise > cfg.train_rise:
+            return (f"still learning: the training score rose from {s.train_trace[0]:.4g} to "
+                    f"{s.train_trace[-1]:.4g} ({rise:.1%} > train_rise {cfg.train_rise:.0%}) over "
+                    f"the last {len(s.train_trace) - 1} epochs")
         return ""
+
+    def train_rise(self) -> float | None:
+        """How much the smoothed training score improved over the last ``patience`` epochs, as a
+        share of where it started (negative: it got worse); None without ``patience + 1``
+        training scores in this cycle."""
+        trace = self.state.train_trace
+        if len(trace) <= self.config.patience:
+            return None
+        change = trace[-1] - trace[0] if self.config.maximize else trace[0] - trace[-1]
+        return change / max(abs(trace[0]), 1e-12)
 
     def _plateau_note(self) -> str:
         smoothed = " (smoothed)" if self.config.smoothing > 1 else ""
@@ -652,8 +671,10 @@ class Grower:
         gap = self.overfit_gap()
         if gap is None:
             return " (no training score given: over-fitting not checked)"
+        rise = self.train_rise()
+        rose = "" if rise is None else f", training {rise:+.1%} over {self.config.patience} epochs"
         return (f" (training {_mean(self.state.train_window):.4g} vs validation "
-                f"{_mean(self.state.window):.4g}: gap {gap:.2f}, capacity-limited)")
+                f"{_mean(self.state.window):.4g}: gap {gap:.2f}{rose}; capacity-limited)")
 
     def overfit_gap(self) -> float | None:
         """``|train - val| / max(|train|, |val|)`` of the smoothed scores when training beats

@@ -202,9 +202,10 @@ def config_fields(get: Callable[[str], Any], is_set: Callable[[str], bool]) -> d
         "dendrite_activation": activation_name(get("pai_forward_function")),
         "candidates": get("global_candidates"),
         # the reference's rules: the tracker passes its own running score (history_lookback),
-        # grows whatever the train/validation gap, and trains candidates over epochs (p phases)
+        # grows whatever the training score does, and trains candidates over epochs (p phases)
         "smoothing": 1,
         "overfit_gap": math.inf,
+        "train_rise": math.inf,
         "candidate_training": "online",
         "growth_lr_scale": 1.0,  # the tracker replays the user's schedule itself
     }
