@@ -139,7 +139,8 @@ def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     model = _grown()
     pf.save(model, folder / "m.pt")
-    cfg = pf.Config(mode="pb", patience=1, candidates=2, dendrite_max_epochs=3, plots=False)
+    cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=1, candidates=2,
+                    dendrite_max_epochs=3, plots=False)
     grower = pf.Grower(_grown(), cfg, _adam, out_dir=folder / "run")
     for score in [0.1, 0.1, 0.1]:
         grower.model.train()(torch.randn(4, 3)).pow(2).sum().backward()

@@ -11,7 +11,7 @@ from perforate.report import plot_grower
 def finished_run(tmp_path, mode, scores, **cfg):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-    config = pf.Config(mode=mode, patience=1, max_growth_retries=0, dendrite_max_epochs=1,
+    config = pf.Config(mode=mode, smoothing=1, patience=1, max_growth_retries=0, dendrite_max_epochs=1,
                        plots=False, **cfg)
     grower = pf.Grower(model, config, lambda p: torch.optim.SGD(p, lr=0.1), name=f"{mode}, seed 0")
     for score in scores:

@@ -20,6 +20,7 @@ _EVENT_STYLE = {
     "grow": ("dendrites added", "green", "--"),
     "join": ("candidates joined as dendrites", "green", "--"),
     "retry": ("growth retried (last one did not pay)", "darkorange", "-."),
+    "continue": ("rolled back (growth did not pay), training on", "purple", ":"),
     "dendrite_start": (None, None, None),  # shown as the shaded phase
     "done": ("done: best model restored", "red", ":"),
 }

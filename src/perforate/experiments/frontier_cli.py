@@ -72,9 +72,11 @@ def frontier_command(
              "pb-online=pb,candidate_training=online (repeatable; add NAME to --arms).")] = None,
     reference_widths: Annotated[Optional[str], typer.Option(
         help="Widths the reference arm grows from (default: --grow-widths); it is slow.")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1; results are mean ± std, paired by seed.")] = 5,
-    epochs: Annotated[int, typer.Option(help="Epoch budget of every run.")] = 150,
-    patience: Annotated[int, typer.Option(help="Plateau patience (smoothed validation score).")] = 20,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1; results are mean ± std, paired "
+                                       "by seed.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of every run.")] = 150,
+    patience: Annotated[int, typer.Option(min=1, help="Plateau patience (smoothed validation "
+                                          "score).")] = 20,
     stopping: Stopping = "budget",
     lr: Lr = 1e-2,
     batch_size: BatchSize = 100,
@@ -83,7 +85,7 @@ def frontier_command(
                                                    "dendritic arm (variants override it).")] = None,
     run_outputs: Annotated[bool, typer.Option("--run-outputs", help="Keep each dendritic run's "
                                               "history.csv, summary.json and growth.png.")] = False,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
     out: Annotated[Path, typer.Option(help="Results folder; a restarted bench skips finished runs.")]
     = Path("perforate-frontier"),
 ) -> None:
@@ -98,8 +100,6 @@ def frontier_command(
     from perforate.experiments.frontier_report import render_frontier, verdict
 
     try:
-        if seeds < 1 or threads < 1:
-            raise ExperimentError("--seeds and --threads must be at least 1")
         variants = dict(DEFAULT_VARIANTS)
         variants.update(parse_variant(v) for v in variant or [])
         protocol = FrontierProtocol(
@@ -149,9 +149,10 @@ _DEMO_OUTPUTS = ("results.json", "report.md", "frontier-params.png", "frontier-f
 def demo_command(
     out: Annotated[Path, typer.Option(help="Report folder to write (created if missing).")]
     = Path("perforate-demo"),
-    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and data order.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Epoch budget of every run.")] = 150,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split, initialisation and data "
+                                      "order.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget of every run.")] = 150,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard results already in --out and "
                                         "run everything again.")] = False,
 ) -> None:
