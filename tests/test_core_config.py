@@ -8,7 +8,7 @@ import perforate as pf
 
 def test_defaults_are_valid_and_documented_values():
     cfg = pf.Config()
-    assert cfg.mode == "gd" and cfg.patience == 20 and cfg.smoothing == 3 and cfg.max_epochs == 0 and cfg.max_growth_retries == 1
+    assert cfg.mode == "gd" and cfg.patience == 20 and cfg.smoothing == 3 and cfg.max_epochs == 0 and cfg.max_growth_retries == 0
     assert cfg.maximize is True and cfg.include == ["*"] and cfg.exclude == []
 
 

@@ -115,7 +115,7 @@ def test_one_lucky_epoch_does_not_make_a_growth_pay():
 
 
 def test_a_growth_that_paid_is_kept_and_finish_judges_a_cycle_still_on_trial():
-    cfg = pf.Config(smoothing=1, patience=2, max_dendrites=3)
+    cfg = pf.Config(smoothing=1, patience=2, max_dendrites=3, max_growth_retries=1)
     grower, out = drive(cfg, [0.3, 0.4, 0.4, 0.4, 0.5, 0.6])
     assert events(out) == [(3, "grow")]
     trial = outputs(grower)

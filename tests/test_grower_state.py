@@ -30,7 +30,8 @@ def make_model(seed=0):
 
 
 def config(mode, **changes):
-    return pf.Config(smoothing=1, patience=2, max_dendrites=2, **CONFIGS[mode], **changes)
+    return pf.Config(smoothing=1, patience=2, max_dendrites=2, max_growth_retries=1,
+                     **CONFIGS[mode], **changes)
 
 
 def adam(params):
@@ -174,7 +175,7 @@ def test_plots_switched_off_write_everything_else(tmp_path, monkeypatch):
         raise AssertionError("plots=False drew a graph")
 
     monkeypatch.setattr(perforate.writer, "plot_grower", no_drawing)
-    cfg = pf.Config(patience=1, max_dendrites=1, plots=False)
+    cfg = pf.Config(smoothing=1, patience=1, max_dendrites=1, max_growth_retries=1, plots=False)
     grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                        out_dir=tmp_path)
     for score in [0.5, 0.5, 0.5, 0.5]:
@@ -194,7 +195,7 @@ import sys, torch
 from torch import nn
 import perforate as pf
 imported_by_import = 'matplotlib' in sys.modules
-cfg = pf.Config(smoothing=1, patience=1, max_dendrites=1, plots=False)
+cfg = pf.Config(smoothing=1, patience=1, max_dendrites=1, max_growth_retries=1, plots=False)
 grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                    out_dir={str(tmp_path)!r})
 for score in [0.5, 0.5, 0.5, 0.5]:

@@ -164,7 +164,7 @@ def test_early_stopping_waits_for_growth(tmp_path):
     # a flat score: grow at epoch 2, retry at 4, done at 6. EarlyStopping(patience=3) alone
     # would stop at epoch 3; its counter restarts at each growth step.
     net = Net([0.5])
-    dcb = DendriteCallback(pf.Config(patience=2, max_dendrites=3), monitor="score")
+    dcb = DendriteCallback(pf.Config(patience=2, max_dendrites=3, max_growth_retries=1), monitor="score")
     recorder = Recorder()
     es = EarlyStopping(monitor="score", mode="max", patience=3)
     train, val = _loaders()

@@ -57,7 +57,7 @@ def _train(out_dir, mode, kill_at):
     if (out_dir / "state" / "resume.safetensors").is_file():
         grower = pf.Grower.resume(out_dir, _model(), _adam)
     else:
-        cfg = pf.Config(patience=2, max_dendrites=2, plots=False, **CONFIGS[mode])
+        cfg = pf.Config(patience=2, max_dendrites=2, max_growth_retries=1, plots=False, **CONFIGS[mode])
         grower = pf.Grower(_model(), cfg, _adam, out_dir=out_dir)
     while not grower.done:
         epoch = grower.state.epoch
