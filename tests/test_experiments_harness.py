@@ -337,7 +337,7 @@ def test_demo_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert {(r["arm"], r["width"]) for r in doc["runs"]} == {
-        ("plain", 8), ("plain", 16), ("plain", 32), ("pb-head", 8)}
+        ("plain", 8), ("plain", 16), ("plain", 32), ("pb", 8)}
     assert "plain frontier" in result.output and "results/frontier.md" in result.output
     assert (tmp_path / "demo" / "report.md").exists()
     rendered = runner.invoke(app, ["report", str(tmp_path / "demo")])

@@ -140,9 +140,10 @@ def frontier_command(
 
 
 DEMO = {"dataset": "mnist1d", "model": "mlp", "widths": [8, 16, 32], "grow_widths": [8],
-        "arms": ["pb-head"], "variants": {"pb-head": {"mode": "pb", "include": "5"}}}
-"""The demo's setting: the one that came closest to the plain frontier on the 5-seed suite
-(``results/frontier.md``): pb dendrites on the output layer of a width-8 MNIST-1D MLP."""
+        "arms": ["pb"], "variants": {"pb": {"mode": "pb"}}}
+"""The demo's setting: where dendrites helped most in the 5-seed suite (``results/frontier.md``):
+pb dendrites grown from a width-8 MNIST-1D MLP, +0.3 points over that width (3 of 5 seeds
+better), still 2.3 points below the plain frontier at equal parameters."""
 _DEMO_OUTPUTS = ("results.json", "report.md", "frontier-params.png", "frontier-flops.png")
 
 
@@ -159,8 +160,7 @@ def demo_command(
     """Dendrites against width where they came closest, on one seed (about a minute).
 
     MNIST-1D MLP: plain models at widths 8, 16 and 32, and a width-8 model growing pb dendrites
-    on its output layer (the setting nearest the plain frontier in the 5-seed suite), the same
-    budget and stopping rule for all. Prints whether the grown model beat the plain frontier at
+    (where they helped most in the 5-seed suite), the same budget and stopping rule for all. Prints whether the grown model beat the plain frontier at
     equal parameters and writes report.md with score-vs-parameters graphs to --out. The
     5-seed, 4-task evidence: results/frontier.md.
     """
@@ -169,7 +169,7 @@ def demo_command(
     import torch
 
     from perforate.experiments.frontier import FrontierProtocol, run_frontier
-    from perforate.experiments.frontier_report import render_frontier, verdict
+    from perforate.experiments.frontier_report import render_frontier
 
     try:
         protocol = FrontierProtocol(**DEMO, seeds=[seed], max_epochs=epochs)
@@ -195,7 +195,25 @@ def demo_command(
         label = "plain" if r["arm"] == "plain" else f"{r['arm']} (grown from width {r['width']})"
         typer.echo(f"  {label:34s} width {r['width']:3d}  {r['params']:6d} params  "
                    f"{r['test_score']:5.1f} %  dendrites {r['dendrites']}")
-    for line in verdict(doc):
-        typer.echo(f"- {line}")
+    typer.echo(demo_headline(doc))
     typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s); 5 seeds and 4 tasks: "
                "results/frontier.md")
+
+
+def demo_headline(doc: dict[str, Any]) -> str:
+    """One plain sentence: what growth did to the starting width, and where the plain frontier
+    lies at the grown model's parameter count."""
+    point = doc["frontier"]["points"][0]
+    grown = next(r for r in doc["runs"] if r["arm"] == point["arm"])
+    start = next(r for r in doc["runs"] if r["arm"] == "plain" and r["width"] == point["width"])
+    distance = point["distance"]["mean"]
+    what = (f"grew {grown['dendrites']} dendrite(s) per layer" if grown["dendrites"]
+            else "kept no dendrite (no growth paid)")
+    verdict = ("dendrites beat width here" if distance > 0 else "here a wider plain model beat "
+               "the dendrites")
+    return (f"Headline: from width {start['width']}, {point['arm']} {what}: {start['test_score']:.1f} "
+            f"-> {grown['test_score']:.1f} % ({grown['test_score'] - start['test_score']:+.1f}), "
+            f"{grown['params']} parameters, {abs(distance):.1f} points "
+            f"{'above' if distance > 0 else 'below'} the plain frontier at that size: {verdict}. "
+            "Over 5 seeds and 4 tasks no dendritic setting beat the plain "
+            "frontier; growth never cost more than 0.3 points against its own width.")

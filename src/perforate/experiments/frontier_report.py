@@ -47,8 +47,11 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     es = [ladder[w]["test_score"]["std"] for w in ladder]
     ax.errorbar(xs, ys, yerr=es, fmt="o", color="tab:blue", capsize=3, label="plain, by width")
     front = pareto(list(zip(xs, ys)))
-    ax.plot([c for c, _ in front], [s for _, s in front], "-", color="tab:blue", alpha=0.6,
-            label="plain Pareto frontier (means)")
+    front_x, front_y = [c for c, _ in front], [s for _, s in front]
+    if max(xs) > front_x[-1]:  # past its best width the frontier stays at that width's score
+        front_x.append(max(xs))
+        front_y.append(front_y[-1])
+    ax.plot(front_x, front_y, "-", color="tab:blue", alpha=0.6, label="plain Pareto frontier (means)")
     for w, x, y in zip(ladder, xs, ys):
         ax.annotate(f"w{w}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
                     color="tab:blue")
@@ -70,8 +73,9 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ax.set_ylabel(score_label(doc))
     n = len(p["seeds"])
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
-                 f"{COSTS[cost]}\nmean ± std over {n} seeds, {p['max_epochs']}-epoch budget for "
-                 f"every run (stopping: {p['stopping']}); arrows: from the starting width")
+                 f"{COSTS[cost]}\nmean ± std over {n} seed{'s' if n > 1 else ''}, "
+                 f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
+                 "arrows: from the plain width a dendritic model grew from", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
