@@ -382,8 +382,9 @@ def match_optimizer_state(saved: Any, saved_names: Any, optimizer: torch.optim.O
             if entry is None:
                 continue
             key = (g, param.dim())
-            if key not in probes:
-                probes[key] = _probe_state(optimizer, group, param.dim())
+            if key not in probes:  # with the options the loaded group will have: the saved ones
+                options = {**group, **{k: v for k, v in groups[g].items() if k != "params"}}
+                probes[key] = _probe_state(optimizer, options, param.dim())
             if not _state_fits(entry, param, probes[key]):
                 raise CheckpointError(f"the optimizer state of {name} ({show(entry)}) does not fit the "
                                       f"parameter {tuple(param.shape)} or the optimizer; the file is damaged")
@@ -425,9 +426,12 @@ def _state_fits(entry: Any, param: torch.Tensor, probe: dict | None) -> bool:
             return False
     if probe is None or not entry:
         return True
+    stand_in = (2,) * param.dim()  # the probe's parameter: its state shaped like it is per element
     return set(entry) == set(probe) and all(
         isinstance(entry[k], torch.Tensor) == isinstance(v, torch.Tensor) and
-        (isinstance(v, torch.Tensor) or _same_kind(entry[k], v)) for k, v in probe.items())
+        (isinstance(v, torch.Tensor) or _same_kind(entry[k], v)) and
+        (not isinstance(v, torch.Tensor) or tuple(v.shape) != stand_in or entry[k].shape == param.shape)
+        for k, v in probe.items())
 
 
 def _same_kind(saved: Any, live: Any) -> bool:
