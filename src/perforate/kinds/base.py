@@ -121,6 +121,13 @@ class Kind:
         axis of the neuron tensor) and that neuron axis."""
         raise NotImplementedError
 
+    def cat_samples(self, layer: nn.Module, xs: list[Any]) -> torch.Tensor | None:
+        """One input holding the samples of the inputs ``xs`` (calls without other arguments),
+        such that the candidates' ``z`` on it, in rows ``[samples x positions, P, C]``, is
+        those of the ``xs`` one after another; None where the kind cannot (pb cached
+        training then runs one call per batch)."""
+        return None
+
     def remember(self, pool: nn.Module, improved: torch.Tensor) -> torch.Tensor:
         """Keep the weights of the (candidate, channel) pairs in ``improved`` [P, C]; returns the
         mask actually kept (a kind whose channels share weights keeps whole candidates)."""

@@ -53,6 +53,13 @@ class ConvKind(StackedKind):
             return None
         return fused.join_forward(layer, x)
 
+    def cat_samples(self, layer, xs):
+        batched = _spatial(layer.main) + 2  # unbatched inputs have no sample axis to join on
+        if not all(isinstance(x, torch.Tensor) and x.ndim == batched and x.shape[1:] == xs[0].shape[1:]
+                   for x in xs):
+            return None
+        return torch.cat(xs)
+
     def foldable(self, main: nn.Module) -> bool:
         return type(main) in _CONVS and main.groups == 1
 

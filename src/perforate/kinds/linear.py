@@ -33,6 +33,11 @@ class LinearKind(StackedKind):
             return None
         return fused.linear_forward(layer, x)
 
+    def cat_samples(self, layer, xs):
+        if not all(isinstance(x, torch.Tensor) and x.ndim >= 1 for x in xs):
+            return None
+        return torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])  # every leading axis is samples
+
     def widened(self, main, weight, bias):
         layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
                           device=weight.device, dtype=weight.dtype)

@@ -240,23 +240,38 @@ class CandidatePool(nn.Module):
         if not entries:
             return 0
         act = activations.ACTIVATIONS[layer.activation].forward
-        axis = None
-
-        def epoch_activations() -> torch.Tensor:  # [M, P, C] over the cached epoch
-            nonlocal axis
-            rows = []
-            for e in entries:
-                z, axis = self.preactivations(e["x"], e["acts"], layer, e["args"], e["kwargs"])
-                rows.append(act(z).movedim((axis, axis + 1), (-2, -1)).flatten(0, -3))
-            return torch.cat(rows)
-
+        first = entries[0]
         with torch.no_grad():
-            first = entries[0]
             axis = self.preactivations(first["x"], first["acts"], layer, first["args"], first["kwargs"])[1]
             stats_dtype = self.moments.dtype
-            d = torch.cat([e["delta"].movedim(axis, -1).flatten(0, -2) for e in entries]).to(stats_dtype)
+
+            def rows(t):  # a neuron tensor as [samples x positions, C]
+                return t.movedim(axis, -1).flatten(0, -2)
+
+            d = torch.cat([rows(e["delta"]) for e in entries]).to(stats_dtype)
             d = d - d.mean(0)
             d = d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()  # unit variance per neuron
+            # the accepted dendrites' activations, [M, C] each, and the inputs: one tensor
+            # where the kind can stack the batches (a step is then a few large ops)
+            cascade_inputs = [torch.cat([rows(e["acts"][j]) for e in entries]).unsqueeze(1)
+                              for j in range(len(first["acts"]))]
+            merged = None
+            if not any(e["args"] or e["kwargs"] for e in entries):
+                merged = self.adapter.cat_samples(layer, [e["x"] for e in entries])
+            calls = ([(merged, (), {})] if merged is not None else
+                     [(e["x"], e["args"], e["kwargs"]) for e in entries])
+            del entries, first
+
+        def epoch_activations() -> torch.Tensor:  # [M, P, C] over the cached epoch
+            zs = []
+            for x, args, kwargs in calls:
+                z, ax = self.adapter.pool_preactivations(self, layer, x, args, kwargs)
+                zs.append(z.movedim((ax, ax + 1), (-2, -1)).flatten(0, -3))
+            z = zs[0] if len(zs) == 1 else torch.cat(zs)
+            for j, a in enumerate(cascade_inputs):
+                z = torch.addcmul(z, self.cascade[:, j], a)
+            return act(z)
+
         params = [p for p in self.trainable_parameters() if p.requires_grad]
         taken, last = 0, None
         if steps and params:
@@ -270,8 +285,8 @@ class CandidatePool(nn.Module):
                 for p, g in zip(params, grads):
                     p.grad = _rank_mean(g)  # ranks fit one candidate set on all their data
                 optimizer.step()
-                value = float(objective.detach())
-                if taken % 10 == 0:
+                if taken % 10 == 0:  # the early stop reads the objective (a device sync) here only
+                    value = float(objective.detach())
                     if last is not None and value < last * 1.005:
                         break
                     last = value
