@@ -132,3 +132,63 @@ def test_layers_whose_candidates_do_not_correlate_are_not_grown():
     assert decisions[3].done and "min_correlation" in grower.state.decisions[-2]["reason"]
     assert all(layer.num_dendrites == 0 for layer in pf.dendritic_layers(model).values())
     assert not any(layer.candidate_pool for layer in pf.dendritic_layers(model).values())
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "gelu"])
+def test_cached_step_gradients_are_those_of_the_full_epoch_objective(activation):
+    """The written-out full-batch gradients equal autograd's of the objective
+    ``sum_pc |cov(a_pc, d_c)|`` for the preactivations and the cascade weights."""
+    g = torch.Generator().manual_seed(0)
+    layer = pf.dendritic_layers(pf.perforate(nn.Linear(3, 4), pf.Config(mode="pb",
+                                             dendrite_activation=activation)))[""]
+    layer.add_dendrites(2, g)
+    pb.start_dendrite_phase({"": layer}, 3, g, 0.9, cache_mb=64)
+    pool = layer.candidate_pool
+    with torch.no_grad():
+        pool.cascade.normal_(generator=g)
+    z = torch.randn(50, 3, 4, generator=g, requires_grad=True)
+    acts = [torch.rand(50, 1, 4, generator=g) for _ in range(2)]
+    d = torch.randn(50, 4, generator=g)
+    d = d - d.mean(0)
+    d = d / d.pow(2).mean(0).sqrt()
+    with torch.no_grad():  # as cached training calls it
+        dz, dcascade, value = pool._cached_gradients(
+            z.detach(), pf.activations.get(activation), acts, d.unsqueeze(1), 1 / 50)
+    zc = z + sum(pool.cascade[:, j] * a for j, a in enumerate(acts))
+    a = pf.activations.get(activation).forward(zc)
+    objective = ((a - a.mean(0)) * d.unsqueeze(1)).mean(0).abs().sum()
+    ref_dz, ref_dcascade = torch.autograd.grad(-objective, [z, pool.cascade])
+    torch.testing.assert_close(dz, ref_dz, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(dcascade, ref_dcascade, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(value, objective.detach(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", ["linear", "sequence_btc", "conv2d"])
+def test_stacking_the_cached_batches_trains_as_one_call_per_batch(case, monkeypatch):
+    """Where a kind stacks the cached batches into one input, cached training reaches what
+    one call per batch reaches (the same candidates, up to float rounding)."""
+    build, make_x, kwargs = CASES[case]
+
+    def fitted(stack):
+        if not stack:
+            monkeypatch.setattr(type(layer.adapter), "cat_samples", lambda self, layer, xs: None)
+        pb.start_dendrite_phase({"": layer}, 2, torch.Generator().manual_seed(1), 0.9, cache_mb=64)
+        for i in range(0, len(x), 8):
+            (layer(x[i:i + 8]) ** 2).sum().backward()
+        pool = layer.candidate_pool
+        steps = pool.fit_cached(layer, steps=20, lr=0.05)
+        monkeypatch.undo()
+        return steps, pool.best_weight, pool.best_score
+
+    x = make_x(torch.Generator().manual_seed(0))
+    module = build()
+    main = module[0] if isinstance(module, nn.Sequential) else module.up
+    layer = pf.dendritic_layers(pf.perforate(nn.Sequential(main), pf.Config(mode="pb"), **kwargs))["0"]
+    layer.add_dendrites(1, torch.Generator().manual_seed(2))  # so the cascade weights train too
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    assert layer.adapter.cat_samples(layer, [x[:8], x[8:16]]) is not None
+    (s1, w1, score1), (s2, w2, score2) = fitted(True), fitted(False)
+    assert s1 == s2 == 20
+    torch.testing.assert_close(w1, w2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(score1, score2, rtol=1e-4, atol=1e-6)

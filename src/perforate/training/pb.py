@@ -239,7 +239,7 @@ class CandidatePool(nn.Module):
         self.cache = []
         if not entries:
             return 0
-        act = activations.ACTIVATIONS[layer.activation].forward
+        activation = activations.ACTIVATIONS[layer.activation]
         first = entries[0]
         with torch.no_grad():
             axis = self.preactivations(first["x"], first["acts"], layer, first["args"], first["kwargs"])[1]
@@ -262,42 +262,74 @@ class CandidatePool(nn.Module):
                      [(e["x"], e["args"], e["kwargs"]) for e in entries])
             del entries, first
 
-        def epoch_activations() -> torch.Tensor:  # [M, P, C] over the cached epoch
+        def unit_preactivations() -> torch.Tensor:  # [M, P, C] over the cached epoch, no cascade
             zs = []
             for x, args, kwargs in calls:
                 z, ax = self.adapter.pool_preactivations(self, layer, x, args, kwargs)
                 zs.append(z.movedim((ax, ax + 1), (-2, -1)).flatten(0, -3))
-            z = zs[0] if len(zs) == 1 else torch.cat(zs)
+            return zs[0] if len(zs) == 1 else torch.cat(zs)
+
+        def epoch_activations(z: torch.Tensor) -> torch.Tensor:
             for j, a in enumerate(cascade_inputs):
                 z = torch.addcmul(z, self.cascade[:, j], a)
-            return act(z)
+            return activation.forward(z)
 
-        params = [p for p in self.trainable_parameters() if p.requires_grad]
+        cascade = self.cascade if self.cascade is not None and self.cascade.requires_grad else None
+        units = [p for p in self.trainable_parameters() if p.requires_grad and p is not cascade]
+        params = units + ([cascade] if cascade is not None else [])
         taken, last = 0, None
         if steps and params:
             optimizer = torch.optim.Adam(params, lr=lr)
+            d_u, inv_m = d.unsqueeze(1), 1.0 / d.shape[0]
             for taken in range(1, steps + 1):
-                a = epoch_activations().to(stats_dtype)
-                objective = ((a - a.mean(0)) * d.unsqueeze(1)).mean(0).abs().sum()
+                with torch.set_grad_enabled(bool(units)):
+                    z = unit_preactivations()
+                with torch.no_grad():
+                    dz, dcascade, objective = self._cached_gradients(
+                        z.detach(), activation, cascade_inputs, d_u, inv_m)
                 # autograd.grad, not backward(): a DistributedDataParallel wrapper's hooks on
                 # these parameters must not fire outside its forward
-                grads = torch.autograd.grad(-objective, params)
+                grads = list(torch.autograd.grad(z, units, dz)) if units else []
+                if cascade is not None:
+                    grads.append(dcascade)
                 for p, g in zip(params, grads):
                     p.grad = _rank_mean(g)  # ranks fit one candidate set on all their data
                 optimizer.step()
                 if taken % 10 == 0:  # the early stop reads the objective (a device sync) here only
-                    value = float(objective.detach())
+                    value = float(objective)
                     if last is not None and value < last * 1.005:
                         break
                     last = value
         with torch.no_grad():
-            a = epoch_activations().to(stats_dtype)
+            a = epoch_activations(unit_preactivations()).to(stats_dtype)
             mean = a.mean(0)
             cov = ((a - mean) * d.unsqueeze(1)).mean(0)
             self.moments.copy_(_rank_mean(torch.stack([cov, mean, a.pow(2).mean(0)])))
             self.best_score.zero_()
         self.remember_best()
         return taken
+
+    def _cached_gradients(self, z, activation, cascade_inputs, d_u, inv_m):
+        """One full-batch step of cached training from the units' preactivations ``z``
+        [M, P, C]: ``(dz, dcascade, S)``, the gradients of ``-S`` for ``z`` and for the cascade
+        weights ([P, K, C], None when they do not train), ``S = sum_pc |cov(a_pc, d_c)|`` and
+        ``d_u`` the centred, unit-variance errors [M, 1, C]. Written out (``dS/da = sign(cov)
+        d / M``, ``d`` centred) rather than taped: a few large ops per step."""
+        for j, a in enumerate(cascade_inputs):
+            z = torch.addcmul(z, self.cascade[:, j], a)
+        a = activation.forward(z)
+        a_ = a if a.dtype == d_u.dtype else a.to(d_u.dtype)
+        cov = (a_ * d_u).sum(0)  # [P, C], M times the covariance
+        grad = d_u * cov.sign().mul_(-inv_m)  # -dS/da
+        grad = grad if grad.dtype == a.dtype else grad.to(a.dtype)
+        if activation.backward_ is not None:
+            grad = activation.backward_(grad, a)
+        else:
+            grad = activation.backward(grad, a, None if activation.from_output else z)
+        dcascade = None
+        if self.cascade is not None and self.cascade.requires_grad:
+            dcascade = torch.stack([(grad * c).sum(0) for c in cascade_inputs], 1)
+        return grad, dcascade, cov.abs().sum() * inv_m
 
     # ------------------------------------------------------------------ best weights and selection
     @torch.no_grad()
