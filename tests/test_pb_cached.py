@@ -1,12 +1,14 @@
 """pb candidates trained cascade-correlation style: one cached epoch, full-batch steps, scored
 by the covariance over the whole epoch at fixed weights (Config.candidate_training="cached")."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import perforate as pf
-from perforate.training import pb
+from perforate.training import cached, pb
 from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task, linear_at_its_optimum
 
 
@@ -142,19 +144,23 @@ def test_cached_step_gradients_are_those_of_the_full_epoch_objective(activation)
     layer = pf.dendritic_layers(pf.perforate(nn.Linear(3, 4), pf.Config(mode="pb",
                                              dendrite_activation=activation)))[""]
     layer.add_dendrites(2, g)
+    for p in layer.parameters():
+        p.requires_grad_(False)
     pb.start_dendrite_phase({"": layer}, 3, g, 0.9, cache_mb=64)
     pool = layer.candidate_pool
     with torch.no_grad():
         pool.cascade.normal_(generator=g)
-    z = torch.randn(50, 3, 4, generator=g, requires_grad=True)
-    acts = [torch.rand(50, 1, 4, generator=g) for _ in range(2)]
-    d = torch.randn(50, 4, generator=g)
-    d = d - d.mean(0)
-    d = d / d.pow(2).mean(0).sqrt()
+    for i in range(0, 50, 10):  # a cached epoch of 5 batches
+        layer(torch.randn(10, 3, generator=g)).mul(torch.randn(10, 4, generator=g)).sum().backward()
+    epoch = cached.CachedEpoch(pool, layer, pool.cache)
+    z = epoch.unit_preactivations().detach().requires_grad_(True)
     with torch.no_grad():  # as cached training calls it
-        dz, dcascade, value = pool._cached_gradients(
-            z.detach(), pf.activations.get(activation), acts, d.unsqueeze(1), 1 / 50)
-    zc = z + sum(pool.cascade[:, j] * a for j, a in enumerate(acts))
+        dz, dcascade, value = epoch.gradients(z.detach())
+    d = epoch.d.squeeze(1)
+    assert d.shape == (50, 4)
+    torch.testing.assert_close(d.mean(0), torch.zeros(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(d.pow(2).mean(0), torch.ones(4))
+    zc = z + sum(pool.cascade[:, j] * a for j, a in enumerate(epoch.cascade_inputs))
     a = pf.activations.get(activation).forward(zc)
     objective = ((a - a.mean(0)) * d.unsqueeze(1)).mean(0).abs().sum()
     ref_dz, ref_dcascade = torch.autograd.grad(-objective, [z, pool.cascade])
@@ -192,3 +198,30 @@ def test_stacking_the_cached_batches_trains_as_one_call_per_batch(case, monkeypa
     assert s1 == s2 == 20
     torch.testing.assert_close(w1, w2, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(score1, score2, rtol=1e-4, atol=1e-6)
+
+
+def test_layers_trained_in_lock_step_end_as_each_trained_alone():
+    """All layers' candidates step together, each stopping on its own: a layer that stops
+    early keeps the weights it stopped with while the others train on."""
+    x, y = _task()
+    base = pf.perforate(_mlp(), pf.Config(mode="pb"))
+
+    def cached_epoch():
+        model = copy.deepcopy(base)
+        layers = pf.dendritic_layers(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        pb.start_dendrite_phase(layers, 3, torch.Generator().manual_seed(0), 0.9, cache_mb=64)
+        for i in range(0, len(x), 32):
+            F.mse_loss(model(x[i:i + 32]), y[i:i + 32]).backward()
+        return layers
+
+    together = cached_epoch()
+    steps = pb.fit_cached(together, 300, 0.05)
+    assert len(set(steps.values())) == 2 and max(steps.values()) < 300  # they stopped apart
+    alone = cached_epoch()
+    for name, layer in alone.items():
+        assert layer.candidate_pool.fit_cached(layer, 300, 0.05) == steps[name]
+        for key, value in layer.candidate_pool.state_dict().items():
+            torch.testing.assert_close(together[name].candidate_pool.state_dict()[key], value,
+                                       rtol=0, atol=0)

@@ -233,103 +233,11 @@ class CandidatePool(nn.Module):
 
         Maximises ``sum_{p,c} |cov(a_pc, delta_c / std(delta_c))|`` over every cached sample
         and position; stops early when 10 steps raise it by less than 0.5 %. Returns the steps
-        taken. The cache is emptied.
+        taken. The cache is emptied. (:func:`fit_cached` trains several layers' pools at once.)
         """
-        entries = [e for e in self.cache or () if e["delta"] is not None]
-        self.cache = []
-        if not entries:
-            return 0
-        activation = activations.ACTIVATIONS[layer.activation]
-        first = entries[0]
-        with torch.no_grad():
-            axis = self.preactivations(first["x"], first["acts"], layer, first["args"], first["kwargs"])[1]
-            stats_dtype = self.moments.dtype
+        from .cached import fit
 
-            def rows(t):  # a neuron tensor as [samples x positions, C]
-                return t.movedim(axis, -1).flatten(0, -2)
-
-            d = torch.cat([rows(e["delta"]) for e in entries]).to(stats_dtype)
-            d = d - d.mean(0)
-            d = d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()  # unit variance per neuron
-            # the accepted dendrites' activations, [M, C] each, and the inputs: one tensor
-            # where the kind can stack the batches (a step is then a few large ops)
-            cascade_inputs = [torch.cat([rows(e["acts"][j]) for e in entries]).unsqueeze(1)
-                              for j in range(len(first["acts"]))]
-            merged = None
-            if not any(e["args"] or e["kwargs"] for e in entries):
-                merged = self.adapter.cat_samples(layer, [e["x"] for e in entries])
-            calls = ([(merged, (), {})] if merged is not None else
-                     [(e["x"], e["args"], e["kwargs"]) for e in entries])
-            del entries, first
-
-        def unit_preactivations() -> torch.Tensor:  # [M, P, C] over the cached epoch, no cascade
-            zs = []
-            for x, args, kwargs in calls:
-                z, ax = self.adapter.pool_preactivations(self, layer, x, args, kwargs)
-                zs.append(z.movedim((ax, ax + 1), (-2, -1)).flatten(0, -3))
-            return zs[0] if len(zs) == 1 else torch.cat(zs)
-
-        def epoch_activations(z: torch.Tensor) -> torch.Tensor:
-            for j, a in enumerate(cascade_inputs):
-                z = torch.addcmul(z, self.cascade[:, j], a)
-            return activation.forward(z)
-
-        cascade = self.cascade if self.cascade is not None and self.cascade.requires_grad else None
-        units = [p for p in self.trainable_parameters() if p.requires_grad and p is not cascade]
-        params = units + ([cascade] if cascade is not None else [])
-        taken, last = 0, None
-        if steps and params:
-            optimizer = _adam(params, lr)
-            d_u, inv_m = d.unsqueeze(1), 1.0 / d.shape[0]
-            for taken in range(1, steps + 1):
-                with torch.set_grad_enabled(bool(units)):
-                    z = unit_preactivations()
-                with torch.no_grad():
-                    dz, dcascade, objective = self._cached_gradients(
-                        z.detach(), activation, cascade_inputs, d_u, inv_m)
-                # autograd.grad, not backward(): a DistributedDataParallel wrapper's hooks on
-                # these parameters must not fire outside its forward
-                grads = list(torch.autograd.grad(z, units, dz)) if units else []
-                if cascade is not None:
-                    grads.append(dcascade)
-                for p, g in zip(params, grads):
-                    p.grad = _rank_mean(g)  # ranks fit one candidate set on all their data
-                optimizer.step()
-                if taken % 10 == 0:  # the early stop reads the objective (a device sync) here only
-                    value = float(objective)
-                    if last is not None and value < last * 1.005:
-                        break
-                    last = value
-        with torch.no_grad():
-            a = epoch_activations(unit_preactivations()).to(stats_dtype)
-            mean = a.mean(0)
-            cov = ((a - mean) * d.unsqueeze(1)).mean(0)
-            self.moments.copy_(_rank_mean(torch.stack([cov, mean, a.pow(2).mean(0)])))
-            self.best_score.zero_()
-        self.remember_best()
-        return taken
-
-    def _cached_gradients(self, z, activation, cascade_inputs, d_u, inv_m):
-        """One full-batch step of cached training from the units' preactivations ``z``
-        [M, P, C]: ``(dz, dcascade, S)``, the gradients of ``-S`` for ``z`` and for the cascade
-        weights ([P, K, C], None when they do not train), ``S = sum_pc |cov(a_pc, d_c)|`` and
-        ``d_u`` the centred, unit-variance errors [M, 1, C]. Written out (``dS/da = sign(cov)
-        d / M``, ``d`` centred) rather than taped: a few large ops per step."""
-        for j, a in enumerate(cascade_inputs):
-            z = torch.addcmul(z, self.cascade[:, j], a)
-        a = activation.forward(z)
-        a_ = a if a.dtype == d_u.dtype else a.to(d_u.dtype)
-        cov = (a_ * d_u).sum(0)  # [P, C], M times the covariance
-        grad = d_u * cov.sign().mul_(-inv_m)  # -dS/da
-        grad = grad if grad.dtype == a.dtype else grad.to(a.dtype)
-        if activation.backward_ is not None:
-            grad = activation.backward_(grad, a)
-        else:
-            grad = activation.backward(grad, a, None if activation.from_output else z)
-        dcascade = None
-        if self.cascade is not None and self.cascade.requires_grad:
-            dcascade = torch.stack([(grad * c).sum(0) for c in cascade_inputs], 1)
-        return grad, dcascade, cov.abs().sum() * inv_m
+        return fit([(self, layer)], steps, lr)[0]
 
     # ------------------------------------------------------------------ best weights and selection
     @torch.no_grad()
@@ -394,9 +302,12 @@ def start_dendrite_phase(layers: dict[str, DendriticLayer], num_candidates: int,
 
 
 def fit_cached(layers: dict[str, DendriticLayer], steps: int, lr: float) -> dict[str, int]:
-    """Cached training of every layer's pool (see :meth:`CandidatePool.fit_cached`); returns
-    the full-batch steps each layer took."""
-    return {name: layer.candidate_pool.fit_cached(layer, steps, lr) for name, layer in layers.items()}
+    """Cached training of every layer's pool (see :meth:`CandidatePool.fit_cached`), all the
+    layers in lock step (:mod:`perforate.training.cached`); returns the full-batch steps each
+    layer took."""
+    from .cached import fit
+
+    return dict(zip(layers, fit([(layer.candidate_pool, layer) for layer in layers.values()], steps, lr)))
 
 
 def join_candidates(layers: dict[str, DendriticLayer],
@@ -419,23 +330,6 @@ def join_candidates(layers: dict[str, DendriticLayer],
             layer.add_dendrites(1, units=units, cascade=cascade)
             layer.freeze_dendrites(True)
     return scores
-
-
-def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam for cached training: torch's fused kernel where it has one (a step is then one op
-    instead of a dozen per tensor, which shows on small layers)."""
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
-
-
-def _rank_mean(t: torch.Tensor) -> torch.Tensor:
-    """The mean of ``t`` over the ranks of an initialised process group (else ``t``)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = t.clone()
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t
 
 
 def _nbytes(obj) -> int:

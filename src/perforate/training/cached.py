@@ -1,0 +1,166 @@
+"""Cascade-correlation training of pb candidates on a cached epoch (``candidate_training="cached"``).
+
+During one dendrite-phase epoch every layer's :class:`~perforate.training.pb.CandidatePool`
+records each batch's detached input, the accepted dendrites' activations and the neuron error.
+:func:`fit` then trains the candidates with full-batch Adam steps on that epoch, maximising
+
+    S = sum_{p,c} | cov(a_pc, delta_c / std(delta_c)) |
+
+over every cached sample and position, and scores them by ``S`` over the whole epoch at their
+final weights. Cost shapes the code: the batches are stacked into one input where the layer's
+kind can (one large call per step instead of one per batch), the gradient of ``S`` is written
+out (``dS/da = sign(cov) d / M`` with ``d`` the centred, unit-variance error) so autograd runs
+only through the candidates' own op, and every layer steps in lock step, with one Adam and one
+autograd call for all of them (small layers pay the per-step overhead once, not per layer). A
+layer stops on its own when 10 steps raise its ``S`` by less than 0.5 %; its parameters then
+get no gradient and Adam leaves them alone, so each layer trains as it would alone.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import activations
+from .pb import _VAR_EPS
+
+
+class CachedEpoch:
+    """One layer's cached epoch, stacked for full-batch steps (see the module docstring)."""
+
+    def __init__(self, pool, layer, entries: list[dict]) -> None:
+        self.pool, self.layer = pool, layer
+        self.activation = activations.ACTIVATIONS[layer.activation]
+        first = entries[0]
+        with torch.no_grad():
+            axis = pool.preactivations(first["x"], first["acts"], layer, first["args"], first["kwargs"])[1]
+
+            def rows(t):  # a neuron tensor as [samples x positions, C]
+                return t.movedim(axis, -1).flatten(0, -2)
+
+            d = torch.cat([rows(e["delta"]) for e in entries]).to(pool.moments.dtype)
+            d = d - d.mean(0)
+            self.d = (d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()).unsqueeze(1)  # [M, 1, C]
+            # the accepted dendrites' activations, [M, 1, C] each
+            self.cascade_inputs = [torch.cat([rows(e["acts"][j]) for e in entries]).unsqueeze(1)
+                                   for j in range(len(first["acts"]))]
+            merged = None
+            if not any(e["args"] or e["kwargs"] for e in entries):
+                merged = pool.adapter.cat_samples(layer, [e["x"] for e in entries])
+            self.calls = ([(merged, (), {})] if merged is not None else
+                          [(e["x"], e["args"], e["kwargs"]) for e in entries])
+        cascade = pool.cascade
+        self.cascade = cascade if cascade is not None and cascade.requires_grad else None
+        self.units = [p for p in pool.trainable_parameters() if p.requires_grad and p is not cascade]
+        self.params = self.units + ([self.cascade] if self.cascade is not None else [])
+
+    def unit_preactivations(self) -> torch.Tensor:
+        """The candidates' own ``z`` over the epoch, [M, P, C], cascade inputs not added."""
+        zs = []
+        for x, args, kwargs in self.calls:
+            z, ax = self.pool.adapter.pool_preactivations(self.pool, self.layer, x, args, kwargs)
+            zs.append(z.movedim((ax, ax + 1), (-2, -1)).flatten(0, -3))
+        return zs[0] if len(zs) == 1 else torch.cat(zs)
+
+    def with_cascade(self, z: torch.Tensor) -> torch.Tensor:
+        """The candidates' full preactivations: the units' ``z`` plus the cascade inputs."""
+        for j, a in enumerate(self.cascade_inputs):
+            z = torch.addcmul(z, self.pool.cascade[:, j], a)
+        return z
+
+    def gradients(self, z: torch.Tensor):
+        """``(dz, dcascade, S)`` at the units' ``z`` (detached): the gradients of ``-S`` for
+        ``z`` and for the cascade weights ([P, K, C]; None when they do not train)."""
+        act = self.activation
+        z = self.with_cascade(z)
+        a = act.forward(z)
+        a_ = a if a.dtype == self.d.dtype else a.to(self.d.dtype)
+        inv_m = 1.0 / a.shape[0]
+        cov = (a_ * self.d).sum(0)  # [P, C], M times the covariance (d is centred)
+        grad = self.d * cov.sign().mul_(-inv_m)  # -dS/da
+        grad = grad if grad.dtype == a.dtype else grad.to(a.dtype)
+        if act.backward_ is not None:
+            grad = act.backward_(grad, a)
+        else:
+            grad = act.backward(grad, a, None if act.from_output else z)
+        dcascade = None
+        if self.cascade is not None:
+            dcascade = torch.stack([(grad * c).sum(0) for c in self.cascade_inputs], 1)
+        return grad, dcascade, cov.abs().sum() * inv_m
+
+    @torch.no_grad()
+    def score(self) -> None:
+        """The pool's statistics over the whole epoch at the current weights; remembered."""
+        a = self.activation.forward(self.with_cascade(self.unit_preactivations())).to(self.d.dtype)
+        mean = a.mean(0)
+        cov = ((a - mean) * self.d).mean(0)
+        self.pool.moments.copy_(_rank_mean(torch.stack([cov, mean, a.pow(2).mean(0)])))
+        self.pool.best_score.zero_()
+        self.pool.remember_best()
+
+
+def fit(pools: list, steps: int, lr: float) -> list[int]:
+    """Train and score the candidates of ``pools`` (``(pool, layer)`` pairs) on their cached
+    epochs; returns the full-batch steps each took (0 where nothing was cached). The caches
+    are emptied."""
+    epochs: list[CachedEpoch | None] = []
+    for pool, layer in pools:
+        entries = [e for e in pool.cache or () if e["delta"] is not None]
+        pool.cache = []
+        epochs.append(CachedEpoch(pool, layer, entries) if entries else None)
+    active = [e for e in epochs if e is not None and e.params]
+    taken = {id(e): 0 for e in active}
+    last: dict[int, float] = {}
+    if steps and active:
+        optimizer = _adam([p for e in active for p in e.params], lr)
+        for step in range(1, steps + 1):
+            with torch.enable_grad():
+                zs = [e.unit_preactivations() if e.units else None for e in active]
+            with torch.no_grad():
+                out = [e.gradients(z.detach() if e.units else e.unit_preactivations())
+                       for e, z in zip(active, zs)]
+            trained = [(z, dz) for e, z, (dz, _, _) in zip(active, zs, out) if e.units]
+            # autograd.grad, not backward(): a DistributedDataParallel wrapper's hooks on
+            # these parameters must not fire outside its forward
+            grads = iter(torch.autograd.grad([z for z, _ in trained],
+                                             [p for e in active for p in e.units],
+                                             [dz for _, dz in trained]) if trained else ())
+            for e, (_, dcascade, _) in zip(active, out):
+                for p in e.units:
+                    p.grad = _rank_mean(next(grads))  # ranks fit one candidate set on all their data
+                if e.cascade is not None:
+                    e.cascade.grad = _rank_mean(dcascade)
+            optimizer.step()
+            for e in active:
+                taken[id(e)] = step
+            if step % 10 == 0:  # the early stop reads the objectives (a device sync) here only
+                # averaged over ranks, so that every rank stops a layer at the same step
+                values = _rank_mean(torch.stack([s for _, _, s in out])).tolist()
+                stopped = [e for e, v in zip(active, values)
+                           if id(e) in last and v < last[id(e)] * 1.005]
+                last.update((id(e), v) for e, v in zip(active, values))
+                for e in stopped:  # no gradient: Adam leaves these parameters alone
+                    for p in e.params:
+                        p.grad = None
+                active = [e for e in active if e not in stopped]
+                if not active:
+                    break
+    for e in epochs:
+        if e is not None:
+            e.score()
+    return [0 if e is None else taken.get(id(e), 0) for e in epochs]
+
+
+def _adam(params: list, lr: float) -> torch.optim.Adam:
+    """Adam for cached training: torch's fused kernel where it has one (a step is then one op
+    instead of a dozen per tensor, which shows on small layers)."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+def _rank_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over the ranks of an initialised process group (else ``t``)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
