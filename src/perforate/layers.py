@@ -269,7 +269,7 @@ class DendriticLayer(nn.Module):
             acts = self.cascade(adapter.preactivations(self, xd, args, kwargs))
             y = self.join(y, acts)
         if pool is not None and self.training and torch.is_grad_enabled():
-            y = y + pool(adapter.detach(x), [a.detach() for a in acts], self, args, kwargs)
+            y = y + pool(adapter.detach(x), [a.detach() for a in acts], self, args, kwargs, like=y)
         return y if rebuild is None else rebuild(y)
 
     def reference_forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:

@@ -78,25 +78,34 @@ class _Tap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, pool: "CandidatePool", activation: str, axis: int,
-                entry: dict | None = None) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, pool: "CandidatePool", activation: str, axis: int) -> torch.Tensor:
         act = activations.ACTIVATIONS[activation]
-        ctx.pool, ctx.act, ctx.axis, ctx.entry = pool, act, axis, entry
-        shape = z.shape[:axis] + z.shape[axis + 1:]
-        if entry is not None:  # caching: only the neuron error is wanted from this batch
-            return z.new_zeros(()).expand(shape)
+        ctx.pool, ctx.act, ctx.axis = pool, act, axis
         a = act.forward(z)
         ctx.save_for_backward(a, None if act.from_output else z)
-        return a.new_zeros(()).expand(shape)
+        return a.new_zeros(()).expand(z.shape[:axis] + z.shape[axis + 1:])
 
     @staticmethod
     def backward(ctx, delta: torch.Tensor):
-        if ctx.entry is not None:
-            ctx.entry["delta"] = delta.detach()
-            return None, None, None, None, None
         a, z = ctx.saved_tensors
         grad = ctx.pool._objective_gradient(a, delta, ctx.axis)
-        return ctx.act.backward(grad, a, z), None, None, None, None
+        return ctx.act.backward(grad, a, z), None, None, None
+
+
+class _Record(torch.autograd.Function):
+    """Caching: zeros of ``shape`` (the layer's neuron tensor) whose backward keeps the neuron
+    error in ``entry``. ``leaf``, a scalar that requires grad, keeps the loss differentiable
+    when every weight is frozen; the candidates are not computed."""
+
+    @staticmethod
+    def forward(ctx, leaf: torch.Tensor, shape: torch.Size, entry: dict) -> torch.Tensor:
+        ctx.entry = entry
+        return leaf.new_zeros(()).expand(shape)
+
+    @staticmethod
+    def backward(ctx, delta: torch.Tensor):
+        ctx.entry["delta"] = delta.detach()
+        return None, None, None
 
 
 class CandidatePool(nn.Module):
@@ -149,23 +158,26 @@ class CandidatePool(nn.Module):
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, acts: list[torch.Tensor], layer: DendriticLayer, args: tuple = (),
-                kwargs: dict | None = None) -> torch.Tensor:
+                kwargs: dict | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
         """A zero tensor shaped like the layer's neuron tensor that carries the candidates' gradient.
 
         ``x`` and ``acts`` (the accepted dendrites' activations) must come detached; ``args`` and
-        ``kwargs`` are the layer call's other arguments.
+        ``kwargs`` are the layer call's other arguments; ``like``, the neuron tensor, spares
+        computing the candidates just for its shape while caching.
         """
         kwargs = kwargs or {}
         if self.cache is not None:
-            with torch.no_grad():  # only the shape is needed; the tap brings the neuron error
-                z, axis = self.preactivations(x, acts, layer, args, kwargs)
-            z.requires_grad_(True)  # keeps the loss differentiable: every weight is frozen now
+            if like is None:
+                with torch.no_grad():
+                    z, axis = self.preactivations(x, acts, layer, args, kwargs)
+                like = z.select(axis, 0)
             entry = {"x": x, "acts": acts, "args": args, "kwargs": kwargs, "delta": None}
             size = _nbytes((x, acts, args, kwargs))
             if size <= self._cache_room:  # past the memory cap a batch is not kept
                 self._cache_room -= size
                 self.cache.append(entry)
-            return _Tap.apply(z, self, layer.activation, axis, entry)
+            leaf = torch.zeros((), device=like.device, dtype=like.dtype, requires_grad=True)
+            return _Record.apply(leaf, like.shape, entry)
         z, axis = self.preactivations(x, acts, layer, args, kwargs)
         return _Tap.apply(z, self, layer.activation, axis)
 
