@@ -67,8 +67,9 @@ class CachedEpoch:
         return z
 
     def gradients(self, z: torch.Tensor):
-        """``(dz, dcascade, S)`` at the units' ``z`` (detached): the gradients of ``-S`` for
-        ``z`` and for the cascade weights ([P, K, C]; None when they do not train)."""
+        """``(dz, dcascade, cov)`` at the units' ``z`` (detached): the gradients of ``-S`` for
+        ``z`` and for the cascade weights ([P, K, C]; None when they do not train), and ``M``
+        times the covariances [P, C] (``S = |cov|.sum() / M``, read only when needed)."""
         act = self.activation
         z = self.with_cascade(z)
         a = act.forward(z)
@@ -84,7 +85,7 @@ class CachedEpoch:
         dcascade = None
         if self.cascade is not None:
             dcascade = torch.stack([(grad * c).sum(0) for c in self.cascade_inputs], 1)
-        return grad, dcascade, cov.abs().sum() * inv_m
+        return grad, dcascade, cov
 
     @torch.no_grad()
     def score(self) -> None:
@@ -133,7 +134,8 @@ def fit(pools: list, steps: int, lr: float) -> list[int]:
                 taken[id(e)] = step
             if step % 10 == 0:  # the early stop reads the objectives (a device sync) here only
                 # averaged over ranks, so that every rank stops a layer at the same step
-                values = _rank_mean(torch.stack([s for _, _, s in out])).tolist()
+                values = _rank_mean(torch.stack([cov.abs().sum() / e.d.shape[0]
+                                                 for e, (_, _, cov) in zip(active, out)])).tolist()
                 stopped = [e for e, v in zip(active, values)
                            if id(e) in last and v < last[id(e)] * 1.005]
                 last.update((id(e), v) for e, v in zip(active, values))
