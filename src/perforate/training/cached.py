@@ -20,7 +20,10 @@ from __future__ import annotations
 import torch
 
 from .. import activations
-from .pb import _VAR_EPS
+
+VAR_EPS = 1e-16
+"""Floor of var(delta): keeps 1 / std(delta) finite where a neuron gets no error (pb's online
+statistics use it too)."""
 
 
 class CachedEpoch:
@@ -38,7 +41,7 @@ class CachedEpoch:
 
             d = torch.cat([rows(e["delta"]) for e in entries]).to(pool.moments.dtype)
             d = d - d.mean(0)
-            self.d = (d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()).unsqueeze(1)  # [M, 1, C]
+            self.d = (d * d.pow(2).mean(0).clamp_min(VAR_EPS).rsqrt()).unsqueeze(1)  # [M, 1, C]
             # the accepted dendrites' activations, [M, 1, C] each
             self.cascade_inputs = [torch.cat([rows(e["acts"][j]) for e in entries]).unsqueeze(1)
                                    for j in range(len(first["acts"]))]

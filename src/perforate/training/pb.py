@@ -34,9 +34,10 @@ from torch import nn
 
 from .. import activations
 from ..layers import DendriticLayer
+from . import cached
+from .cached import VAR_EPS as _VAR_EPS
 
 _EPS = 1e-8
-_VAR_EPS = 1e-16  # floor of var(delta): keeps 1 / std(delta) finite where a neuron gets no error
 
 
 def correlation_objective(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -247,9 +248,7 @@ class CandidatePool(nn.Module):
         and position; stops early when 10 steps raise it by less than 0.5 %. Returns the steps
         taken. The cache is emptied. (:func:`fit_cached` trains several layers' pools at once.)
         """
-        from .cached import fit
-
-        return fit([(self, layer)], steps, lr)[0]
+        return cached.fit([(self, layer)], steps, lr)[0]
 
     # ------------------------------------------------------------------ best weights and selection
     @torch.no_grad()
@@ -317,9 +316,8 @@ def fit_cached(layers: dict[str, DendriticLayer], steps: int, lr: float) -> dict
     """Cached training of every layer's pool (see :meth:`CandidatePool.fit_cached`), all the
     layers in lock step (:mod:`perforate.training.cached`); returns the full-batch steps each
     layer took."""
-    from .cached import fit
-
-    return dict(zip(layers, fit([(layer.candidate_pool, layer) for layer in layers.values()], steps, lr)))
+    return dict(zip(layers, cached.fit([(layer.candidate_pool, layer) for layer in layers.values()],
+                                       steps, lr)))
 
 
 def join_candidates(layers: dict[str, DendriticLayer],
