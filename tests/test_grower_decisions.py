@@ -49,6 +49,28 @@ def test_a_failed_growth_sends_the_best_model_back_to_training_until_the_budget(
     assert "budget of 16 epochs is spent" in out[15][3]
 
 
+def test_a_failed_growth_costs_only_its_own_epochs():
+    """Training goes on from the model as it was when the growth began, as the plain model would
+    have: not from the best epoch's snapshot, which discards every epoch since the best."""
+    cfg = pf.Config(smoothing=1, patience=2, max_growth_retries=0, max_epochs=12)
+    # best at 2; plateau at 4 -> grow from the best; the growth fails at 6 -> continue
+    scores = [0.3, 0.4, 0.5, 0.45, 0.45] + [0.45, 0.45] + [0.45] * 5
+    grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, adam)
+    seen = {}
+    for epoch, score in enumerate(scores):
+        train_a_little(grower)
+        seen[epoch] = outputs(grower)
+        d = grower.step(score)
+        if d.event == "continue":
+            break
+    assert (epoch, d.event) == (6, "continue") and grower.state.level == 0
+    assert "as it was when growth began" in d.reason
+    assert torch.equal(outputs(grower), seen[4])  # the weights trained up to the growth epoch
+    assert not torch.equal(seen[4], seen[2])
+    assert grower.state.best_epoch == 2 and grower.state_dict()["before"] is None
+    assert torch.equal(grower.finish().eval()(X), seen[2])  # the best epoch is still the model kept
+
+
 def test_without_a_budget_a_plateau_with_no_growth_left_ends_the_run():
     cfg = pf.Config(smoothing=1, patience=2, max_growth_retries=0)
     grower, out = drive(cfg, [0.3, 0.4, 0.5, 0.5, 0.5, 0.45, 0.45, 0.5, 0.6])

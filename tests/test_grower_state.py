@@ -63,7 +63,8 @@ def test_state_dict_round_trip_continues_identically(mode, split):
     if mode == "pb-cached":  # 4: before the cached epoch, 5: just after the join
         assert a.phase == ("dendrite" if split == 4 else "neuron")
     saved = copy.deepcopy(a.state_dict())
-    json.dumps({k: v for k, v in saved.items() if k not in ("model", "optimizer", "scheduler", "best", "trial")})
+    snapshots = ("model", "optimizer", "scheduler", "best", "trial", "before")
+    json.dumps({k: v for k, v in saved.items() if k not in snapshots})
 
     b = pf.Grower(make_model(seed=7), pf.Config.from_dict(saved["config"]), adam)  # other weights
     b.load_state_dict(saved)
@@ -226,6 +227,22 @@ def test_gd_resume_with_several_dendrites_per_layer_continues_bit_for_bit(tmp_pa
         (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
         assert da == db and torch.equal(out_a, out_b)
     assert [n for n, _ in a.model.named_parameters()] == [n for n, _ in b.model.named_parameters()]
+
+
+def test_a_run_resumed_inside_a_growth_cycle_rolls_back_to_the_same_model(tmp_path):
+    # a budget: the growth at 3 fails at 5 and training goes on from the model of epoch 3,
+    # which a resumed run must read from the state folder
+    cfg = config("gd", max_epochs=12, plots=False).replace(max_growth_retries=0)
+    a = pf.Grower(make_model(), cfg, adam, out_dir=tmp_path)
+    for score in SCORES[:5]:
+        epoch(a, score)
+    a.flush()
+    assert a.state.cycle == "growth" and (tmp_path / "state" / "resume.before.safetensors").is_file()
+    b = pf.Grower.resume(tmp_path, make_model(seed=3), adam)
+    for score in SCORES[5:12]:
+        (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
+        assert da == db and torch.equal(out_a, out_b)
+    assert [d["event"] for d in b.state.decisions][:2] == ["grow", "continue"]
 
 
 def test_optimizer_state_follows_parameters_by_name_not_position():

@@ -15,6 +15,9 @@ Rules (both modes):
 - A growth cycle *paid* when its smoothed score beat the smoothed best from before it and its
   best epoch beat the best score; only then does a grown model become the best. One that did
   not pay is rolled back, and retried with fresh dendrites up to ``max_growth_retries`` times.
+  With a budget, training then goes on from the model as it was when the growth began (not
+  from the best epoch's snapshot, which may be many epochs older): a failed growth costs the
+  budget only its own epochs.
 - Without a budget, a plateau where growth cannot go on ends the run (early stopping): the best
   model is restored and ``Decision.done`` is True. With ``Config.max_epochs`` the best model
   keeps training (as a plain model given the budget would) until the budget is spent, and may
@@ -243,6 +246,7 @@ class Grower:
         """Counts changes of the best snapshot (a writer rewrites best files only when it moved)."""
         self._best: dict[str, Any] | None = None  # ckpt.snapshot of the best model so far
         self._trial: dict[str, Any] | None = None  # best snapshot of a growth cycle on trial
+        self._before: dict[str, Any] | None = None  # snapshot of the model when growth began
         self._example: torch.Tensor | None = None
         self._capture_handle = model.register_forward_pre_hook(self._capture_example)
         self._last_time = time.perf_counter()
@@ -378,6 +382,19 @@ class Grower:
             self.state.level = self.state.best_level
             self._params = count_parameters(self.model)
 
+    def _resume_before_growth(self) -> None:
+        """After a growth that did not pay, train on from the model as it was when the growth
+        began, as the plain model would have: a failed growth costs only its own epochs, not
+        also those since the best epoch. The best snapshot stays the model kept."""
+        before, self._before = self._before, None
+        if before is None:  # a state saved by an older version
+            self._restore_best()
+        else:
+            self.model = ckpt.restore(self.model, before)
+            self.state.level = self.state.best_level
+            self._params = count_parameters(self.model)
+        self._start_cycle("continue")
+
     # ------------------------------------------------------------------ growth actions
     def add_dendrites(self) -> Decision:
         """Grow now, on the current weights (no rollback). In pb mode this starts a dendrite phase."""
@@ -389,6 +406,8 @@ class Grower:
         if self._growth_paid():  # the grown model on trial has paid: it becomes the best
             self._accept_trial()
             reason += "; the growth before it paid"
+        if self.state.cycle != "growth":
+            self._before = ckpt.snapshot(self.model)
         return self._grow("grow", reason)
 
     def _grow(self, event: str, reason: str) -> Decision:
@@ -467,7 +486,7 @@ class Grower:
         s = self.state
         s.best_score, s.best_epoch, s.best_level = s.trial_score, s.trial_epoch, s.level
         s.best_smoothed = s.cycle_best
-        self._best, self._trial = self._trial, None
+        self._best, self._trial, self._before = self._trial, None, None
         self.best_version += 1
         s.trial_score, s.trial_epoch = None, -1
 
@@ -477,6 +496,7 @@ class Grower:
             self._accept_trial()
             reason += f"; the last growth paid (smoothed {_fmt(s.cycle_best)})"
         self._restore_best()
+        self._before = None
         for layer in self.layers.values():
             layer.candidate_pool = None
         s.done = True
@@ -611,15 +631,16 @@ class Grower:
         if not blocked:
             event = "retry" if s.failures else "grow"
             notes.append(f"{self._plateau_note()}: {event}{self._capacity_note()}")
+            if s.cycle != "growth":  # a retry keeps the first growth's starting point
+                self._before = ckpt.snapshot(self.model)
             self._restore_best()
             return self._grow(event, "; ".join(notes))
         notes.append(f"{self._plateau_note()}; no growth: {blocked}")
         if not cfg.max_epochs:
             return self._finish("; ".join(notes))
-        if failed:  # back to the best model, which trains on
-            self._restore_best()
-            self._start_cycle("continue")
-            notes.append("rolled back to the best model, training on")
+        if failed:  # back to where training was when growth began, and on from there
+            self._resume_before_growth()
+            notes.append("rolled back to the model as it was when growth began, training on")
             reason = "; ".join(notes)
             self._record("continue", reason)
             return Decision(True, False, "neuron", "continue", improved, s.epoch, reason)
@@ -772,7 +793,9 @@ class Grower:
 
         Always: ``"config"``, ``"state"`` (:class:`GrowerState` as a dict), ``"history"``,
         ``"structure"`` (the live model's wrapping), all JSON-able, and ``"best"`` (the best
-        model's structure and tensors, or None) with ``"best_version"``. With ``model``:
+        model's structure and tensors, or None) with ``"best_version"``, ``"trial"`` (the best
+        grown model of a growth cycle on trial) and ``"before"`` (the model when that growth
+        began), each None outside a growth cycle. With ``model``:
         ``"model"``, the live model's state dict. With ``optimizer``: ``"optimizer"`` and
         ``"scheduler"`` state dicts and ``"optimizer_params"``, the optimizer's parameter names
         by group (its state is loaded by name). As in ``nn.Module.state_dict``, tensors are references, not
@@ -783,6 +806,7 @@ class Grower:
             "format": STATE_FORMAT, "config": self.config.to_dict(), "state": self.state.to_dict(),
             "history": [dict(row) for row in self.history], "structure": ckpt.structure(self.model),
             "best": self._best, "best_version": self.best_version, "trial": self._trial,
+            "before": self._before,
         }
         if model:
             out["model"] = self.model.state_dict()
@@ -810,11 +834,13 @@ class Grower:
             self.model = ckpt.apply_structure(self.model, state_dict["structure"], state_dict["model"], source)
             ckpt.load_state(self.model, state_dict["model"], source)
         state = GrowerState.from_dict(state_dict["state"])
-        best, trial = state_dict["best"], state_dict.get("trial")
+        best, trial, before = state_dict["best"], state_dict.get("trial"), state_dict.get("before")
         if best is not None:
             ckpt.check_snapshot(self.model, best, f"{source}'s best model")
         if trial is not None:
             ckpt.check_snapshot(self.model, trial, f"{source}'s grown model on trial")
+        if before is not None:
+            ckpt.check_snapshot(self.model, before, f"{source}'s model from before the growth")
         self._place_pools(state.phase)
         self.state = state
         if state.phase == "dendrite" and self.config.candidate_training == "cached":
@@ -823,7 +849,7 @@ class Grower:
                     layer.candidate_pool.start_caching(self.config.candidate_cache_mb)
         self.history = [dict(row) for row in state_dict["history"]]
         self._best, self.best_version = best, state_dict["best_version"]
-        self._trial = trial
+        self._trial, self._before = trial, before
         self._params = count_parameters(self.model)
         self.apply_trainable()
         self._rebuild_optimizer()

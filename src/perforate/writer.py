@@ -54,8 +54,9 @@ WRITE_INTERVAL_S = 1.0
 seconds (on fast epochs writing them every epoch would cost more than it is worth to a reader or
 a resume); they then hold every epoch since. Events, ``Grower.finish`` and ``Grower.flush``
 always write."""
-_NOT_IN_META = ("format", "model", "optimizer", "scheduler", "best", "trial")  # stored in their own form
-_FILE_KEYS = ("format", "aliases", "state_format", "has_model", "best_file", "trial_file", "optim")
+_NOT_IN_META = ("format", "model", "optimizer", "scheduler", "best", "trial", "before")  # stored in their own form
+_FILE_KEYS = ("format", "aliases", "state_format", "has_model", "best_file", "trial_file", "before_file",
+              "optim")
 
 
 class HistoryWriter:
@@ -298,15 +299,18 @@ def save_grower_state(folder: str | Path, state_dict: dict[str, Any], stem: str 
     best_name = f"{stem}.best-{version}.safetensors" if best is not None else None
     if best_name is not None and not (best_written and (folder / best_name).is_file()):
         ckpt.write_tensors(folder / best_name, best["state"], {"structure": best["structure"]})
-    # a grown model on trial (see Grower): small, and replaced at every gain of its cycle
-    trial, trial_name = state_dict.get("trial"), None
-    if trial is not None:
-        trial_name = f"{stem}.trial.safetensors"
-        ckpt.write_tensors(folder / trial_name, trial["state"], {"structure": trial["structure"]})
+    # a grown model on trial and the model from before its growth (see Grower): small, and
+    # present only during a growth cycle
+    names = {}
+    for key in ("trial", "before"):
+        snap, names[key] = state_dict.get(key), None
+        if snap is not None:
+            names[key] = f"{stem}.{key}.safetensors"
+            ckpt.write_tensors(folder / names[key], snap["state"], {"structure": snap["structure"]})
     tensors = {f"model/{k}": v for k, v in state_dict.get("model", {}).items()}
     meta = {k: v for k, v in state_dict.items() if k not in _NOT_IN_META}
     meta.update(state_format=state_dict["format"], has_model="model" in state_dict, best_file=best_name,
-                trial_file=trial_name)
+                trial_file=names["trial"], before_file=names["before"])
     if "optimizer" in state_dict:
         optim_tensors, meta["optim"] = ckpt.optimizer_state_to_tensors(
             {"optimizer": state_dict["optimizer"], "scheduler": state_dict["scheduler"]})
@@ -327,12 +331,12 @@ def load_grower_state(folder: str | Path, stem: str = RESUME_STEM) -> dict[str, 
     tensors, meta = ckpt.read_tensors(path)
     if meta.get("state_format") != STATE_FORMAT:
         raise CheckpointError(f"{path} holds no grower state (format {show(meta.get('state_format'))})")
-    best_file, trial_file = meta.get("best_file"), meta.get("trial_file")
+    files = {key: meta.get(f"{key}_file") for key in ("best", "trial", "before")}
     if not isinstance(meta.get("has_model"), bool) or not all(
-            name is None or _sibling_name(name, stem) for name in (best_file, trial_file)):
+            name is None or _sibling_name(name, stem) for name in files.values()):
+        shown = ", ".join(f"{key}_file={show(name)}" for key, name in files.items())
         raise CheckpointError(f"{path} is damaged: has_model={show(meta.get('has_model'))}, "
-                              f"best_file={show(best_file)}, trial_file={show(trial_file)}; "
-                              "resume from another copy")
+                              f"{shown}; resume from another copy")
     state_dict = {k: v for k, v in meta.items() if k not in _FILE_KEYS}
     state_dict["format"] = meta["state_format"]
     if meta["has_model"]:
@@ -343,7 +347,7 @@ def load_grower_state(folder: str | Path, stem: str = RESUME_STEM) -> dict[str, 
         if not (isinstance(parts, dict) and set(parts) == {"optimizer", "scheduler"}):
             raise CheckpointError(f"{path} has a damaged optimizer state; resume from another copy")
         state_dict.update(parts)
-    for key, name in (("best", best_file), ("trial", trial_file)):
+    for key, name in files.items():
         state_dict[key] = None
         if name is not None:
             snap, snap_meta = ckpt.read_tensors(folder / name)
