@@ -88,8 +88,8 @@ class Decision:
     phase: str
     """"neuron" or "dendrite" for the coming epoch."""
     event: str = ""
-    """"grow", "retry", "dendrite_start", "join", "continue" (rolled back to the best model
-    after a growth that did not pay, training on), "hold" (a plateau where growth cannot help,
+    """"grow", "retry", "dendrite_start", "join", "continue" (after a growth that did not pay:
+    back to the model as it was when the growth began, training on), "hold" (a plateau where growth cannot help,
     training on to the budget), "done" or ""."""
     improved: bool = False
     """This epoch's score beat the best score so far (after a growth step the grown model is
@@ -115,7 +115,8 @@ class GrowerState:
     """Best smoothed score of an accepted architecture."""
     cycle: str = "base"
     """What the current neuron phase is: "base" (the model as given), "growth" (after a growth
-    step, not yet accepted) or "continue" (the best model training on)."""
+    step, not yet accepted) or "continue" (the accepted architecture training on after a plateau
+    or a growth that did not pay)."""
     cycle_from: float | None = None
     """``best_smoothed`` when the cycle started (what a growth cycle must beat)."""
     cycle_best: float | None = None
