@@ -110,6 +110,7 @@ def fit(pools: list, steps: int, lr: float) -> list[int]:
         entries = [e for e in pool.cache or () if e["delta"] is not None]
         pool.cache = []
         epochs.append(CachedEpoch(pool, layer, entries) if entries else None)
+        del entries  # stacked, the batches' own tensors can go before the next layer stacks
     active = [e for e in epochs if e is not None and e.params]
     taken = {id(e): 0 for e in active}
     last: dict[int, float] = {}
