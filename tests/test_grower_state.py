@@ -3,6 +3,7 @@ optimizer groups, and the run writer."""
 import copy
 import csv
 import json
+import logging
 import subprocess
 import sys
 
@@ -227,6 +228,19 @@ def test_gd_resume_with_several_dendrites_per_layer_continues_bit_for_bit(tmp_pa
         (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
         assert da == db and torch.equal(out_a, out_b)
     assert [n for n, _ in a.model.named_parameters()] == [n for n, _ in b.model.named_parameters()]
+
+
+def test_a_resumed_run_logs_under_its_name(tmp_path, caplog):
+    a = pf.Grower(make_model(), config("gd", plots=False), adam, out_dir=tmp_path, name="seed 0")
+    for score in SCORES[:3]:
+        epoch(a, score)
+    a.flush()
+    with caplog.at_level(logging.INFO, logger="perforate"):
+        b = pf.Grower.resume(tmp_path, make_model(), adam, verbose=True, name="seed 0")
+        epoch(b, SCORES[3])  # the growth at 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "perforate"]
+    assert any(": grow: " in line for line in lines) and any(" params, " in line for line in lines)
+    assert lines and all(line.startswith("[seed 0] epoch 3") for line in lines), lines
 
 
 def test_a_run_resumed_inside_a_growth_cycle_rolls_back_to_the_same_model(tmp_path):

@@ -885,13 +885,14 @@ class Grower:
     @classmethod
     def resume(cls, out_dir: str | Path, base_model: nn.Module, optimizer_factory: OptimizerFactory,
                scheduler_factory: SchedulerFactory | None = None,
-               step_scheduler: bool = True) -> "Grower":
+               step_scheduler: bool = True, *, verbose: bool = False, name: str = "") -> "Grower":
         """Continue an interrupted run from the last state written to ``out_dir``.
 
         ``base_model`` is a fresh, un-wrapped instance of the architecture. The returned grower
         holds the model, optimizer and scheduler as they were after the last saved epoch and
         makes the same decisions an uninterrupted run would. ``grower.state.epoch`` is the
         next epoch to run. (To resume in the process that wrote the run, ``flush`` its grower.)
+        ``verbose`` and ``name`` are not saved with the run: pass them as to :class:`Grower`.
         """
         folder = Path(out_dir) / "state"
         if not (folder / f"{RESUME_STEM}.safetensors").is_file():
@@ -905,7 +906,8 @@ class Grower:
             raise CheckpointError(f"the run in {out_dir} saved a bad config ({exc}); the saved "
                                   "state is damaged") from exc
         model = ckpt.apply_structure(base_model, state_dict["structure"], state_dict.get("model"), folder)
-        grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir, step_scheduler)
+        grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir, step_scheduler,
+                     verbose=verbose, name=name)
         grower.load_state_dict(state_dict)
         return grower
 
