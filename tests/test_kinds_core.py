@@ -55,6 +55,22 @@ def test_reading_a_wrapped_weight_names_the_layer_and_the_fix():
         layer.nothing
 
 
+def test_reading_an_exported_layers_weight_says_where_it_is():
+    model = _grow(pf.perforate(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))))
+    layer = pf.export(model)[2]  # main folded into the stacked call
+    with pytest.raises(pf.BypassError, match=r"\.weight of '2' \(Linear with dendrites, exported\).*"
+                                             r"layer\.stacked\.weight\[:2\].*exclude=\['2'\]"):
+        layer.weight
+    assert torch.equal(layer.stacked.weight[:2], model[2].main.weight)  # the message is true
+    assert not hasattr(layer, "bias") and getattr(layer, "bias", "none") == "none"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'") as info:
+        layer.nothing
+    assert not isinstance(info.value, pf.BypassError)
+    head = pf.export(_grow(pf.perforate(TiedLM()))).head  # tied weights: main kept apart
+    with pytest.raises(pf.BypassError, match=r"'head'.*read layer\.main\.weight if"):
+        head.weight
+
+
 def test_channels_last_after_growth_keeps_outputs_and_growing():
     torch.manual_seed(0)
     model = pf.perforate(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3)))

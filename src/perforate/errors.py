@@ -57,3 +57,14 @@ class BypassError(PerforateError, AttributeError):
     Also an AttributeError, so ``hasattr``/``getattr(..., default)`` probes behave as they do on
     any module without that attribute.
     """
+
+
+def bypass_error(name: str, path: str, what: str, direct: str) -> BypassError:
+    """The error for code that read the wrapped module's tensor (or sub-module) ``name`` through
+    a dendritic layer: ``path`` is the layer's name in its model, ``what`` describes it and
+    ``direct`` is the expression that reads the tensor itself."""
+    where = f"'{path}'" if path else "a wrapped layer"
+    return BypassError(
+        f"code read .{name} of {where} ({what}) directly; computing with it would leave the "
+        f"dendrites out. Call the layer as a module, read {direct} if that is really meant, or "
+        f"keep dendrites off it with pf.Config(exclude=['{path or '<module name>'}'])")

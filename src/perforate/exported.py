@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import activations
+from .errors import bypass_error
 
 
 class ExportedDendriticLayer(nn.Module):
@@ -27,6 +28,9 @@ class ExportedDendriticLayer(nn.Module):
         share: reuse the layer's modules instead of copying them (``pf.export`` works on a copy
             of the whole model already; sharing keeps weights tied across modules tied).
         fold_main: allow folding the main layer into the stacked call.
+
+    As on a DendriticLayer, reading a tensor of the original module through the layer
+    (``layer.weight``) raises :class:`pf.BypassError`, which says where the tensor is.
     """
 
     def __init__(self, layer: nn.Module, share: bool = False, fold_main: bool = True) -> None:
@@ -39,6 +43,11 @@ class ExportedDendriticLayer(nn.Module):
         self.num_dendrites = k = layer.num_dendrites
         self.activation = layer.activation
         self.neuron_axis = layer.neuron_axis
+        self.path = layer.path
+        main = layer.main
+        self._main_type = type(main).__name__
+        self._main_tensors = frozenset(n for d in (main._parameters, main._buffers, main._modules)
+                                       for n, v in d.items() if v is not None)
         self.main_in_stack = False
         self.main = None
         self.stacked = None
@@ -78,6 +87,16 @@ class ExportedDendriticLayer(nn.Module):
             self.cascade_weight = nn.Parameter(cascade, requires_grad=False)
             self.output_weight = nn.Parameter(layer.output_weight.detach().clone().reshape(k, c, *ones),
                                               requires_grad=False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in self.__dict__.get("_main_tensors", ()):
+                raise
+        # a folded main layer's tensors are the first rows of the stacked layer's
+        direct = f"layer.stacked.{name}[:{self.channels}]" if self.main_in_stack else f"layer.main.{name}"
+        raise bypass_error(name, self.path, f"{self._main_type} with dendrites, exported", direct)
 
     def _rows(self, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, ...]:
         """The rows of a per-channel weight, shaped to broadcast against an ``ndim``-dim output."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import activations, kinds
-from .errors import BypassError, WrapError
+from .errors import WrapError, bypass_error
 from .kinds.base import first_parameter
 
 
@@ -123,12 +123,7 @@ class DendriticLayer(nn.Module):
             raise AttributeError(f"'DendriticLayer' (wrapping {type(main).__name__}) has no "
                                  f"attribute '{name}'") from None
         if isinstance(value, (torch.Tensor, nn.Module)):
-            where = f"'{self.path}'" if self.path else "a wrapped layer"
-            raise BypassError(
-                f"code read .{name} of {where} ({type(main).__name__} with dendrites) directly; "
-                "computing with it would leave the dendrites out. Call the layer as a module, "
-                f"read layer.main.{name} if that is really meant, or keep dendrites off it with "
-                f"pf.Config(exclude=['{self.path or '<module name>'}'])")
+            raise bypass_error(name, self.path, f"{type(main).__name__} with dendrites", f"layer.main.{name}")
         return value
 
     def _reference(self) -> torch.Tensor:
