@@ -4,6 +4,7 @@ import copy
 import csv
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -241,6 +242,30 @@ def test_a_resumed_run_logs_under_its_name(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "perforate"]
     assert any(": grow: " in line for line in lines) and any(" params, " in line for line in lines)
     assert lines and all(line.startswith("[seed 0] epoch 3") for line in lines), lines
+
+
+def test_resuming_removes_the_temporary_files_of_a_killed_writer_only(tmp_path):
+    a = pf.Grower(make_model(), config("gd", plots=False), adam, out_dir=tmp_path)
+    for score in SCORES[:2]:
+        epoch(a, score)
+    a.flush()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a writer that is gone (as after a SIGKILL)
+    dead, alive = child.pid, os.getppid()
+    stale = [tmp_path / f".best.{dead}.0a1b2c3d.tmp.pt",
+             tmp_path / "state" / f".resume.{dead}.0a1b2c3d.tmp.safetensors",
+             tmp_path / "state" / f".resume.best-2.{dead}.0a1b2c3d.tmp.safetensors"]
+    kept = [tmp_path / "state" / f".resume.{alive}.0a1b2c3d.tmp.safetensors",  # still writing
+            tmp_path / f".notes.{dead}.0a1b2c3d.tmp.txt"]  # not a file of the run
+    for path in stale + kept:
+        path.write_bytes(b"half a file")
+    b = pf.Grower.resume(tmp_path, make_model(seed=3), adam)
+    assert [p for p in stale + kept if p.exists()] == kept
+    for score in SCORES[2:5]:
+        (da, out_a), (db, out_b) = epoch(a, score), epoch(b, score)
+        assert da == db and torch.equal(out_a, out_b)
+    b.flush()
+    assert load_grower_state(tmp_path / "state")["state"] == b.state.to_dict()
 
 
 def test_a_run_resumed_inside_a_growth_cycle_rolls_back_to_the_same_model(tmp_path):

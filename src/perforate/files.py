@@ -5,14 +5,16 @@ and parallel writers (sweep trials) never share a temporary name.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import stat
 import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import ConfigError
 
@@ -30,6 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    # (remove_stale_temps reads this name back: keep the two in step)
     try:
         with open(tmp, "xb"):  # created as any new file is: its mode honours the umask
             pass
@@ -39,6 +42,41 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_TEMP_NAME = re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<suffix>.*)")
+
+
+def remove_stale_temps(folder: str | Path, patterns: Iterable[str]) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` in ``folder`` that a process killed
+    mid-write left beside files whose names match a glob in ``patterns``; return them.
+
+    Only those of a process that is no longer running go: several processes on one machine may
+    write one folder (pids of another machine's writers are not seen and their files would go).
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp*"):
+        match = _TEMP_NAME.fullmatch(tmp.name)
+        if match is None or _running(int(match["pid"])):
+            continue
+        name = match["stem"] + match["suffix"]
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """True when process ``pid`` exists (always on Windows, where probing could end it)."""
+    if pid == os.getpid() or os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid is that large
+        return False
+    except OSError:  # e.g. PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -22,12 +22,16 @@ every file is current. The thread exits when idle and is not a daemon: a
 process that ends without ``finish`` still completes the write it started. An error in a
 background write is raised on the training thread by the next ``step`` (or ``flush``).
 
+Opening a folder (a new run or ``Grower.resume``) removes the temporary files that a writer
+killed mid-write left beside these files (see :func:`perforate.files.remove_stale_temps`).
+
 The writer reads only the grower's public face (``history``, ``config``, ``state``,
 ``best_version``, ``summary()``, ``state_dict()``) and decides the cadence itself.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 import threading
@@ -40,11 +44,13 @@ import torch
 from . import checkpoint as ckpt
 from .checks import show
 from .errors import CheckpointError, GrowthError
-from .files import write_json
+from .files import remove_stale_temps, write_json
 from .report import BASE_COLUMNS, plot_grower
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grower import Decision, Grower
+
+log = logging.getLogger("perforate")
 
 STATE_FORMAT = "perforate-grower/1"
 """``Grower.state_dict()["format"]``."""
@@ -54,6 +60,8 @@ WRITE_INTERVAL_S = 1.0
 seconds (on fast epochs writing them every epoch would cost more than it is worth to a reader or
 a resume); they then hold every epoch since. Events, ``Grower.finish`` and ``Grower.flush``
 always write."""
+_RUN_FILES = {".": ("summary.json", "growth.png", "best.pt"), "state": (f"{RESUME_STEM}*.safetensors",)}
+"""The files written atomically into ``out_dir`` and its ``state`` folder (glob patterns)."""
 _NOT_IN_META = ("format", "model", "optimizer", "scheduler", "best", "trial", "before")  # stored in their own form
 _FILE_KEYS = ("format", "aliases", "state_format", "has_model", "best_file", "trial_file", "before_file",
               "optim")
@@ -95,6 +103,9 @@ class RunWriter:
         except OSError as exc:
             raise GrowthError(f"cannot create out_dir {self.out_dir}: {exc}; "
                               "pass a writable folder or out_dir=None") from exc
+        for sub, patterns in _RUN_FILES.items():
+            for tmp in remove_stale_temps(self.out_dir / sub, patterns):
+                log.info("removed %s, left by a writer that was killed mid-write", tmp)
         self.history = HistoryWriter(self.out_dir / "history.csv")
         self._best_pt_version = 0  # the best_version that best.pt holds
         self._state_best_version = 0  # the best_version this writer wrote into state/
