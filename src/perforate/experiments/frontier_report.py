@@ -72,8 +72,9 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ax.set_xlabel(f"{COSTS[cost]} (log scale)")
     ax.set_ylabel(score_label(doc))
     n = len(p["seeds"])
+    spread = f"mean ± std over {n} seeds" if n > 1 else "one seed: single runs, no error bars"
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
-                 f"{COSTS[cost]}\nmean ± std over {n} seed{'s' if n > 1 else ''}, "
+                 f"{COSTS[cost]}\n{spread}, "
                  f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
                  "arrows: from the plain width a dendritic model grew from", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
