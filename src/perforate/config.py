@@ -74,7 +74,10 @@ class Config:
     The grown model starts at the old model's optimum: a fresh optimizer at the full rate
     throws it out again. Measured on MNIST-1D MLPs (3 seeds, widths 8 and 16): 0.3 turned the
     paired gain over the plain model from -0.5..+0.1 into -0.1..+0.6 points for gd and pb
-    (``results/ablation.md``); the plain model gets no such decay, so part of it is the decay."""
+    (``results/ablation.md``); the plain model gets no such decay, so part of it is the decay.
+    It applies to a growth forced with ``Grower.add_dendrites()`` too: a model grown while it
+    is still learning loses from the cut (the char LSTM and GPT examples, grown mid-budget:
+    0.2 bits per character worse at 0.3, level with the plain model at 1), so pass 1 there."""
     improvement_threshold: float = 1e-4
     improvement_threshold_abs: float = 0.0
     score_mode: str | None = None
