@@ -1,12 +1,16 @@
 """Quick start: a plain PyTorch MLP on MNIST-1D, converted to dendritic training (gd mode).
 
     python examples/quickstart_mnist1d.py --out runs/quickstart
+    python examples/quickstart_mnist1d.py --width 8       # a narrow MLP: the grower tries a growth
     python examples/quickstart_mnist1d.py --compare      # epoch time with and without Grower.step
 
 The data is generated locally by the `mnist1d` package (never downloaded). The score fed to
 the grower is validation accuracy (higher is better: score_mode="max"); a loss would need
-score_mode="min". One line per epoch and every growth decision (with its reason) are printed
-through the `perforate` logger. Open runs/quickstart/growth.png to see the growth steps.
+score_mode="min". The loop's epoch count is the grower's budget (``max_epochs``): growth is
+planned inside it, and a growth that does not pay is rolled back while the model trains on. One
+line per epoch and every growth decision (with its reason) are printed through the `perforate`
+logger; runs/quickstart/growth.png draws them. At width 100 this MLP over-fits MNIST-1D and the
+grower says so rather than grow; at width 8 it under-fits and a growth is tried.
 """
 import argparse
 import logging
@@ -38,12 +42,12 @@ def accuracy(model, x, y):
         return (model(x).argmax(1) == y).float().mean().item() * 100
 
 
-def train(epochs, out=None, use_grower=True, seed=0, verbose=False):
+def train(epochs, out=None, use_grower=True, seed=0, verbose=False, width=100):
     """Returns (model, seconds per epoch). With use_grower=False: the same loop, plain PyTorch."""
     torch.manual_seed(seed)
     (x, y), (x_val, y_val), (x_test, y_test) = mnist1d_tensors()
-    model = mlp()
-    config = pf.Config(mode="gd", patience=8, max_dendrites=3,
+    model = mlp(width)
+    config = pf.Config(mode="gd", patience=8, max_dendrites=3, max_epochs=epochs,  # the budget
                        score_mode="max", score_name="validation accuracy %")  # accuracy: higher is better
     if use_grower:
         model = pf.perforate(model, config)                                   # 1. wrap
@@ -81,6 +85,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--out", default="runs/quickstart")
+    parser.add_argument("--width", type=int, default=100, help="hidden units per layer")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads: one is fastest for this small MLP, and many times "
                              "faster than the default on a busy machine")
@@ -100,10 +105,10 @@ def main():
                   f"(ratio {statistics.median(values) / plain:.3f})")
     else:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # show perforate's lines
-        print(f"MLP (width 100) on MNIST-1D, gd dendrites, at most {args.epochs} epochs; "
+        print(f"MLP (width {args.width}) on MNIST-1D, gd dendrites, at most {args.epochs} epochs; "
               "growth decisions and one line per epoch follow")
         start = time.perf_counter()
-        model = train(args.epochs, out=args.out, verbose=True)[0]
+        model = train(args.epochs, out=args.out, verbose=True, width=args.width)[0]
         pf.save(model, f"{args.out}/model.safetensors")                       # safetensors + JSON
         print(f"wrote {args.out}/growth.png, history.csv, summary.json, best.pt (a pf.save "
               f"checkpoint: read it with pf.load, not torch.load) and model.safetensors "
