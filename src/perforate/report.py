@@ -105,6 +105,10 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
                 mew=0.6, label="kept model" if final_params is not None else "best so far")
     spans = _dendrite_spans(history)
     events = _events(history)
+    held = [row for row in history if "hold" in str(row.get("event") or "").split("+")]
+    if held:  # a plateau where growth could not help: its reason is in history.csv and the log
+        ax.plot([row["epoch"] for row in held], [row["score"] for row in held], "v", color="gray",
+                ms=6, ls="none", label="plateau, no growth (reason: history.csv)")
     for ax_i in axes:
         for a, b in spans:
             ax_i.axvspan(a, b, color="orange", alpha=0.15, lw=0)
