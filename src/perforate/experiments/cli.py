@@ -18,11 +18,11 @@ from typing import Annotated, Iterator, Optional
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
-from rich.table import Column, Table
-from rich.text import Text
+from rich.progress import Progress
+from rich.table import Table
 
 from perforate.errors import ExperimentError, PerforateError
+from perforate.experiments.progress import progress_bars
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -194,14 +194,7 @@ def _run_protocol(protocol, out: Path, command: str, fresh: bool) -> dict:
     check_protocol(protocol, out, command)  # fail before the progress display starts
     console = Console(stderr=True)
     _announce(console, protocol, out, command.split(" --")[0])
-    fixed = lambda width: Column(min_width=width, no_wrap=True)  # noqa: E731
-    with Progress(TextColumn("[bold]{task.description}", table_column=Column(
-                      ratio=1, no_wrap=True, overflow="ellipsis")),  # the one column that gives way
-                  BarColumn(bar_width=12), TextColumn("{task.completed}/{task.total} epochs",
-                                                      table_column=fixed(15)),
-                  _TimeColumn(table_column=fixed(20)),
-                  TextColumn("{task.fields[info]}", table_column=fixed(10)),
-                  console=console, transient=False) as progress, _decisions_shown_on(console):
+    with progress_bars(console, "epochs") as progress, _decisions_shown_on(console):
         hooks = _ProgressHooks(progress, protocol, out).hooks()
         try:
             doc = run_protocol(protocol, out, hooks, command=command)
@@ -217,22 +210,6 @@ def _run_protocol(protocol, out: Path, command: str, fresh: bool) -> dict:
         stdout.print(f"- {line}", markup=False)
     stdout.print(f"report: {report}  (took {_duration(time.perf_counter() - start)})")
     return doc
-
-
-class _TimeColumn(ProgressColumn):
-    """"0:41 · 2:10 left": time spent and the time left at the recent pace."""
-
-    def render(self, task) -> Text:
-        left = task.time_remaining
-        spent = _clock(task.finished_time if task.finished else task.elapsed)
-        return Text(spent if task.finished else f"{spent} · {_clock(left)} left", style="dim")
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-:--"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}" if minutes >= 60 else f"{minutes}:{rest:02d}"
 
 
 class _ProgressHooks:

@@ -303,8 +303,8 @@ def run_frontier(protocol: FrontierProtocol, out: str | Path, command: str = "",
                  on_epoch: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Run every (arm, width, seed) not yet in ``out/results.json``; returns the document.
 
-    ``on_run(run, index, total)`` is called before each run, ``on_epoch(epoch, score)`` after
-    every epoch of the plain and perforate runs.
+    ``on_run(run, index, total)`` is called before each run still to do (``index`` of ``total``
+    runs left), ``on_epoch(epoch, score)`` after every epoch of the plain and perforate runs.
     """
     out = res.prepare_out_dir(out)
     if REFERENCE in protocol.arms:
@@ -316,12 +316,10 @@ def run_frontier(protocol: FrontierProtocol, out: str | Path, command: str = "",
     build_model(protocol.model, load_dataset(protocol.dataset, seed=protocol.seeds[0]), 1)
     doc = open_frontier(out, protocol, command)
     done = {r["run_id"] for r in doc["runs"]}
-    plan = plan_frontier(protocol)
-    for i, spec in enumerate(plan):
-        if spec.run_id in done:
-            continue
+    todo = [spec for spec in plan_frontier(protocol) if spec.run_id not in done]
+    for i, spec in enumerate(todo):
         if on_run is not None:
-            on_run(spec, i, len(plan))
+            on_run(spec, i, len(todo))
         doc["runs"].append(run_one(protocol, spec, out / "runs" / spec.run_id, on_epoch))
         save_frontier(out, doc)
     return save_frontier(out, doc)

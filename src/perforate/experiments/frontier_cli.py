@@ -96,7 +96,7 @@ def frontier_command(
     import torch
 
     import perforate as pf
-    from perforate.experiments.frontier import DEFAULT_VARIANTS, FrontierProtocol, run_frontier
+    from perforate.experiments.frontier import DEFAULT_VARIANTS, FrontierProtocol
     from perforate.experiments.frontier_report import render_frontier, verdict
 
     try:
@@ -125,11 +125,7 @@ def frontier_command(
         argv += ["--out", str(out)]
         torch.set_num_threads(threads)
         start = time.perf_counter()
-
-        def on_run(spec, index, total):
-            typer.echo(f"[{index + 1}/{total}] {spec.run_id}", err=True)
-
-        doc = run_frontier(protocol, out, shlex.join(argv), on_run=on_run)
+        doc = _run_with_progress(protocol, out, shlex.join(argv))
         report = render_frontier(out)
     except PerforateError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -171,7 +167,7 @@ def demo_command(
 
     import torch
 
-    from perforate.experiments.frontier import FrontierProtocol, run_frontier
+    from perforate.experiments.frontier import FrontierProtocol
     from perforate.experiments.frontier_report import render_frontier
 
     try:
@@ -182,12 +178,7 @@ def demo_command(
                 (out / name).unlink(missing_ok=True)
         torch.set_num_threads(threads)
         start = time.perf_counter()
-
-        def on_run(spec, index, total):
-            typer.echo(f"[{index + 1}/{total}] {spec.run_id}", err=True)
-
-        doc = run_frontier(protocol, out, f"perforate demo --seed {seed} --epochs {epochs}",
-                           on_run=on_run)
+        doc = _run_with_progress(protocol, out, f"perforate demo --seed {seed} --epochs {epochs}")
         report = render_frontier(out)
     except PerforateError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -201,6 +192,29 @@ def demo_command(
     typer.echo(demo_headline(doc))
     typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s); 5 seeds and 4 tasks: "
                "results/frontier.md")
+
+
+def _run_with_progress(protocol, out: Path, command: str) -> dict[str, Any]:
+    """run_frontier under two progress bars (all runs, the current one) with the time left;
+    Ctrl-C keeps the finished runs and says how to resume."""
+    from perforate.experiments.frontier import load_frontier, plan_frontier, run_frontier
+    from perforate.experiments.progress import runs_progress
+
+    done = ({r["run_id"] for r in load_frontier(out)["runs"]}
+            if (Path(out) / "results.json").exists() else set())
+    left = sum(spec.run_id not in done for spec in plan_frontier(protocol))
+    if not left:
+        typer.echo(f"every run is already in {out}: its report is drawn again", err=True)
+        return run_frontier(protocol, out, command)
+    typer.echo(f"{left} training run(s) of at most {protocol.max_epochs} epochs each "
+               f"({len(done)} already in {out}); Ctrl-C keeps finished runs.", err=True)
+    try:
+        with runs_progress(left, protocol.max_epochs) as bars:
+            return run_frontier(protocol, out, command, on_run=bars.on_run, on_epoch=bars.on_epoch)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; finished runs are kept in {out}. Run the same command again "
+                   "to resume.", err=True)
+        raise typer.Exit(130) from None
 
 
 def demo_headline(doc: dict[str, Any]) -> str:
