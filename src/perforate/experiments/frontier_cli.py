@@ -62,7 +62,7 @@ def _ints(text: str, what: str) -> list[int]:
 def frontier_command(
     dataset: Annotated[str, typer.Option(help="Dataset (offline): mnist1d, digits, mnist5k, spirals, "
                                          "breast_cancer, wine, diabetes.")] = "mnist1d",
-    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, ...")] = "mlp",
+    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, lstm, transformer.")] = "mlp",
     widths: Annotated[str, typer.Option(help="The plain ladder of widths.")] = "4,8,16,32,64,128,256",
     grow_widths: Annotated[str, typer.Option(help="Widths the dendritic arms grow from.")] = "4,8,16",
     arms: Annotated[str, typer.Option(help="Dendritic arms: gd, pb, reference (perforatedai, when "
