@@ -79,8 +79,6 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
     from matplotlib.ticker import FuncFormatter
 
     correlation_cols = sorted({k for row in history for k in row if k.startswith("corr/")})
@@ -103,28 +101,7 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
     if best:
         ax.plot([best[-1]["epoch"]], [best[-1]["score"]], "*", color="C0", ms=11, mec="black",
                 mew=0.6, label="kept model" if final_params is not None else "best so far")
-    spans = _dendrite_spans(history)
-    events = _events(history)
-    held = [row for row in history if "hold" in str(row.get("event") or "").split("+")]
-    if held:  # a plateau where growth could not help: its reason is in history.csv and the log
-        ax.plot([row["epoch"] for row in held], [row["score"] for row in held], "v", color="gray",
-                ms=6, ls="none", label="plateau, no growth (reason: history.csv)")
-    for ax_i in axes:
-        for a, b in spans:
-            ax_i.axvspan(a, b, color="orange", alpha=0.15, lw=0)
-        for event, at in events.items():
-            label, color, style = _EVENT_STYLE.get(event, (None, None, None))
-            for e in at if color else ():
-                ax_i.axvline(e, color=color, ls=style, lw=1)
-    handles, labels = ax.get_legend_handles_labels()
-    for event, (label, color, style) in _EVENT_STYLE.items():
-        if label and event in events:
-            handles.append(Line2D([], [], color=color, ls=style, lw=1))
-            labels.append(label)
-    if spans:
-        handles.append(Patch(color="orange", alpha=0.3))
-        labels.append("dendrite phase (candidates train)")
-    ax.legend(handles, labels, fontsize=7, loc="best")
+    _mark_decisions(axes, history)
     ax.set_ylabel(score_label)
     ax.set_title(title or "dendritic growth")
     xs, ys = _params_after_decisions(history, final_params)
@@ -165,3 +142,32 @@ def plot_grower(grower: Grower, path: Path) -> Any:
     return plot_growth(grower.history, path, title=f"{name} — dendrites trained by {cfg.mode}",
                 score_label=f"{cfg.score_name} ({better} is better)", final_params=final,
                 best_epoch=grower.state.best_epoch)
+
+
+def _mark_decisions(axes, history: list[dict[str, Any]]) -> None:
+    """Dendrite phases shaded and decisions as vertical lines on every panel; plateaus where
+    growth was held back as markers on the score; the score panel's legend for all of them."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax, spans, events = axes[0], _dendrite_spans(history), _events(history)
+    held = [row for row in history if "hold" in str(row.get("event") or "").split("+")]
+    if held:  # a plateau where growth could not help: its reason is in history.csv and the log
+        ax.plot([row["epoch"] for row in held], [row["score"] for row in held], "v", color="gray",
+                ms=6, ls="none", label="plateau, no growth (reason: history.csv)")
+    for ax_i in axes:
+        for a, b in spans:
+            ax_i.axvspan(a, b, color="orange", alpha=0.15, lw=0)
+        for event, at in events.items():
+            label, color, style = _EVENT_STYLE.get(event, (None, None, None))
+            for e in at if color else ():
+                ax_i.axvline(e, color=color, ls=style, lw=1)
+    handles, labels = ax.get_legend_handles_labels()
+    for event, (label, color, style) in _EVENT_STYLE.items():
+        if label and event in events:
+            handles.append(Line2D([], [], color=color, ls=style, lw=1))
+            labels.append(label)
+    if spans:
+        handles.append(Patch(color="orange", alpha=0.3))
+        labels.append("dendrite phase (candidates train)")
+    ax.legend(handles, labels, fontsize=7, loc="best")
