@@ -110,22 +110,15 @@ def frontier_command(
             seeds=list(range(seeds)), max_epochs=epochs, patience=patience, stopping=stopping, lr=lr,
             batch_size=batch_size, weight_decay=weight_decay,
             config=pf.Config.load(config).to_dict() if config else {}, run_outputs=run_outputs)
-        argv = ["perforate", "bench", "frontier", "--dataset", dataset, "--model", model,
-                "--widths", widths, "--grow-widths", grow_widths, "--arms", arms]
-        for v in variant or []:
-            argv += ["--variant", v]
-        if reference_widths:
-            argv += ["--reference-widths", reference_widths]
-        argv += ["--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience),
-                 "--stopping", stopping, "--lr", f"{lr:g}", "--batch-size", str(batch_size)]
-        if weight_decay:
-            argv += ["--weight-decay", f"{weight_decay:g}"]
-        if config:
-            argv += ["--config", str(config)]
-        argv += ["--out", str(out)]
+        argv = _command_line(dataset=dataset, model=model, widths=widths, grow_widths=grow_widths,
+                             arms=arms, variant=variant or [], reference_widths=reference_widths,
+                             seeds=seeds, epochs=epochs, patience=patience, stopping=stopping,
+                             lr=f"{lr:g}", batch_size=batch_size,
+                             weight_decay=f"{weight_decay:g}" if weight_decay else None,
+                             config=config, out=out)
         torch.set_num_threads(threads)
         start = time.perf_counter()
-        doc = _run_with_progress(protocol, out, shlex.join(argv))
+        doc = _run_with_progress(protocol, out, argv)
         report = render_frontier(out)
     except PerforateError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -192,6 +185,17 @@ def demo_command(
     typer.echo(demo_headline(doc))
     typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s); 5 seeds and 4 tasks: "
                "results/frontier.md")
+
+
+def _command_line(**options: Any) -> str:
+    """The command that reproduces a frontier run, for the top of its report: every option
+    given, a list option repeated, None left out."""
+    argv = ["perforate", "bench", "frontier"]
+    for name, value in options.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                argv += [f"--{name.replace('_', '-')}", str(item)]
+    return shlex.join(argv)
 
 
 def _run_with_progress(protocol, out: Path, command: str) -> dict[str, Any]:
