@@ -305,6 +305,10 @@ if __name__ == "__main__":
     trainer.fit(net, *_loaders())
     say("EVENTS", trainer.global_rank, [r["event"] for r in dcb.grower.history],
         sorted(l.num_dendrites for l in pf.dendritic_layers(net).values()))
+    # Lightning leaves the process group up; left to interpreter exit, gloo's threads can
+    # abort the process ("terminate called without an active exception", exit -6)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 '''
 
 
