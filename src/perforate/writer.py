@@ -120,7 +120,7 @@ class RunWriter:
         if decision.event or decision.done:
             self.flush()
             self.history.write(grower.history)
-            self._outputs(grower, event=True)
+            self._outputs(grower)
             return
         every = grower.config.checkpoint_every
         self._state_owed |= bool(every) and grower.state.epoch % every == 0
@@ -132,7 +132,7 @@ class RunWriter:
         """After ``Grower.finish``: the "done" event marked a row already written; final outputs."""
         self._background.close()
         self.history.write(grower.history, rewrite=True)
-        self._outputs(grower, event=True)
+        self._outputs(grower)
 
     def restart(self, grower: Grower) -> None:
         """After ``Grower.load_state_dict``: the history file holds the loaded rows only."""
@@ -161,17 +161,15 @@ class RunWriter:
             self._best_submitted = grower.best_version
         self._background.submit(_EpochWrite(self, list(grower.history), snapshot, best))
 
-    def _outputs(self, grower: Grower, event: bool) -> None:
+    def _outputs(self, grower: Grower) -> None:
+        """An event's or the end's outputs, on the calling thread: every file is rewritten."""
         config = grower.config
-        if event or (config.checkpoint_best == "disk" and grower.best_version != self._best_pt_version):
-            self._write_best(grower.state_dict(model=False, optimizer=False)["best"],
-                             grower.best_version, grower.history, grower.best_score)
-        if event:
-            write_json(self.out_dir / "summary.json", grower.summary())
-            if config.plots:
-                plot_grower(grower, self.out_dir / "growth.png")
-        every = config.checkpoint_every
-        if every and (grower.state.epoch % every == 0 or event):
+        self._write_best(grower.state_dict(model=False, optimizer=False)["best"],
+                         grower.best_version, grower.history, grower.best_score)
+        write_json(self.out_dir / "summary.json", grower.summary())
+        if config.plots:
+            plot_grower(grower, self.out_dir / "growth.png")
+        if config.checkpoint_every:
             self._save_state(grower.state_dict())
         self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
 
