@@ -374,7 +374,6 @@ def match_optimizer_state(saved: Any, saved_names: Any, optimizer: torch.optim.O
             f"the saved optimizer trains {show(saved_names or [g['params'] for g in groups])} but the "
             f"one built now trains {show(live_names)}; build it with the same factory and groups")
     ids = {n: i for g, names in zip(groups, saved_names) for i, n in zip(g["params"], names)}
-    live = {n: p for g, names in zip(optimizer.param_groups, live_names) for n, p in zip(names, g["params"])}
     matched, probes = {}, {}
     for g, (group, names) in enumerate(zip(optimizer.param_groups, live_names)):
         for name, param in zip(names, group["params"]):
