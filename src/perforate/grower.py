@@ -69,6 +69,7 @@ def _mean(values: list) -> float:
 def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
 
+
 LR_SCALE_KEY = "perforate_lr_scale"
 """Parameter-group option recording the phase's learning-rate multiplier already in ``lr``."""
 
@@ -379,9 +380,14 @@ class Grower:
 
     def _restore_best(self) -> None:
         if self._best is not None:
-            self.model = ckpt.restore(self.model, self._best)
-            self.state.level = self.state.best_level
-            self._params = count_parameters(self.model)
+            self._restore(self._best)
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        """Put back a snapshot of the best architecture (the best model, or that model as it was
+        when a growth began)."""
+        self.model = ckpt.restore(self.model, snap)
+        self.state.level = self.state.best_level
+        self._params = count_parameters(self.model)
 
     def _resume_before_growth(self) -> None:
         """After a growth that did not pay, train on from the model as it was when the growth
@@ -391,9 +397,7 @@ class Grower:
         if before is None:  # a state saved by an older version
             self._restore_best()
         else:
-            self.model = ckpt.restore(self.model, before)
-            self.state.level = self.state.best_level
-            self._params = count_parameters(self.model)
+            self._restore(before)
         self._start_cycle("continue")
 
     # ------------------------------------------------------------------ growth actions
@@ -576,9 +580,9 @@ class Grower:
     def _train_score(self, extra: Mapping[str, float]) -> float | None:
         names = ("train_score", "train_acc") if self.config.maximize else ("train_score", "train_loss")
         for name in names:
-            value = extra.get(name)
-            if value is not None and float(value) == float(value):
-                return float(value)
+            value = extra.get(name)  # a float (see _extra_scores)
+            if value is not None and value == value:  # not NaN
+                return value
         return None
 
     def _neuron_step(self, score: float, train: float | None) -> Decision:
@@ -587,7 +591,7 @@ class Grower:
         if train is not None:
             s.train_window = (s.train_window + [train])[-cfg.smoothing:]
             s.train_trace = (s.train_trace + [_mean(s.train_window)])[-(cfg.patience + 1):]
-        smoothed = sum(s.window) / len(s.window)
+        smoothed = _mean(s.window)
         improved = cfg.better(score, s.best_score)
         if s.cycle == "growth":  # a grown model is on trial: its best is kept aside
             if cfg.better(score, s.trial_score):
