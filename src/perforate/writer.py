@@ -156,21 +156,20 @@ class RunWriter:
         self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
         best = None
         if grower.config.checkpoint_best == "disk" and grower.best_version != self._best_submitted:
-            best = (grower.state_dict(model=False, optimizer=False)["best"], grower.best_version,
-                    grower.best_score)
+            parts = snapshot if snapshot is not None else grower.state_dict(model=False, optimizer=False)
+            best = (parts["best"], grower.best_version, grower.best_score)
             self._best_submitted = grower.best_version
         self._background.submit(_EpochWrite(self, list(grower.history), snapshot, best))
 
     def _outputs(self, grower: Grower) -> None:
         """An event's or the end's outputs, on the calling thread: every file is rewritten."""
-        config = grower.config
-        self._write_best(grower.state_dict(model=False, optimizer=False)["best"],
-                         grower.best_version, grower.history, grower.best_score)
+        config, state_dict = grower.config, grower.state_dict()
+        self._write_best(state_dict["best"], grower.best_version, grower.history, grower.best_score)
         write_json(self.out_dir / "summary.json", grower.summary())
         if config.plots:
             plot_grower(grower, self.out_dir / "growth.png")
         if config.checkpoint_every:
-            self._save_state(grower.state_dict())
+            self._save_state(state_dict)
         self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
 
     def _save_state(self, state_dict: dict[str, Any]) -> None:
