@@ -11,6 +11,7 @@ prints in a few dozen characters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import reprlib
 import sys
@@ -32,15 +33,11 @@ def show(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
-_hints: dict[type, dict[str, Any]] = {}
-
-
+@functools.cache
 def hints(cls: type) -> dict[str, Any]:
     """The resolved annotations of a dataclass's fields (cached)."""
-    if cls not in _hints:
-        resolved = typing.get_type_hints(cls)
-        _hints[cls] = {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
-    return _hints[cls]
+    resolved = typing.get_type_hints(cls)
+    return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
 
 
 def check_fields(obj: Any, error: type[Exception]) -> None:
