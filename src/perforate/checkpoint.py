@@ -62,6 +62,10 @@ def check_structure(struct: Any, source: Any = "the checkpoint") -> dict[str, di
     if not isinstance(struct, dict):
         raise CheckpointError(f"{source}: the structure must map layer names to settings; got "
                               f"{show(struct)}; the file is damaged or was not written by perforate")
+    allowed = {"kind": lambda v: v is None or v in kinds.KINDS,  # beyond the type in _SPEC_TYPES
+               "activation": lambda v: v in ACTIVATIONS,
+               "init_scale": lambda v: 0 < v < float("inf"),
+               "num_dendrites": lambda v: v >= 0, "candidates": lambda v: v >= 0}
     for name, spec in struct.items():
         if not isinstance(spec, dict):
             raise CheckpointError(f"{source}: layer {show(name)} has settings {show(spec)}, not a mapping")
@@ -69,13 +73,7 @@ def check_structure(struct: Any, source: Any = "the checkpoint") -> dict[str, di
             if key not in spec and key in _SPEC_OPTIONAL:
                 continue
             value = spec.get(key)
-            ok = key in spec and fits(value, hint) and {
-                "kind": lambda v: v is None or v in kinds.KINDS,
-                "activation": lambda v: v in ACTIVATIONS,
-                "init_scale": lambda v: 0 < v < float("inf"),
-                "num_dendrites": lambda v: v >= 0, "candidates": lambda v: v >= 0,
-            }.get(key, lambda v: True)(value)
-            if not ok:
+            if not (key in spec and fits(value, hint) and allowed.get(key, lambda v: True)(value)):
                 raise CheckpointError(f"{source}: layer {show(name)} has a bad {key} {show(value)}; "
                                       "the file is damaged or was written by another version")
     return struct
