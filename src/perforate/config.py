@@ -55,8 +55,8 @@ class Config:
     """The epoch budget, counting every ``step`` (pb dendrite phases too). Growth is planned
     inside it: no growth starts with fewer epochs left than a growth cycle needs to show it
     paid, a failed growth sends the best model back to training, and the run is done when the
-    budget is spent (as a plain model trained for the budget). None: done at the first plateau
-    where growth cannot go on (early stopping)."""
+    budget is spent (as a plain model trained for the budget). 0 (no budget): done at the first
+    plateau where growth cannot go on (early stopping)."""
     overfit_gap: float = 0.3
     """Do not grow while the model over-fits: when the training score given to ``step``
     (``train_score=``, ``train_acc=`` or, for a loss, ``train_loss=``) beats the validation
