@@ -91,8 +91,9 @@ class Config:
     max_dendrites: int = 4
     max_growth_retries: int = 0
     """Fresh re-tries of a growth step that did not pay, before training goes on from the model
-    as it was when the growth began. Each try costs a growth cycle of the budget in which a plain model would keep
-    training; with 1 retry, digits CNNs ended 0.3 points below the plain model (4 of 5 seeds)."""
+    as it was when the growth began. Each try costs a growth cycle of the budget in which a
+    plain model would keep training; with 1 retry, digits CNNs ended 0.3 points below the plain
+    model (4 of 5 seeds)."""
     dendrite_activation: str = "sigmoid"
     init_scale: float = 1.0
     """Scale of a new dendrite's weights relative to the layer's default initialisation."""

@@ -90,8 +90,8 @@ class Decision:
     """"neuron" or "dendrite" for the coming epoch."""
     event: str = ""
     """"grow", "retry", "dendrite_start", "join", "continue" (after a growth that did not pay:
-    back to the model as it was when the growth began, training on), "hold" (a plateau where growth cannot help,
-    training on to the budget), "done" or ""."""
+    back to the model as it was when the growth began, training on), "hold" (a plateau where
+    growth cannot help, training on to the budget), "done" or ""."""
     improved: bool = False
     """This epoch's score beat the best score so far (after a growth step the grown model is
     kept only once the growth paid; see the module rules)."""
