@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -214,11 +213,6 @@ def frontier_at(front: list[tuple[float, float]], cost: float) -> float:
     return front[-1][1]
 
 
-def _ms(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
-
-
 def derive(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The plain ladder (mean ± std per width) and, per dendritic (arm, width), its distance to
     the same seed's plain frontier at equal parameters and FLOPs and its gain over its width."""
@@ -229,7 +223,8 @@ def derive(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ladder = {}
     for width in sorted({w for by_width in plain.values() for w in by_width}):
         rows = [by_width[width] for by_width in plain.values() if width in by_width]
-        ladder[str(width)] = {m: _ms([r[m] for r in rows]) for m in ("test_score", "params", "flops_per_sample")}
+        ladder[str(width)] = {m: res.mean_std([r[m] for r in rows])
+                              for m in ("test_score", "params", "flops_per_sample")}
     points = []
     for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] != "plain"}):
         rows = [r for r in runs if r["arm"] == arm and r["width"] == width and len(plain.get(r["seed"], {})) >= 2]
@@ -246,12 +241,12 @@ def derive(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 gain.append(r["test_score"] - plain[r["seed"]][width]["test_score"])
         points.append({
             "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
-            **{m: _ms([r[m] for r in rows]) for m in ("test_score", "params", "flops_per_sample",
-                                                       "dendrites", "epochs", "seconds")},
-            "distance": _ms(dist["params"]), "above": sum(d > 0 for d in dist["params"]),
-            "distance_flops": _ms(dist["flops_per_sample"]),
+            **{m: res.mean_std([r[m] for r in rows])
+               for m in ("test_score", "params", "flops_per_sample", "dendrites", "epochs", "seconds")},
+            "distance": res.mean_std(dist["params"]), "above": sum(d > 0 for d in dist["params"]),
+            "distance_flops": res.mean_std(dist["flops_per_sample"]),
             "above_flops": sum(d > 0 for d in dist["flops_per_sample"]),
-            "gain": _ms(gain) if gain else None, "gain_per_seed": gain,
+            "gain": res.mean_std(gain) if gain else None, "gain_per_seed": gain,
             "better": sum(g > 0 for g in gain), "worse": sum(g < 0 for g in gain),
         })
     return {"ladder": ladder, "points": points}
