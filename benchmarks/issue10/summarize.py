@@ -13,18 +13,13 @@ import sys
 from pathlib import Path
 
 from perforate.experiments.frontier import load_frontier, save_frontier
-from perforate.experiments.frontier_report import _count, _pm, score_label
+from perforate.experiments.frontier_report import score_label
+from perforate.experiments.render import _count, _pm
+from perforate.experiments.results import mean_std
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 TASKS = ["frontier-mnist1d-mlp", "frontier-digits-cnn2d", "frontier-mnist1d-gru",
          "frontier-breast_cancer-mlp"]
-
-
-def _mean_std(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
-    return {"mean": mean, "std": std, "n": n}
 
 
 def _stats(runs, arm, width):
@@ -32,7 +27,7 @@ def _stats(runs, arm, width):
     if not rows:
         return None
     n = len(rows)
-    return {**_mean_std([r["test_score"] for r in rows]),
+    return {**mean_std([r["test_score"] for r in rows]),
             "params": sum(r["params"] for r in rows) / n, "epochs": sum(r["epochs"] for r in rows) / n,
             "seconds": sum(r["seconds"] for r in rows) / n,
             "dendrites": sum(r["dendrites"] for r in rows) / n}
@@ -43,7 +38,7 @@ def _val_gain(runs, arm, width) -> dict:
     plain = {r["seed"]: r["val_score"] for r in runs if r["arm"] == "plain" and r["width"] == width}
     gain = [r["val_score"] - plain[r["seed"]] for r in runs
             if r["arm"] == arm and r["width"] == width and r["seed"] in plain]
-    return {**_mean_std(gain), "per_seed": gain}
+    return {**mean_std(gain), "per_seed": gain}
 
 
 def _why_none(runs, pt) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from perforate.experiments.frontier import REFERENCE, load_frontier, pareto, save_frontier
+from perforate.experiments.render import _count, _pm
 from perforate.files import write_text
 
 _MARKERS = {"gd": ("tab:orange", "s"), "pb": ("tab:green", "^"), REFERENCE: ("tab:red", "D")}
@@ -82,17 +83,6 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     return path
-
-
-def _pm(stats: dict[str, float] | None, digits: int = 2, sign: bool = False) -> str:
-    if stats is None:
-        return "–"
-    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
-    return f"{fmt.format(stats['mean'])} ± {stats['std']:.{digits}f}"
-
-
-def _count(x: float) -> str:
-    return f"{x / 1000:.3g}k" if x >= 1000 else f"{x:.0f}"
 
 
 def verdict(doc: dict[str, Any]) -> list[str]:

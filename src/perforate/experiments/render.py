@@ -36,13 +36,14 @@ MARKERS = {"baseline": "o", "gd": "^", "pb": "v", "compressed": "D", "control": 
 
 
 # ---------------------------------------------------------------------------- formatting
-def _pm(stats: dict[str, float], digits: int = 2, scale: float = 1.0) -> str:
+def _pm(stats: dict[str, float] | None, digits: int = 2, scale: float = 1.0,
+        sign: bool = False) -> str:
+    """"mean ± std" ("mean" alone for one value, "–" for none); ``sign`` writes "+" too."""
     if not stats or stats.get("n", 0) == 0 or stats["mean"] is None or math.isnan(stats["mean"]):
         return "–"
     mean, std = stats["mean"] * scale, stats["std"] * scale
-    if stats["n"] == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:{'+' if sign else ''}.{digits}f}"
+    return text if stats["n"] == 1 else f"{text} ± {std:.{digits}f}"
 
 
 def _count(x: float) -> str:
