@@ -57,6 +57,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perforate.experiments import reference_cost
+from perforate.experiments.reference import available as reference_available
 from perforate.files import write_json
 
 TARGETS: dict[str, float | None] = {
@@ -582,7 +583,7 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
             results["dendrite_layer_ratio"] = _layer_figures(s, dev, repeats, clock)
             results["export_latency_ratio"] = _export_figures(s, data, dev, repeats, clock)
             results["peak_memory_ratio"] = _memory_figures(s, data, dev)
-            if reference and reference_cost.available():
+            if reference and reference_available():
                 from perforate.experiments.models import build_model
 
                 results["reference_ratio"] = reference_cost.reference_figure(

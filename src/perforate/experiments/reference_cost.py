@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import io
 import os
 import statistics
@@ -32,11 +31,6 @@ Loop = Callable[[], Any]
 """Makes a fresh epoch loop: an object whose ``epoch(model, optimizer)`` trains one epoch and
 returns the validation score (the cost bench's ``_Loop``)."""
 Optimizer = Callable[[Any], torch.optim.Optimizer]
-
-
-def available() -> bool:
-    """True when perforatedai can be imported."""
-    return importlib.util.find_spec("perforatedai") is not None
 
 
 def reference_figure(base: torch.nn.Module, make_loop: Loop, adam: Optimizer, epochs: int = 10,
