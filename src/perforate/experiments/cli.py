@@ -154,7 +154,8 @@ def _announce(console: Console, protocol, out: Path, title: str) -> None:
     per_seed = (f"{len(p.seeds)} seeds" if len(p.seeds) > 1 else f"seed {p.seeds[0]}") + (
         f", data fractions {', '.join(f'{f:.0%}' for f in fractions)}" if len(fractions) > 1 else "")
     console.print(f"[bold]{title}[/]: {p.dataset} / {p.model}; {len(plan)} training runs "
-                  f"({per_seed}), each at most {p.max_epochs} epochs:", soft_wrap=True)
+                  f"({per_seed}), each at most {p.max_epochs} epochs ({_STOPPING_TEXT[p.stopping]}):",
+                  soft_wrap=True)
     for arm in dict.fromkeys(spec.arm for spec in plan):
         console.print(f"  {arm:<11} {_ARM_TEXT.get(arm, '').format(p=p)}", highlight=False)
     with console.status("timing a few epochs of each model on this machine..."):
@@ -167,13 +168,16 @@ def _announce(console: Console, protocol, out: Path, title: str) -> None:
                   soft_wrap=True)
 
 
+_STOPPING_TEXT = {"budget": "no early stopping: each keeps its best validation epoch",
+                  "patience": "plain runs stop at a plateau, dendritic ones where growth stops"}
 _ARM_TEXT = {
-    "baseline": "plain model, width {p.width}, early stopping",
+    "baseline": "plain model, width {p.width}",
     "gd": "width {p.width} + gradient dendrites (gd)",
     "pb": "width {p.width} + perforated-backpropagation dendrites (pb)",
     "compressed": "width {p.narrow_width} + {p.compressed_mode} dendrites",
     "control": "plain model with the compressed model's parameter count and epochs",
-    "pruned": "the baseline magnitude-pruned to the compressed model's parameter count",
+    "pruned": "the baseline magnitude-pruned to the compressed model's parameter count, "
+              "fine-tuned with early stopping",
 }
 
 

@@ -444,6 +444,18 @@ def render_report(out: str | Path, markdown: str | Path | None = None) -> Path:
     return md_path
 
 
+def _budget(p: dict[str, Any]) -> str:
+    """The epoch budget and stopping rule in words (results written before the ``stopping``
+    setting existed stopped early: ``patience``)."""
+    monitored = f"the validation {p.get('monitor', 'score')}"
+    if p.get("stopping", "patience") == "budget":
+        return (f"{p['max_epochs']} epochs, no early stopping (stopping rule `budget`; the pruned "
+                "arm's fine-tuning excepted): each run keeps its best validation epoch; growth at "
+                f"a plateau (patience {p['patience']} on the smoothed {monitored.removeprefix('the ')})")
+    return (f"at most {p['max_epochs']} epochs, patience {p['patience']} (early stopping and "
+            f"growth, both following {monitored})")
+
+
 def _intro(doc: dict[str, Any]) -> list[str]:
     """Title, how to reproduce, the protocol in a sentence, the results table and its legend."""
     p = doc["protocol"]
@@ -459,8 +471,7 @@ def _intro(doc: dict[str, Any]) -> list[str]:
          if len(seeds) > 1 else f"Seed {seeds[0]} only: one run per arm, so no spread, and a "
          "difference between arms is one run against one, not a conclusion; scores are ") +
         f"{score_name(doc)} on the test split, scored once at the best-validation model. "
-        f"Budget: at most {p['max_epochs']} epochs, patience {p['patience']} (early stopping "
-        f"and growth, both following the validation {p.get('monitor', 'score')}), Adam lr "
+        f"Budget: {_budget(p)}, Adam lr "
         f"{p['lr']}, batch {p['batch_size']}. Compressed: width {comp_w} with "
         f"`{p['compressed_mode']}` dendrites.", "",
         _cost_line(doc), "",
