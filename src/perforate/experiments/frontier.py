@@ -33,8 +33,9 @@ from typing import Any, Callable
 import perforate as pf
 from perforate.errors import ExperimentError
 from perforate.experiments import results as res
-from perforate.experiments.datasets import dataset_names, load_dataset
-from perforate.experiments.models import build_model, model_names
+from perforate.experiments.datasets import load_dataset
+from perforate.experiments.models import build_model
+from perforate.experiments.settings import RunSettings, positive_int
 from perforate.experiments.train import train_model
 from perforate.files import write_json
 
@@ -77,24 +78,16 @@ class FrontierProtocol:
 
     def validate(self) -> None:
         """Raise ExperimentError naming the first bad setting."""
-        if self.dataset not in dataset_names():
-            raise ExperimentError(f"unknown dataset {self.dataset!r}; choose one of: "
-                                  f"{', '.join(dataset_names())}")
-        if self.model not in model_names():
-            raise ExperimentError(f"unknown model {self.model!r}; choose one of: {', '.join(model_names())}")
+        RunSettings(dataset=self.dataset, model=self.model, max_epochs=self.max_epochs, lr=self.lr,
+                    batch_size=self.batch_size, weight_decay=self.weight_decay).check()
+        positive_int("patience", self.patience)
         for name in ("widths", "grow_widths", "seeds"):
             values = getattr(self, name)
             low = 0 if name == "seeds" else 1
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
                 raise ExperimentError(f"{name} must be a non-empty list of integers >= {low}; got {values!r}")
-        for name in ("max_epochs", "patience", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ExperimentError(f"{name} must be a positive integer; got {value!r}")
         if self.stopping not in STOPPING:
             raise ExperimentError(f"stopping must be one of {list(STOPPING)}; got {self.stopping!r}")
-        if not self.lr > 0:
-            raise ExperimentError(f"lr must be positive; got {self.lr!r}")
         for arm in self.arms:
             if arm != REFERENCE and arm not in self.variants:
                 raise ExperimentError(f"unknown arm {arm!r}; choose from {sorted(self.variants)} or "
