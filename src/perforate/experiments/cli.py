@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from perforate.errors import ExperimentError, PerforateError
+from perforate.errors import ExperimentError
+from perforate.experiments.frontier_cli import (BatchSize, Lr, Stopping, WeightDecay, cli_errors,
+                                                demo_command, frontier_command)
 from perforate.experiments.progress import progress_bars
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,16 +38,6 @@ app.add_typer(bench_app, name="bench")
 
 _OUR_OUTPUTS = ("results.json", "report.md", "comparison.png", "data-efficiency.png",
                 "growth-gd.png", "growth-pb.png", "growth-compressed.png")
-
-
-@contextmanager
-def _cli_errors() -> Iterator[None]:
-    """Turn a PerforateError into one line on stderr and exit code 2."""
-    try:
-        yield
-    except PerforateError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -264,9 +256,6 @@ class _ProgressHooks:
 
 
 # ---------------------------------------------------------------------------- demo
-from perforate.experiments.frontier_cli import (  # noqa: E402
-    BatchSize, Lr, Stopping, WeightDecay, demo_command, frontier_command)
-
 app.command("demo")(demo_command)
 
 
@@ -327,7 +316,7 @@ def bench(
     from perforate.experiments.arms import Protocol
     from perforate.experiments.settings import check_device
 
-    with _cli_errors():
+    with cli_errors():
         check_device("--device", device)
         overrides = {}
         if config is not None:
@@ -384,7 +373,7 @@ def report(
     from perforate.experiments.render import render_report
     from perforate.experiments.results import load_results, prepare_out_dir, save_results
 
-    with _cli_errors():
+    with cli_errors():
         if not folder.is_dir():
             raise ExperimentError(f"{folder} is not a folder; pass the --out folder of a bench or demo")
         if is_frontier(folder):  # `perforate bench frontier` and `perforate demo`

@@ -3,12 +3,23 @@ from __future__ import annotations
 
 import shlex
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
 from perforate.errors import ExperimentError, PerforateError
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn a PerforateError into one line on stderr and exit code 2 (every harness command)."""
+    try:
+        yield
+    except PerforateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 # options `perforate bench` and `perforate bench frontier` share
@@ -93,13 +104,11 @@ def frontier_command(
     score against parameters and FLOPs, each dendritic point's distance to the plain frontier
     (paired by seed) and its gain over the width it grew from. Writes results.json, report.md,
     frontier-params.png and frontier-flops.png to --out."""
-    import torch
-
     import perforate as pf
     from perforate.experiments.frontier import DEFAULT_VARIANTS, FrontierProtocol
-    from perforate.experiments.frontier_report import render_frontier, verdict
+    from perforate.experiments.frontier_report import verdict
 
-    try:
+    with cli_errors():
         variants = dict(DEFAULT_VARIANTS)
         variants.update(parse_variant(v) for v in variant or [])
         protocol = FrontierProtocol(
@@ -116,13 +125,8 @@ def frontier_command(
                              lr=f"{lr:g}", batch_size=batch_size,
                              weight_decay=f"{weight_decay:g}" if weight_decay else None,
                              config=config, out=out)
-        torch.set_num_threads(threads)
         start = time.perf_counter()
-        doc = _run_with_progress(protocol, out, argv)
-        report = render_frontier(out)
-    except PerforateError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        doc, report = _run_and_render(protocol, out, argv, threads)
     for line in verdict(doc):
         typer.echo(f"- {line}")
     typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
@@ -158,24 +162,17 @@ def demo_command(
     """
     import shutil
 
-    import torch
-
     from perforate.experiments.frontier import FrontierProtocol
-    from perforate.experiments.frontier_report import render_frontier
 
-    try:
+    with cli_errors():
         protocol = FrontierProtocol(**DEMO, seeds=[seed], max_epochs=epochs)
         if fresh:
             shutil.rmtree(out / "runs", ignore_errors=True)
             for name in _DEMO_OUTPUTS:
                 (out / name).unlink(missing_ok=True)
-        torch.set_num_threads(threads)
         start = time.perf_counter()
-        doc = _run_with_progress(protocol, out, f"perforate demo --seed {seed} --epochs {epochs}")
-        report = render_frontier(out)
-    except PerforateError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        doc, report = _run_and_render(protocol, out, f"perforate demo --seed {seed} --epochs {epochs}",
+                                      threads)
     runs = sorted(doc["runs"], key=lambda r: (r["params"], r["arm"]))
     typer.echo("MNIST-1D MLP, seed {}: test accuracy at each run's best validation epoch".format(seed))
     for r in runs:
@@ -196,6 +193,21 @@ def _command_line(**options: Any) -> str:
             if item is not None:
                 argv += [f"--{name.replace('_', '-')}", str(item)]
     return shlex.join(argv)
+
+
+def _run_and_render(protocol, out: Path, command: str, threads: int) -> tuple[dict[str, Any], Path]:
+    """The runs still to do on ``threads`` torch threads (restored after), then the report;
+    returns the results document and the report's path."""
+    import torch
+
+    from perforate.experiments.frontier_report import render_frontier
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_with_progress(protocol, out, command), render_frontier(out)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _run_with_progress(protocol, out: Path, command: str) -> dict[str, Any]:
