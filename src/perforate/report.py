@@ -151,7 +151,7 @@ def _mark_decisions(axes, history: list[dict[str, Any]]) -> None:
     from matplotlib.patches import Patch
 
     ax, spans, events = axes[0], _dendrite_spans(history), _events(history)
-    held = [row for row in history if "hold" in str(row.get("event") or "").split("+")]
+    held = [row for row in history if row["epoch"] in events.get("hold", ())]
     if held:  # a plateau where growth could not help: its reason is in history.csv and the log
         ax.plot([row["epoch"] for row in held], [row["score"] for row in held], "v", color="gray",
                 ms=6, ls="none", label="plateau, no growth (reason: history.csv)")
