@@ -242,11 +242,15 @@ def demo_headline(doc: dict[str, Any]) -> str:
     distance = point["distance"]["mean"]
     what = (f"grew {grown['dendrites']} dendrite(s) per layer" if grown["dendrites"]
             else "kept no dendrite (no growth paid)")
-    verdict = ("dendrites beat width here" if distance > 0 else "here a wider plain model beat "
-               "the dendrites")
+    if round(distance, 1) == 0:  # e.g. no dendrite kept: the start width is on the frontier
+        where = "level with the plain frontier at that size: no better than a wider plain model"
+    elif distance > 0:
+        where = f"{distance:.1f} points above the plain frontier at that size: dendrites beat width here"
+    else:
+        where = (f"{-distance:.1f} points below the plain frontier at that size: here a wider plain "
+                 "model beat the dendrites")
     return (f"Headline: from width {start['width']}, {point['arm']} {what}: {start['test_score']:.1f} "
             f"-> {grown['test_score']:.1f} % ({grown['test_score'] - start['test_score']:+.1f}), "
-            f"{grown['params']} parameters, {abs(distance):.1f} points "
-            f"{'above' if distance > 0 else 'below'} the plain frontier at that size: {verdict}. "
+            f"{grown['params']} parameters, {where}. "
             "Over 5 seeds and 4 tasks no dendritic setting beat the plain "
             "frontier; against its own width growth cost at most 0.5 points (mean of 5 seeds).")
