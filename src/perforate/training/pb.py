@@ -159,19 +159,15 @@ class CandidatePool(nn.Module):
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, acts: list[torch.Tensor], layer: DendriticLayer, args: tuple = (),
-                kwargs: dict | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
-        """A zero tensor shaped like the layer's neuron tensor that carries the candidates' gradient.
+                kwargs: dict | None = None, *, like: torch.Tensor) -> torch.Tensor:
+        """A zero tensor shaped like the layer's neuron tensor ``like`` that carries the
+        candidates' gradient.
 
         ``x`` and ``acts`` (the accepted dendrites' activations) must come detached; ``args`` and
-        ``kwargs`` are the layer call's other arguments; ``like``, the neuron tensor, spares
-        computing the candidates just for its shape while caching.
+        ``kwargs`` are the layer call's other arguments.
         """
         kwargs = kwargs or {}
-        if self.cache is not None:
-            if like is None:
-                with torch.no_grad():
-                    z, axis = self.preactivations(x, acts, layer, args, kwargs)
-                like = z.select(axis, 0)
+        if self.cache is not None:  # the candidates are not computed while caching
             entry = {"x": x, "acts": acts, "args": args, "kwargs": kwargs, "delta": None}
             size = _nbytes((x, acts, args, kwargs))
             if size <= self._cache_room:  # past the memory cap a batch is not kept
@@ -347,8 +343,8 @@ def _nbytes(obj) -> int:
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        obj = obj.values()
-    if isinstance(obj, (list, tuple, type({}.values()))):
+        return _nbytes(list(obj.values()))
+    if isinstance(obj, (list, tuple)):
         return sum(_nbytes(o) for o in obj)
     return 0
 
