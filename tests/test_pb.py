@@ -333,12 +333,17 @@ def test_block_candidates_are_remembered_and_chosen_whole():
 
 
 # ---------------------------------------------------------------------------- layer kinds
-@pytest.mark.parametrize("case", list(CASES))
-def test_pb_cycle_on_each_layer_kind(case):
+def case_data(case):
+    """``(build, x, y, perforate kwargs)`` of a layer-kind case: inputs and a random target."""
     build, make_x, kwargs = CASES[case]
     g = torch.Generator().manual_seed(0)
     x = make_x(g)
-    y = torch.randn(len(x), 1, generator=g)
+    return build, x, torch.randn(len(x), 1, generator=g), kwargs
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_pb_cycle_on_each_layer_kind(case):
+    build, x, y, kwargs = case_data(case)
     model = pf.perforate(build(), pf.Config(mode="pb"), **kwargs)
     cfg = pf.Config(mode="pb", candidate_training="online", smoothing=1, patience=100, candidates=2, dendrite_max_epochs=2)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))

@@ -9,7 +9,7 @@ from torch import nn
 
 import perforate as pf
 from perforate.training import cached, pb
-from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task, linear_at_its_optimum
+from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task, case_data, linear_at_its_optimum
 
 
 def test_one_cached_epoch_leaves_the_model_alone_then_joins():
@@ -84,10 +84,7 @@ def test_a_cached_dendrite_learns_the_error_its_neuron_cannot_fit():
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_cached_cycle_on_each_layer_kind(case):
-    build, make_x, kwargs = CASES[case]
-    g = torch.Generator().manual_seed(0)
-    x = make_x(g)
-    y = torch.randn(len(x), 1, generator=g)
+    build, x, y, kwargs = case_data(case)
     cfg = pf.Config(mode="pb", smoothing=1, patience=100, candidates=2, candidate_steps=5)
     model = pf.perforate(build(), cfg, **kwargs)
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
