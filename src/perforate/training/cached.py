@@ -34,7 +34,7 @@ class CachedEpoch:
         self.activation = activations.ACTIVATIONS[layer.activation]
         first = entries[0]
         with torch.no_grad():
-            axis = pool.preactivations(first["x"], first["acts"], layer, first["args"], first["kwargs"])[1]
+            axis = layer.adapter.axis(layer, first["delta"].ndim)  # delta is a neuron tensor
 
             def rows(t):  # a neuron tensor as [samples x positions, C]
                 return t.movedim(axis, -1).flatten(0, -2)
