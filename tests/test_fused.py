@@ -259,6 +259,9 @@ def test_exported_layer_is_one_widened_call_and_plain_modules():
         assert layer.stacked.weight.shape[0] == 4 * layer.channels
     assert not any(isinstance(m, pf.DendriticLayer) for m in exported.modules())
     assert not any(p.requires_grad for p in exported.parameters())
+    root = pf.perforate(nn.Linear(4, 3))  # a model that is one layer is replaced whole
+    root.add_dendrites(1)
+    assert not any(p.requires_grad for p in pf.export(root).parameters())
 
 
 @pytest.mark.slow

@@ -65,8 +65,8 @@ def export(model: nn.Module, compile_for: Any = None, package_path: str | Path |
         replace_module(model, layer, replacement)
     else:
         model = openers.close_all(model)
-        for p in model.parameters():
-            p.requires_grad_(False)
+    for p in model.parameters():
+        p.requires_grad_(False)
     if compile_for is None:
         return model
     return _compile_ahead_of_time(model.eval(), compile_for, package_path)
