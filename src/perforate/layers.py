@@ -93,8 +93,9 @@ class DendriticLayer(nn.Module):
         self.candidate_pool: nn.Module | None = None  # set during a pb dendrite phase
         self._dendrites_frozen = False
         self.fused = True
-        """Let the kind compute the layer on its fast path where it has one (Linear: one autograd
-        node for 2+ dendrites); False takes the generic path (e.g. for second derivatives)."""
+        """Let the kind compute the layer on its fast path where it has one (Linear and
+        convolutions: the cascade and join as one autograd node, :mod:`perforate.kinds.fused`);
+        False takes the generic path (e.g. for second derivatives)."""
 
     # ------------------------------------------------------------------ structure
     @property
