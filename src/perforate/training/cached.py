@@ -26,6 +26,13 @@ VAR_EPS = 1e-16
 statistics use it too)."""
 
 
+def unit_error(delta: torch.Tensor) -> torch.Tensor:
+    """The neuron error ``delta`` [N, C] centred and scaled to unit variance per neuron: the
+    ``d`` the objective correlates with."""
+    d = delta - delta.mean(0)
+    return d * d.pow(2).mean(0).clamp_min(VAR_EPS).rsqrt()
+
+
 class CachedEpoch:
     """One layer's cached epoch, stacked for full-batch steps (see the module docstring)."""
 
@@ -40,8 +47,7 @@ class CachedEpoch:
                 return t.movedim(axis, -1).flatten(0, -2)
 
             d = torch.cat([rows(e["delta"]) for e in entries]).to(pool.moments.dtype)
-            d = d - d.mean(0)
-            self.d = (d * d.pow(2).mean(0).clamp_min(VAR_EPS).rsqrt()).unsqueeze(1)  # [M, 1, C]
+            self.d = unit_error(d).unsqueeze(1)  # [M, 1, C]
             # the accepted dendrites' activations, [M, 1, C] each
             self.cascade_inputs = [torch.cat([rows(e["acts"][j]) for e in entries]).unsqueeze(1)
                                    for j in range(len(first["acts"]))]

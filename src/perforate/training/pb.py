@@ -36,6 +36,7 @@ from .. import activations
 from ..layers import DendriticLayer
 from . import cached
 from .cached import VAR_EPS as _VAR_EPS
+from .cached import unit_error
 
 _EPS = 1e-8
 
@@ -46,8 +47,7 @@ def correlation_objective(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     The one-batch objective candidate training maximises (the reference for tests);
     :func:`correlation_statistics` gives its gradient.
     """
-    d = delta - delta.mean(0)
-    d = d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()
+    d = unit_error(delta)
     ac = a - a.mean(1, keepdim=True)
     return (ac * d).mean(1).abs().sum()
 
@@ -61,8 +61,7 @@ def correlation_statistics(a: torch.Tensor, delta: torch.Tensor, sign: torch.Ten
     ``a``, both [P, C].
     """
     n = a.shape[1]
-    d = delta - delta.mean(0)
-    d = d * d.pow(2).mean(0).clamp_min(_VAR_EPS).rsqrt()
+    d = unit_error(delta)
     cov = (a * d).mean(1)  # d is centred, so this is cov(a, d)
     var = (a.pow(2).mean(1) - a.mean(1).pow(2)).clamp_min(0)
     s = cov.sign() if sign is None else sign
