@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .convert import dendritic_layers
@@ -74,8 +75,6 @@ def export(model: nn.Module, compile_for: Any = None, package_path: str | Path |
 
 def _compile_ahead_of_time(model: nn.Module, example: Any, package_path: str | Path | None) -> Any:
     """``model`` compiled by AOTInductor for inputs like ``example``, the batch dimension free."""
-    import torch
-
     inputs = example if isinstance(example, tuple) else (example,)
     # torch.export specialises a dimension of size 1, so a batch of one is traced as two
     traced = tuple(torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.shape[:1] == (1,) else t
