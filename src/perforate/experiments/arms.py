@@ -32,7 +32,7 @@ from perforate.errors import ExperimentError
 from perforate.experiments import results as res
 from perforate.experiments.datasets import DatasetSplits, load_dataset
 from perforate.experiments.models import build_model, width_for_params
-from perforate.experiments.settings import RunSettings, positive_int
+from perforate.experiments.settings import RunSettings, check_stopping, positive_int
 from perforate.experiments.train import TrainResult, count_nonzero, train_model
 from perforate.files import write_json
 from perforate.measure import latency
@@ -62,9 +62,8 @@ class Protocol(RunSettings):
     patience: int = 20
     """Plateau patience (smoothed validation score) of plain and dendritic training."""
     stopping: str = "budget"
-    """"budget": every arm trains ``max_epochs`` and keeps its best validation epoch (the grower
-    plans growth inside the budget); "patience": plain training stops at a plateau, dendritic
-    training at a plateau where growth cannot go on."""
+    """One of :data:`~perforate.experiments.settings.STOPPING`. Under either, the control trains
+    as many epochs as its compressed run, and the pruned arm's fine-tuning stops early."""
     finetune_epochs: int | None = None
     """Epoch budget of the pruned arm's fine-tuning (default ``max_epochs``), early stopped."""
     compressed_width: int | None = None
@@ -97,8 +96,7 @@ class Protocol(RunSettings):
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ExperimentError(f"fractions must lie in (0, 1], e.g. 0.1,0.25,0.5,1; "
                                   f"got {self.fractions!r}")
-        if self.stopping not in ("budget", "patience"):
-            raise ExperimentError(f"stopping must be 'budget' or 'patience'; got {self.stopping!r}")
+        check_stopping(self.stopping)
         if self.compressed_mode not in ("gd", "pb"):
             raise ExperimentError(f"compressed_mode must be 'gd' or 'pb'; got {self.compressed_mode!r}")
         self.dendritic_config(0)  # a bad override raises ConfigError here, before any training

@@ -35,12 +35,11 @@ from perforate.errors import ExperimentError
 from perforate.experiments import results as res
 from perforate.experiments.datasets import load_dataset
 from perforate.experiments.models import build_model
-from perforate.experiments.settings import RunSettings, positive_int
+from perforate.experiments.settings import RunSettings, check_stopping, positive_int
 from perforate.experiments.train import train_model
 from perforate.files import write_json
 
 SCHEMA = "perforate-frontier/1"
-STOPPING = ("budget", "patience")
 DEFAULT_VARIANTS = {"gd": {"mode": "gd"}, "pb": {"mode": "pb"}}
 """Dendritic arms by name: a growth mode and Config overrides."""
 REFERENCE = "reference"
@@ -86,8 +85,7 @@ class FrontierProtocol:
             low = 0 if name == "seeds" else 1
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
                 raise ExperimentError(f"{name} must be a non-empty list of integers >= {low}; got {values!r}")
-        if self.stopping not in STOPPING:
-            raise ExperimentError(f"stopping must be one of {list(STOPPING)}; got {self.stopping!r}")
+        check_stopping(self.stopping)
         for arm in self.arms:
             if arm != REFERENCE and arm not in self.variants:
                 raise ExperimentError(f"unknown arm {arm!r}; choose from {sorted(self.variants)} or "

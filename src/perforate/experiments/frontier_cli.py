@@ -26,9 +26,11 @@ def cli_errors() -> Iterator[None]:
 Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Minibatch size.")]
 WeightDecay = Annotated[float, typer.Option(help="Adam weight decay.")]
-Stopping = Annotated[str, typer.Option(help="budget: every arm trains --epochs and keeps its best "
-                                       "validation epoch; patience: plain runs stop at a plateau, "
-                                       "dendritic runs at a plateau where growth cannot go on.")]
+Stopping = Annotated[str, typer.Option(help="budget: no early stopping, every run keeps its best "
+                                       "validation epoch (`perforate bench`'s pruned arm still "
+                                       "fine-tunes with early stopping); patience: plain runs stop "
+                                       "at a plateau, dendritic runs at a plateau where growth "
+                                       "cannot go on.")]
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

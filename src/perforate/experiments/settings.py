@@ -15,6 +15,10 @@ from perforate.experiments.datasets import dataset_names
 from perforate.experiments.models import model_names
 
 MONITORS = ("loss", "score")
+STOPPING = ("budget", "patience")
+"""Stopping rules of a bench: "budget" (no early stopping: a run trains its whole budget and
+keeps its best validation epoch; the grower plans growth inside it) or "patience" (plain runs
+stop at a plateau, dendritic runs at a plateau where growth cannot go on)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,12 @@ def check_device(name: str, device: str) -> None:
     if not available():
         raise ExperimentError(f"{name} {device!r}: this torch ({torch.__version__}) has no {kind} "
                               "device (a CPU-only build, or no GPU visible); use cpu")
+
+
+def check_stopping(value: Any) -> None:
+    """Raise ExperimentError unless ``value`` is one of :data:`STOPPING`."""
+    if value not in STOPPING:
+        raise ExperimentError(f"stopping must be 'budget' or 'patience'; got {value!r}")
 
 
 def positive_int(name: str, value: Any) -> None:
