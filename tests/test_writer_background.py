@@ -103,3 +103,27 @@ def test_waiting_writes_collapse_into_the_newest_that_covers_them():
     worker.close()
     assert log == ["running", "a", "c"]
     assert worker._thread is None
+
+
+def test_a_growth_forced_between_epochs_is_in_the_history_file_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_module, "WRITE_INTERVAL_S", 0.0)
+    grower = _grower(tmp_path)
+    _train(grower, [0.1, 0.2])
+    grower.flush()  # the row of epoch 2 is on disk, without an event
+    grower.add_dendrites()  # marks that row: the file must say so now, not only at finish()
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [r["event"] for r in rows] == ["", "grow"]
+    saved = load_grower_state(tmp_path / "state")
+    assert saved["state"]["level"] == grower.state.level == 1  # the grown model can be resumed
+
+
+def test_background_rows_are_copies_the_next_decision_cannot_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_module, "WRITE_INTERVAL_S", 0.0)
+    grower = _grower(tmp_path)
+    submitted = []
+    submit = grower.writer._background.submit
+    monkeypatch.setattr(grower.writer._background, "submit",
+                        lambda job: (submitted.append(job), submit(job)))
+    _train(grower, [0.1])
+    grower.history[-1]["event"] = "changed later"
+    assert submitted[-1].rows[-1]["event"] == ""

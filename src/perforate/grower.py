@@ -413,7 +413,10 @@ class Grower:
             reason += "; the growth before it paid"
         if self.state.cycle != "growth":
             self._before = ckpt.snapshot(self.model)
-        return self._grow("grow", reason)
+        decision = self._grow("grow", reason)
+        if self.writer is not None:
+            self.writer.between_epochs(self)
+        return decision
 
     def _grow(self, event: str, reason: str) -> Decision:
         s, cfg = self.state, self.config

@@ -128,6 +128,13 @@ class RunWriter:
         if time.monotonic() - self._write_time >= WRITE_INTERVAL_S:
             self._submit(grower)
 
+    def between_epochs(self, grower: Grower) -> None:
+        """After a decision taken between epochs (``Grower.add_dendrites``): it marked a history
+        row already written, so the file is rewritten, with the event's outputs."""
+        self.flush()
+        self.history.write(grower.history, rewrite=True)
+        self._outputs(grower)
+
     def run_end(self, grower: Grower) -> None:
         """After ``Grower.finish``: the "done" event marked a row already written; final outputs."""
         self._background.close()
@@ -159,7 +166,9 @@ class RunWriter:
             parts = snapshot if snapshot is not None else grower.state_dict(model=False, optimizer=False)
             best = (parts["best"], grower.best_version, grower.best_score)
             self._best_submitted = grower.best_version
-        self._background.submit(_EpochWrite(self, list(grower.history), snapshot, best))
+        # the rows are copied: a later decision marks the last one while the thread writes it
+        rows = [dict(row) for row in grower.history]
+        self._background.submit(_EpochWrite(self, rows, snapshot, best))
 
     def _outputs(self, grower: Grower) -> None:
         """An event's or the end's outputs, on the calling thread: every file is rewritten."""
