@@ -48,8 +48,6 @@ class Knob:
 
 def _knobs() -> list[Knob]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    no_processors = ("perforate wraps nn.RNN/LSTM/GRU itself and needs no processors; track other "
-                     "modules with tuple outputs")
     return [
         # switching
         Knob("switch_mode", 1),
@@ -96,10 +94,10 @@ def _knobs() -> list[Knob]:
         Knob("parameter_ids_to_track", [], NOT_NEEDED, is_list=True),
         Knob("modules_to_replace", [], is_list=True),
         Knob("replacement_modules", [], is_list=True),
-        Knob("modules_with_processing", [], UNSUPPORTED, True, [], no_processors),
-        Knob("modules_processing_classes", [], UNSUPPORTED, True, [], no_processors),
-        Knob("module_names_with_processing", [], UNSUPPORTED, True, [], no_processors),
-        Knob("module_by_name_processing_classes", [], UNSUPPORTED, True, [], no_processors),
+        Knob("modules_with_processing", [], is_list=True),
+        Knob("modules_processing_classes", [], is_list=True),
+        Knob("module_names_with_processing", [], is_list=True),
+        Knob("module_by_name_processing_classes", [], is_list=True),
         Knob("output_dimensions", [-1, 0, -1, -1], is_list=True),
         Knob("debugging_output_dimensions", 0, NOT_NEEDED),
         Knob("confirm_correct_sizes", False, NOT_NEEDED),
@@ -115,7 +113,8 @@ def _knobs() -> list[Knob]:
         Knob("test_saves", True),
         Knob("pai_saves", False, NOT_NEEDED),
         Knob("using_safe_tensors", True, UNSUPPORTED, honoured=True,
-             note="checkpoints are always safetensors; perforate never writes or loads pickles"),
+             note="checkpoints are always written as safetensors (plus JSON) and read the same way; "
+                  "perforate never writes or loads pickles, so .pt files stay safe to load"),
         Knob("strict_loading", True, NOT_NEEDED),
         Knob("module_names_to_not_save", [".base_model"], NOT_NEEDED, is_list=True),
         Knob("weight_decay_accepted", True, NOT_NEEDED),

@@ -6,6 +6,11 @@ rewritten at growth events, at the end and every ``GRAPH_EVERY`` epochs, not eve
 Checkpoints (``latest.pt``, ``best_model.pt``) are :func:`perforate.save` files: safetensors
 plus JSON, never pickle; ``latest.pt`` (and ``UPA.save_system``) also keep the tracker's state
 beside them so ``UPA.load_system`` can continue the run.
+
+The folder (``save_name``), ``test_saves`` and ``drawing_pai`` are read from ``GPA.pc`` at each
+write, as perforatedai reads them, so a ``GPA.pc.set_save_name(...)`` after conversion moves
+the run's later files (perforatedai moves only its checkpoints and keeps its graph and CSVs in
+the first folder; perforate keeps a run's files together).
 """
 from __future__ import annotations
 
@@ -28,23 +33,42 @@ def is_switch(row: dict[str, Any]) -> bool:
 
 
 class RunFiles:
-    """Writes one run's graph, tables and checkpoints under ``folder`` (named like the reference)."""
+    """Writes one run's graph, tables and checkpoints under ``<save_name>/`` (named like the
+    reference); ``settings`` is ``GPA.pc``, read at each write."""
 
-    def __init__(self, folder: Path, generation: str, graphs: bool, checkpoints: bool) -> None:
-        self.folder = folder
-        self.prefix = folder.name
+    def __init__(self, settings: Any, generation: str, making_graphs: bool) -> None:
+        self.settings = settings
         self.generation = generation
-        self.graphs = graphs
-        self.checkpoints = checkpoints
+        self.making_graphs = making_graphs
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.settings.value("save_name") or "PAI")
+
+    @property
+    def prefix(self) -> str:
+        return self.folder.name
+
+    @property
+    def graphs(self) -> bool:
+        return bool(self.making_graphs and self.settings.value("drawing_pai"))
+
+    @property
+    def checkpoints(self) -> bool:
+        return bool(self.settings.value("test_saves"))
 
     def checkpoint(self, model: nn.Module, name: str, history: list[dict] | None = None,
                    tracker_state: dict[str, Any] | None = None) -> None:
         write_system(model, self.folder, name, history, tracker_state)
 
-    def graph(self, history: list[dict[str, Any]], title: str, suffix: str = "") -> None:
+    def graph(self, history: list[dict[str, Any]], title: str, suffix: str = "",
+              final_params: int | None = None, best_epoch: int | None = None) -> None:
+        """``<save_name><suffix>.png``; ``final_params``: the size of the model kept at the end
+        (the best one restored), the parameter panel's last step."""
         if self.graphs and history:
             self.folder.mkdir(parents=True, exist_ok=True)
-            plot_growth(history, self.folder / f"{self.prefix}{suffix}.png", title=title)
+            plot_growth(history, self.folder / f"{self.prefix}{suffix}.png", title=title,
+                        final_params=final_params, best_epoch=best_epoch)
 
     def tables(self, rows: list[dict[str, Any]], extra_names: Iterable[str], test_names: list[str],
                maximize: bool, suffix: str = "") -> None:

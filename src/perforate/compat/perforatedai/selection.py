@@ -1,13 +1,16 @@
 """Which modules get dendrites, chosen the reference's way, then wrapped by ``pf.perforate``.
 
-The model is walked from the root, child by child. A module on a *track* list (by type, by
-class name, or by dotted id such as ``.layer1.0.conv1``) is left alone with its children; a
-module on a *perforate* list (``*_to_perforate``, or ``*_to_convert`` before 3.2) is wrapped
-whole, children included; any other module is walked into. Modules on ``modules_to_replace``
-are first swapped for ``replacement_modules[i](module)``.
+The model is walked from the root, child by child. A module on a *track* list (by exact type,
+as perforatedai matches it, by class name, or by dotted id such as ``.layer1.0.conv1``) is left
+alone with its children; a module on a *perforate* list (``*_to_perforate``, or
+``*_to_convert`` before 3.2; by type, subclasses included, by class name or by id) is wrapped
+whole, children included; any other module is walked into. The track list is checked first, as
+in perforatedai: a module on both lists is tracked, and a note says so. Modules on
+``modules_to_replace`` are first swapped for ``replacement_modules[i](module)``.
 """
 from __future__ import annotations
 
+import logging
 import re
 
 from torch import nn
@@ -17,6 +20,7 @@ from ...convert import perforate, replace_module
 from ...errors import WrapError
 from ...kinds import kind_of
 from .errors import CompatConfigError, CompatUsageError
+from .modules_perforatedai import adopt, check_processors
 from .settings import PAIConfig
 
 GENERATION_LISTS = {"3.2": "perforate", "3.0": "convert", "A": "convert"}
@@ -27,11 +31,21 @@ def _lists(pc: PAIConfig, suffix: str) -> tuple[list, list, list]:
             pc.value(f"module_ids_to_{suffix}"))
 
 
-def _matches(module: nn.Module, module_id: str, lists: tuple[list, list, list]) -> bool:
+def _matches(module: nn.Module, module_id: str, lists: tuple[list, list, list],
+             exact: bool = False) -> str | None:
+    """Which list of ``(types, names, ids)`` holds ``module`` ("ids", "names", "types"), or None.
+    Types match exactly with ``exact`` (perforatedai's track lists), else subclasses too."""
     types, names, ids = lists
-    return (module_id.lstrip(".") in {str(i).lstrip(".") for i in ids}
-            or type(module).__name__ in names
-            or any(isinstance(module, t) for t in types if isinstance(t, type)))
+    if module_id.lstrip(".") in {str(i).lstrip(".") for i in ids}:
+        return "ids"
+    if type(module).__name__ in names:
+        return "names"
+    if any((type(module) is t) if exact else isinstance(module, t) for t in types if isinstance(t, type)):
+        return "types"
+    return None
+
+
+_KIND_PREFIX = {"ids": "module_ids", "names": "module_names", "types": "modules"}
 
 
 def perforate_lists(pc: PAIConfig, generation: str) -> tuple[list, list, list]:
@@ -55,16 +69,26 @@ def choose(model: nn.Module, pc: PAIConfig, generation: str) -> tuple[list[str],
     wrap_lists = perforate_lists(pc, generation)
     track_lists = (pc.value("modules_to_track"), pc.value("module_names_to_track"),
                    pc.value("module_ids_to_track"))
-    wrap, tracked = [], []
+    own = GENERATION_LISTS[generation]
+    wrap, tracked, shadowed = [], [], []
     stack = [("", model)]
     while stack:
         module_id, module = stack.pop()
-        if module_id and _matches(module, module_id, track_lists):
+        track = _matches(module, module_id, track_lists, exact=True) if module_id else None
+        if track:
             tracked.append(module_id[1:])
+            also = _matches(module, module_id, wrap_lists)
+            if also:
+                shadowed.append(f"{module_id} ({type(module).__name__}: {_KIND_PREFIX[track]}_to_track "
+                                f"over {_KIND_PREFIX[also]}_to_{own})")
         elif _matches(module, module_id, wrap_lists):
             wrap.append(module_id[1:])
         else:
             stack.extend(reversed([(f"{module_id}.{n}", c) for n, c in module.named_children()]))
+    if shadowed:
+        shown = ", ".join(shadowed[:4]) + (f" and {len(shadowed) - 4} more" if len(shadowed) > 4 else "")
+        pc.note("shadowed", f"perforate: {shown}: on a track list and a {own} list; the track list "
+                            "wins, as in perforatedai, so these get no dendrites")
     return wrap, tracked
 
 
@@ -109,10 +133,21 @@ def convert(model: nn.Module, pc: PAIConfig, generation: str, config: Config) ->
     wrap, tracked = choose(model, pc, generation)
     chosen = [n for n in wrap if any(p.requires_grad for p in model.get_submodule(n).parameters())]
     if not chosen:
+        own = GENERATION_LISTS[generation]
+        shadowed = [n for n in tracked if _matches(model.get_submodule(n), "." + n,
+                                                      perforate_lists(pc, generation))]
+        if shadowed:
+            raise CompatUsageError(
+                f"no module was chosen for dendrites: {', '.join(shadowed[:4])} "
+                f"{'is' if len(shadowed) == 1 else 'are'} on the {own} lists but also on a track "
+                "list, and the track list wins (as in perforatedai; modules_to_track matches the "
+                "exact class); remove them from the track list, or track a more specific class, id "
+                "(GPA.pc.append_module_ids_to_track(['.layer1.0'])) or name")
         raise CompatUsageError(
             "no module was chosen for dendrites: the model has no trainable module on the "
-            "perforate lists; add some with GPA.pc.append_modules_to_perforate([MyLayer]) or "
-            "GPA.pc.append_module_names_to_perforate(['MyBlock']) before converting")
+            f"{own} lists; add some with GPA.pc.append_modules_to_{own}([MyLayer]) or "
+            f"GPA.pc.append_module_names_to_{own}(['MyBlock']) before converting")
+    check_processors(model, chosen, pc)
     blocks = [n for n in chosen if kind_of(model.get_submodule(n)) is None]  # not found on its own
     axis = neuron_axis(pc)
     config = config.replace(include=[_glob(n) for n in chosen],
@@ -123,17 +158,35 @@ def convert(model: nn.Module, pc: PAIConfig, generation: str, config: Config) ->
         raise WrapError(f"{exc} (from perforatedai settings: GPA.pc.set_output_dimensions gives a "
                         "wrapped block's neuron axis)") from exc
     _note_unwrapped(model, pc, chosen, tracked)
-    return model, config
+    return adopt(model, pc), config
 
 
 def _note_unwrapped(model: nn.Module, pc: PAIConfig, wrapped: list[str], tracked: list[str]) -> None:
+    """Say which parameters get no dendrites: modules left out whole (a warning, as perforatedai
+    stops on them), and parameters a module holds itself beside wrapped layers (information)."""
     if pc.value("unwrapped_modules_confirmed") or pc.value("checked_skipped_modules"):
         return
     covered = [n for n in wrapped + tracked if n]
-    left = [name for name, m in model.named_modules()
-            if name and any(True for _ in m.parameters(recurse=False))
-            and not any(name == c or name.startswith(c + ".") for c in covered)]
+
+    def inside(name: str) -> bool:
+        return any(name == c or name.startswith(c + ".") for c in covered)
+
+    left, own = [], []
+    for name, m in model.named_modules():
+        params = [p for p, _ in m.named_parameters(recurse=False)]
+        if not params or (name and inside(name)):
+            continue
+        if any(inside(f"{name}.{sub}" if name else sub) for sub, _ in m.named_modules() if sub):
+            own += [f"{name}.{p}" if name else p for p in params]  # beside its wrapped layers
+        elif name:
+            left.append(name)
     if left:
         shown = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
         pc.note("unwrapped", f"perforate: no dendrites on {shown} (they train as usual; "
                              "GPA.pc.set_unwrapped_modules_confirmed(True) hides this line)")
+    if own:
+        shown = ", ".join(own[:8]) + (f" and {len(own) - 8} more" if len(own) > 8 else "")
+        pc.note("own-parameters", f"perforate: {shown} {'is a parameter' if len(own) == 1 else 'are parameters'} "
+                "of a module itself, not of a layer; dendrites go on layers, so "
+                f"{'it trains' if len(own) == 1 else 'they train'} as usual (nothing to do)",
+                level=logging.INFO)

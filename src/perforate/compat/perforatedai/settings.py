@@ -56,7 +56,7 @@ class PAIConfig:
             return
         self._values[key] = value
         self._explicit.add(key)
-        self._note_unsupported(key)
+        self._note_unsupported(key, f"set_{name}", value)
 
     def _get(self, name: str) -> Any:
         key = self._known(name, "get")
@@ -72,7 +72,7 @@ class PAIConfig:
                                     f"use GPA.pc.set_{name}(value)")
         current.extend(items if isinstance(items, (list, tuple)) else [items])
         self._explicit.add(key)
-        self._note_unsupported(key)
+        self._note_unsupported(key, f"append_{name}", items)
 
     # ------------------------------------------------------------------ used by the compat layer
     def value(self, name: str, dendrites: int | None = None) -> Any:
@@ -91,11 +91,11 @@ class PAIConfig:
         """Set a value on the script's behalf (an entry point's argument): not marked as set."""
         self._values[name] = value
 
-    def note(self, key: str, message: str) -> None:
+    def note(self, key: str, message: str, level: int = logging.WARNING) -> None:
         """Log ``message`` once per ``key`` (not at all under ``set_silent(True)``)."""
         if key not in self._noted and not self._values["silent"]:
             self._noted.add(key)
-            log.warning(message)
+            log.log(level, message)
 
     # ------------------------------------------------------------------ JSON round trip (3.2.9)
     def to_dict(self) -> dict[str, Any]:
@@ -140,8 +140,13 @@ class PAIConfig:
                                          f"{action} attempt{hint}")
         return key
 
-    def _note_unsupported(self, key: str) -> None:
+    def _note_unsupported(self, key: str, call: str, value: Any) -> None:
+        """One line for a setting perforate has no counterpart of: the call as the script made
+        it, and what perforate does instead."""
         knob = KNOBS[key]
         if knob.effect == UNSUPPORTED and (knob.honoured is ANY or self._values[key] != knob.honoured):
-            self.note(f"unsupported:{key}", f"GPA.pc.set_{key} is accepted but perforate does not "
-                                            f"implement it: {knob.note}")
+            shown = getattr(value, "__name__", None) or repr(value)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            self.note(f"unsupported:{key}", f"GPA.pc.{call}({shown}) changes nothing in perforate, "
+                                            f"which has no such option: {knob.note}")

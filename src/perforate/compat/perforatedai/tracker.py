@@ -56,8 +56,8 @@ class PAITracker:
         self.config = config
         self.generation = generation
         self.doing_pai = doing_pai
-        self.files = RunFiles(Path(save_name), generation, making_graphs and pc.value("drawing_pai"),
-                              pc.value("test_saves"))
+        self.files = RunFiles(pc, generation, making_graphs)
+        self._first_folder = Path(save_name)  # where conversion put the run
         self.recipe = OptimizerRecipe()
         self.grower: Grower | None = None
         self.rows: list[dict[str, Any]] = []
@@ -224,6 +224,11 @@ class PAITracker:
             self.pc.note("no-optimizer", "GPA.pai_tracker has no optimizer: call setup_optimizer or "
                          "set_optimizer_instance so it can be rebuilt after each restructure")
             grower = self._registered()
+        if self._capacity_test():  # said when it is in force, not at conversion
+            self.pc.note("capacity", "perforate: testing_dendrite_capacity is on (the perforatedai "
+                         "default): a dendrite is added every epoch and training completes after "
+                         f"{CAPACITY_DENDRITES}; call GPA.pc.set_testing_dendrite_capacity(False) "
+                         "for a real run")
         lookback = max(1, int(self.pc.value("history_lookback")))
         self._running = value if self._running is None else self._running + (value - self._running) / lookback
         self._scores.append(self._running)
@@ -309,9 +314,9 @@ class PAITracker:
         if self._capacity_test() and self.num_dendrites_added >= CAPACITY_DENDRITES and \
                 not decision.restructured:
             self.complete = True
-            self.pc.note("capacity", f"perforate: the dendrite capacity test added {CAPACITY_DENDRITES} "
+            self.pc.note("capacity-done", f"perforate: the dendrite capacity test added {CAPACITY_DENDRITES} "
                          "dendrites and completes; call GPA.pc.set_testing_dendrite_capacity(False) "
-                         "before converting for a real run")
+                         "for a real run")
             return False, True
         if decision.done:
             self.complete = True
@@ -329,13 +334,21 @@ class PAITracker:
 
     def _write(self, decision: Decision, complete: bool) -> None:
         epoch = len(self._scores) - 1
+        folder = self.files.folder
+        if folder != self._first_folder:
+            self.pc.note("save-name", f"perforate: GPA.pc.set_save_name({folder.name!r}) came after "
+                         f"conversion: this run's files go to {folder}/ from now on (perforatedai "
+                         f"moves only its checkpoints there and keeps its graph and CSVs in "
+                         f"{self._first_folder}/)")
         if self.files.checkpoints:
             history = self.grower.history
             self.files.checkpoint(self.model, "latest", history, self.state_dict())
             if decision.improved:
                 self.files.checkpoint(self.model, "best_model", history)
-        if decision.event or complete or (epoch + 1) % GRAPH_EVERY == 0:
+        if decision.event or complete or epoch == 0 or (epoch + 1) % GRAPH_EVERY == 0:
             self.save_graphs()
+            # the settings in force now (ones changed after conversion included)
+            self.pc.save_config(folder / f"{self.files.prefix}_config.json")
 
     def _tables(self, suffix: str = "") -> None:
         self.files.tables(self.rows, [*self._extra_names, *self._hidden_names], list(self._test_names),
@@ -344,7 +357,10 @@ class PAITracker:
     def save_graphs(self, extra_string: str = "") -> None:
         """Draw ``<save_name>/<save_name><extra_string>.png`` and write the CSVs now."""
         if self.grower is not None:
-            self.files.graph(self.grower.history, f"perforate ({self.grower.config.mode})", extra_string)
+            # once complete, the parameter panel ends at the model kept (the best one restored)
+            final = count_parameters(self.model) if self.complete else None
+            self.files.graph(self.grower.history, f"perforate ({self.grower.config.mode})", extra_string,
+                             final_params=final, best_epoch=self.grower.state.best_epoch)
             self._tables(extra_string)
 
     # ------------------------------------------------------------------ continuing a saved run

@@ -8,23 +8,30 @@ plus JSON), whatever ``using_safe_tensors`` says: nothing here writes or loads a
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
-from ...checkpoint import load
+from ...checkpoint import DOC_KEY, load
 from ...convert import dendritic_layers
+from ...errors import CheckpointError
 from ...export import export
 from ...measure import count_parameters
 from . import globals_perforatedai as GPA
 from . import knobs, selection
+from .errors import CompatConfigError, CompatUsageError
+from .modules_perforatedai import adopt
 from .outputs import read_tracker_state, write_system
 from .tracker import PAITracker
 
 __all__ = [
-    "convert_network", "count_params", "deep_copy_pai", "extract_gpa_config", "get_pai_modules",
+    "convert_network", "count_params", "deep_copy_pai", "extract_gpa_config", "from_hf_pretrained",
+    "get_pai_modules",
     "initialize_pai", "load_pretrained_model", "load_system", "pai_save_system", "perforate_model",
     "prepare_final_model", "save_system", "set_gpa_config",
 ]
@@ -73,14 +80,11 @@ def start(model: nn.Module, generation: str, doing_pai: bool, save_name: str, ma
     config = knobs.validated(None, {**fields, "seed": torch.initial_seed() % 2**31})
     if dendritic_layers(model):
         config = config.replace(include=list(dendritic_layers(model)))
+        model = adopt(model, pc)
     else:
         model, config = selection.convert(model, pc, generation, config)
     GPA.pai_tracker = PAITracker(pc, model, config, generation=generation, save_name=save_name,
                                  doing_pai=doing_pai, making_graphs=making_graphs)
-    if doing_pai and pc.value("testing_dendrite_capacity"):
-        pc.note("capacity-start", "perforate: testing_dendrite_capacity is on (the perforatedai "
-                "default): a dendrite is added every epoch and training completes after 3; call "
-                "GPA.pc.set_testing_dendrite_capacity(False) before converting for a real run")
     pc.save_config(Path(save_name) / f"{Path(save_name).name}_config.json")
     return model
 
@@ -114,7 +118,7 @@ def load_system(net: nn.Module, folder: str | Path, name: str, load_from_restart
     tracker state (``latest``, or any ``save_system`` file) the scores and growth decisions
     continue where they were; otherwise they start afresh. Call ``setup_optimizer`` next.
     """
-    model = load(Path(folder) / f"{_stem(name)}.pt", net)
+    model = adopt(load(Path(folder) / f"{_stem(name)}.pt", net), GPA.pc)
     tracker = GPA.pai_tracker
     if tracker.model is net:
         fresh = PAITracker(tracker.pc, model, tracker.config, generation=tracker.generation,
@@ -132,8 +136,70 @@ def load_pretrained_model(net: nn.Module, folder: str | Path, name: str,
                           remove_dendrite_scaffolding: bool = False) -> nn.Module:
     """Load weights and dendrites for transfer learning; with ``remove_dendrite_scaffolding``,
     return :func:`perforate.export`'s plain model (dendrites fused, nothing left to grow)."""
-    model = load(Path(folder) / f"{_stem(name)}.pt", net)
+    model = adopt(load(Path(folder) / f"{_stem(name)}.pt", net), GPA.pc)
     return export(model) if remove_dendrite_scaffolding else model
+
+
+def from_hf_pretrained(net: nn.Module, repo_id: str | Path, force_download: bool = False) -> nn.Module:
+    """Load a model published for the Hugging Face Hub into ``net``, from a local folder.
+
+    ``repo_id`` is a folder holding ``model.safetensors`` (and optionally ``config.json``), or a
+    Hub id already in the local Hugging Face cache: nothing is downloaded (fetch it once with
+    ``huggingface-cli download <id> --local-dir <folder>``). ``config.json``'s ``pai_config``
+    is applied to ``GPA.pc`` first, as perforatedai does. ``model.safetensors`` is either a
+    :func:`perforate.save` file (``net`` is then the un-wrapped architecture, rebuilt with its
+    dendrites) or a plain state dict that fits ``net``. Returns the model.
+    """
+    folder = _local_repo(str(repo_id))
+    if force_download:
+        GPA.pc.note("force_download", "UPA.from_hf_pretrained(force_download=True): perforate "
+                    f"downloads nothing and reads the local copy in {folder}")
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        try:
+            data = json.loads(config_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise CompatConfigError(f"cannot read {config_file}: {exc}; it must be JSON (the "
+                                    "'pai_config' entry holds the settings)") from exc
+        if isinstance(data, dict) and isinstance(data.get("pai_config"), dict):
+            set_gpa_config(data["pai_config"])
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has no model.safetensors; from_hf_pretrained reads the "
+                              "folder a model was published from (model.safetensors, config.json)")
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            perforate_file = DOC_KEY in (f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise CheckpointError(f"{weights} is not a safetensors file: {exc}") from exc
+    if perforate_file:
+        return adopt(load(weights, net), GPA.pc)
+    state = load_file(str(weights))
+    try:
+        net.load_state_dict(state, strict=bool(GPA.pc.value("strict_loading")))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights} does not fit this model: {exc}; pass the architecture "
+                              "it was saved from (un-wrapped)") from exc
+    return net
+
+
+def _local_repo(repo_id: str) -> Path:
+    """The folder ``repo_id`` names, or its snapshot in the local Hugging Face cache."""
+    if Path(repo_id).is_dir():
+        return Path(repo_id)
+    where = "is not a folder here"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        snapshot_download = None
+    if snapshot_download is not None:
+        try:  # local_files_only: the cache is read, the network is not touched
+            return Path(snapshot_download(repo_id, local_files_only=True))
+        except Exception:  # noqa: BLE001 - any miss means the same thing here: not cached
+            where += " nor in the local Hugging Face cache"
+    raise CompatUsageError(f"UPA.from_hf_pretrained: {repo_id!r} {where}; perforate downloads "
+                           f"nothing: fetch it once (huggingface-cli download {repo_id} --local-dir "
+                           "<folder>) and pass the folder")
 
 
 def pai_save_system(net: nn.Module, folder: str | Path, name: str) -> None:
