@@ -148,9 +148,12 @@ def convert(model: nn.Module, pc: PAIConfig, generation: str, config: Config) ->
             f"{own} lists; add some with GPA.pc.append_modules_to_{own}([MyLayer]) or "
             f"GPA.pc.append_module_names_to_{own}(['MyBlock']) before converting")
     check_processors(model, chosen, pc)
-    blocks = [n for n in chosen if kind_of(model.get_submodule(n)) is None]  # not found on its own
+    # not found on its own (a multi-layer RNN is opened by perforate into wrapped single layers)
+    blocks = [n for n in chosen if kind_of(model.get_submodule(n)) is None
+              and not isinstance(model.get_submodule(n), nn.RNNBase)]
     axis = neuron_axis(pc)
-    config = config.replace(include=[_glob(n) for n in chosen],
+    opened = [f"{_glob(n)}.layers.*" for n in chosen if isinstance(model.get_submodule(n), nn.RNNBase)]
+    config = config.replace(include=[_glob(n) for n in chosen] + opened,
                             neuron_axis={_glob(n): axis for n in blocks} if axis is not None else {})
     try:
         model = perforate(model, config, blocks=[_glob(n) for n in blocks])
