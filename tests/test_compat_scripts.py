@@ -113,27 +113,31 @@ def test_lstm_processor_script_grows_dendrites_on_the_lstm(api, layers, fresh):
 
 
 @GENERATIONS
-def test_last_hidden_processor_returns_none_and_the_final_state(api, fresh):
+@pytest.mark.parametrize("layers", [1, 2])
+def test_last_hidden_processor_returns_none_and_the_final_state(api, layers, fresh):
     class Classifier(nn.Module):
         def __init__(self):
             super().__init__()
             torch.manual_seed(0)
-            self.lstm = nn.LSTM(3, 8, batch_first=True)
+            self.lstm = nn.LSTM(3, 8, num_layers=layers, batch_first=True)
             self.fc = nn.Linear(8, 2)
 
         def forward(self, x):
             _, last = self.lstm(x)
             return self.fc(last[-1])
 
-    plain = nn.LSTM(3, 8, batch_first=True)
     getattr(GPA.pc, f"append_modules_to_{lists(api)}")([nn.LSTM])
     GPA.pc.append_modules_with_processing([nn.LSTM])
     GPA.pc.append_modules_processing_classes([LPA.LSTMProcessorLastHidden])
+    GPA.pc.set_n_epochs_to_switch(1)
+    plain = Classifier().lstm
     model = convert(api, Classifier())
-    plain.load_state_dict(model.lstm.main.state_dict())
     none, last = model.lstm(SEQ)
     assert none is None and torch.equal(last, plain(SEQ)[1][0])  # no dendrites yet: h_n itself
+    model = grow_once(model).eval()
     assert model(SEQ).shape == (4, 2)
+    final = UPA.prepare_final_model(model).eval()  # the inference model keeps the format
+    assert final.lstm(SEQ)[0] is None and torch.allclose(final(SEQ), model(SEQ), atol=1e-6)
 
 
 def test_lstm_cell_with_its_processor_says_what_to_do(fresh):

@@ -31,10 +31,12 @@ from torch import nn
 from ...convert import dendritic_layers
 from ...kinds.recurrent import RecurrentStack
 from ...layers import DendriticLayer
+from ...modules import replace_module
 from .errors import CompatConfigError, CompatUsageError
 from .settings import PAIConfig
 
-__all__ = ["PAILastHiddenModule", "PAINeuronModule", "PAIRecurrentStack", "adopt", "check_processors"]
+__all__ = ["LastHiddenOutput", "PAILastHiddenModule", "PAINeuronModule", "PAIRecurrentStack", "adopt",
+           "check_processors", "keep_forms"]
 
 
 def _dimensions(new_output_dimensions: Any, where: str) -> list[int]:
@@ -108,6 +110,34 @@ class PAILastHiddenStack(PAIRecurrentStack):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return None, _last_hidden(super().forward(*args, **kwargs))
+
+
+class LastHiddenOutput(nn.Module):
+    """An exported recurrent layer (``UPA.prepare_final_model``) that keeps the ``(None, last)``
+    return of a layer registered with ``LSTMProcessorLastHidden``."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return None, _last_hidden(self.layer(*args, **kwargs))
+
+
+def keep_forms(live: nn.Module, exported: nn.Module) -> nn.Module:
+    """``exported`` (:func:`perforate.export` of ``live``) with the ``(None, last)`` return kept
+    where ``live`` had it."""
+    for name, module in live.named_modules():
+        if not isinstance(module, (PAILastHiddenModule, PAILastHiddenStack)):
+            continue
+        now = exported.get_submodule(name) if name else exported
+        if isinstance(now, PAILastHiddenStack):  # still opened (it has dendrites): keeps its class
+            continue
+        if not name:
+            exported = LastHiddenOutput(now)
+        else:
+            replace_module(exported, now, LastHiddenOutput(now))
+    return exported
 
 
 # ---------------------------------------------------------------------- processors

@@ -25,7 +25,7 @@ from ...measure import count_parameters
 from . import globals_perforatedai as GPA
 from . import knobs, selection
 from .errors import CompatConfigError, CompatUsageError
-from .modules_perforatedai import adopt
+from .modules_perforatedai import adopt, keep_forms
 from .outputs import read_tracker_state, write_system
 from .tracker import PAITracker
 
@@ -137,7 +137,7 @@ def load_pretrained_model(net: nn.Module, folder: str | Path, name: str,
     """Load weights and dendrites for transfer learning; with ``remove_dendrite_scaffolding``,
     return :func:`perforate.export`'s plain model (dendrites fused, nothing left to grow)."""
     model = adopt(load(Path(folder) / f"{_stem(name)}.pt", net), GPA.pc)
-    return export(model) if remove_dendrite_scaffolding else model
+    return keep_forms(model, export(model)) if remove_dendrite_scaffolding else model
 
 
 def from_hf_pretrained(net: nn.Module, repo_id: str | Path, force_download: bool = False) -> nn.Module:
@@ -209,7 +209,7 @@ def pai_save_system(net: nn.Module, folder: str | Path, name: str) -> None:
 
 def prepare_final_model(net: nn.Module) -> nn.Module:
     """The inference model: :func:`perforate.export` (plain modules, dendrites fused)."""
-    return export(net)
+    return keep_forms(net, export(net))
 
 
 # ---------------------------------------------------------------------- small helpers
