@@ -189,7 +189,7 @@ def _note_unwrapped(model: nn.Module, pc: PAIConfig, wrapped: list[str], tracked
                              "GPA.pc.set_unwrapped_modules_confirmed(True) hides this line)")
     if own:
         shown = ", ".join(own[:8]) + (f" and {len(own) - 8} more" if len(own) > 8 else "")
-        pc.note("own-parameters", f"perforate: {shown} {'is a parameter' if len(own) == 1 else 'are parameters'} "
+        one = len(own) == 1
+        pc.note("own-parameters", f"perforate: {shown} {'is a parameter' if one else 'are parameters'} "
                 "of a module itself, not of a layer; dendrites go on layers, so "
-                f"{'it trains' if len(own) == 1 else 'they train'} as usual (nothing to do)",
-                level=logging.INFO)
+                f"{'it trains' if one else 'they train'} as usual (nothing to do)", level=logging.INFO)

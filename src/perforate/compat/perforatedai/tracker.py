@@ -336,7 +336,7 @@ class PAITracker:
         epoch = len(self._scores) - 1
         folder = self.files.folder
         if folder != self._first_folder:
-            self.pc.note("save-name", f"perforate: GPA.pc.set_save_name({folder.name!r}) came after "
+            self.pc.note("save-name", f"perforate: GPA.pc.set_save_name({str(folder)!r}) came after "
                          f"conversion: this run's files go to {folder}/ from now on (perforatedai "
                          f"moves only its checkpoints there and keeps its graph and CSVs in "
                          f"{self._first_folder}/)")
@@ -345,9 +345,10 @@ class PAITracker:
             self.files.checkpoint(self.model, "latest", history, self.state_dict())
             if decision.improved:
                 self.files.checkpoint(self.model, "best_model", history)
-        if decision.event or complete or epoch == 0 or (epoch + 1) % GRAPH_EVERY == 0:
+        due = decision.event or complete or (epoch + 1) % GRAPH_EVERY == 0
+        if due:
             self.save_graphs()
-            # the settings in force now (ones changed after conversion included)
+        if due or epoch == 0:  # the settings in force (ones changed after conversion included)
             self.pc.save_config(folder / f"{self.files.prefix}_config.json")
 
     def _tables(self, suffix: str = "") -> None:
