@@ -258,6 +258,8 @@ def test_from_hf_pretrained_reads_a_local_folder(api, fresh, tmp_path):
     assert torch.equal(UPA.from_hf_pretrained(mlp(), plain)(x), mlp()(x))
     with pytest.raises(CompatUsageError, match="downloads nothing"):
         UPA.from_hf_pretrained(mlp(), "someone/not-downloaded-model")
+    with pytest.raises(CompatUsageError, match="model.safetensors"):  # says how to write the folder
+        UPA.upload_to_huggingface(model, "someone/my-model")
 
 
 # ---------------------------------------------------------------------- 4. track lists

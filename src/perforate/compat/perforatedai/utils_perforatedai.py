@@ -33,7 +33,7 @@ __all__ = [
     "convert_network", "count_params", "deep_copy_pai", "extract_gpa_config", "from_hf_pretrained",
     "get_pai_modules",
     "initialize_pai", "load_pretrained_model", "load_system", "pai_save_system", "perforate_model",
-    "prepare_final_model", "save_system", "set_gpa_config",
+    "prepare_final_model", "save_system", "set_gpa_config", "upload_to_huggingface",
 ]
 
 
@@ -181,6 +181,16 @@ def from_hf_pretrained(net: nn.Module, repo_id: str | Path, force_download: bool
         raise CheckpointError(f"{weights} does not fit this model: {exc}; pass the architecture "
                               "it was saved from (un-wrapped)") from exc
     return net
+
+
+def upload_to_huggingface(model: nn.Module, repo_id: str, *args: Any, **kwargs: Any) -> str:
+    """Not provided: perforate sends nothing over the network. Raises :class:`CompatUsageError`
+    saying how to write the folder that :func:`from_hf_pretrained` reads, to upload it yourself."""
+    raise CompatUsageError(
+        "UPA.upload_to_huggingface: perforate uploads nothing; write the folder with "
+        "pf.save(model, '<folder>/model.safetensors') and a config.json holding "
+        "{'pai_config': UPA.extract_gpa_config()}, then upload it (huggingface-cli upload "
+        f"{repo_id} <folder>); UPA.from_hf_pretrained reads it back")
 
 
 def _local_repo(repo_id: str) -> Path:
