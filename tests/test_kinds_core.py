@@ -167,3 +167,15 @@ def test_checkpoints_with_unflattened_stacked_weights_still_load(tmp_path):
     fresh.load_state_dict(old)
     x = torch.randn(4, 2, 6)
     assert torch.equal(fresh(x), model(x))
+
+
+def test_wrapping_does_not_import_transformers():
+    """The Hugging Face Conv1D kind looks for transformers only where a model already loaded it."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch, perforate as pf; pf.perforate(torch.nn.Sequential(torch.nn.Linear(2, 2)));"
+              "print('transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -55,6 +55,22 @@ def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None
     )
 
 
+def output_head(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The layer ``model`` declares as its output head (``model.get_output_embeddings()``, as
+    Hugging Face models do), with its name; None when it declares none."""
+    get = getattr(model, "get_output_embeddings", None)
+    try:
+        head = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    if not isinstance(head, nn.Module):
+        return None
+    for name, module in model.named_modules():
+        if module is head:
+            return name, head
+    return None
+
+
 def _trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
@@ -75,7 +91,8 @@ def perforate(model: nn.Module, config: Config | None = None, *,
             by its batch-norm); each dendrite then gets its own copy of the whole block.
 
     Returns the model (or, when the model itself is a single wrappable layer, its wrapper).
-    Modules without trainable parameters are left alone.
+    Modules without trainable parameters are left alone, and so is the model's output head
+    (:func:`output_head`, e.g. ``lm_head``) unless ``config.output_head`` is True.
     """
     config = config or Config()
     if not isinstance(model, nn.Module):
@@ -90,6 +107,7 @@ def perforate(model: nn.Module, config: Config | None = None, *,
     def selected(name: str) -> bool:
         return _matches(name, config.include) and not _matches(name, config.exclude)
 
+    head = None if config.output_head else output_head(model)
     model = openers.open_selected(model, selected)
     targets: list[tuple[str, nn.Module, bool]] = []
     skip_prefixes: list[str] = []
@@ -99,16 +117,18 @@ def perforate(model: nn.Module, config: Config | None = None, *,
         is_block = _is_block(name, module, blocks)
         if not (is_block or kinds.kind_of(module) is not None):
             continue
-        if not selected(name) or not _trainable(module):
+        if not selected(name) or not _trainable(module) or (head is not None and module is head[1]):
             continue
         targets.append((name, module, is_block))
         if is_block or not kinds.kind_of(module).stacked:  # its inner layers belong to it
             skip_prefixes.append(name + "." if name else "")
     if not targets:
+        left_out = f" (its output head {head[0]!r} is left out unless Config(output_head=True))" \
+            if head is not None else ""
         raise WrapError(
             "no layer was selected for dendrites: the model has no trainable Linear/ConvNd/"
             f"RNN/attention projection matching include={config.include} and not "
-            f"exclude={config.exclude}; check those patterns against "
+            f"exclude={config.exclude}{left_out}; check those patterns against "
             "[name for name, _ in model.named_modules()], or declare blocks=[...]")
     wrapped: dict[int, DendriticLayer] = {}
     for name, module, is_block in targets:

@@ -94,6 +94,8 @@ def carry_schedule(old: Any, new: Any, old_optimizer: torch.optim.Optimizer | No
     for g_old, g_new, r in zip(old_optimizer.param_groups, groups, ratios):
         if "lr" in g_old:
             g_new["lr"] = g_old["lr"] * r
+    if hasattr(new, "_last_lr"):  # loaded with the old schedule's: what get_last_lr() reports
+        new._last_lr = [g["lr"] for g in groups]
 
 
 def _lr_scale(group: Mapping[str, Any]) -> float:

@@ -69,17 +69,6 @@ STATE_STEM = "perforate"
 STATE_FILE = STATE_STEM + ".safetensors"
 
 
-def _output_embedding_name(model: nn.Module) -> str | None:
-    get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    if head is None:
-        return None
-    for name, module in model.named_modules():
-        if module is head:
-            return name
-    return None
-
-
 class DendriteTrainerCallback(transformers.TrainerCallback):
     """Grows dendrites on ``trainer.model`` from the evaluation metric; registers itself.
 
@@ -120,9 +109,6 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
             config = config.replace(score_name=self.metric_key)
         model = trainer.model
         if not dendritic_layers(model):
-            head = _output_embedding_name(model)
-            if head:
-                config = config.replace(exclude=[*config.exclude, head])
             perforate(model, config, blocks=blocks)
         install_resize_hook(model)
         self.trainer = trainer
@@ -266,10 +252,20 @@ def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None 
             raise CheckpointError(f"{folder} has no {STATE_FILE}; pass the config used in training: "
                                   "load_checkpoint(model, folder, config=cfg)")
         if not dendritic_layers(model):
-            head = _output_embedding_name(model)
-            if head and head not in config.exclude:
-                config = config.replace(exclude=[*config.exclude, head])
             model = perforate(model, config, blocks=blocks)
         resize_to_state(model, state)
+    _add_tied_names(model, state)
     ckpt.load_state(model, state, folder)
     return model
+
+
+def _add_tied_names(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``save_pretrained`` writes a tied tensor once (GPT-2's ``lm_head.weight`` is
+    ``transformer.wte.weight``): give the model's other names for it the saved tensor."""
+    live = model.state_dict(keep_vars=True)
+    saved = {(t.data_ptr(), t.shape): k for k, t in live.items() if k in state and t.numel()}
+    for key, tensor in live.items():
+        if key not in state and tensor.numel():
+            source = saved.get((tensor.data_ptr(), tensor.shape))
+            if source is not None:
+                state[key] = state[source]

@@ -4,6 +4,8 @@
 kind       modules                                       dendrites
 ========== ============================================= =========================================
 linear     ``nn.Linear`` and subclasses                  stacked: one wide Linear (``linear.py``)
+hf_conv1d  Hugging Face ``Conv1D`` (GPT-2's projections, stacked: one wide Linear (``hf_conv1d.py``)
+           a Linear with its weight transposed)
 conv       ``nn.Conv1d/2d/3d`` and subclasses            stacked: one wide convolution (``conv.py``)
 graph      PyG ``Linear`` (inside GCNConv, SAGEConv,     stacked: one wide Linear (``graph.py``)
            GATConv, ...)
@@ -28,7 +30,7 @@ from torch import nn
 from .base import KINDS, Kind
 
 # automatic selection tries these in order; "block" is only ever used when declared
-_MODULES = ("linear", "conv", "graph", "recurrent", "block")
+_MODULES = ("linear", "conv", "hf_conv1d", "graph", "recurrent", "block")
 for _name in _MODULES:
     _module = importlib.import_module(f"{__name__}.{_name}")
     for _kind in getattr(_module, "KINDS", None) or (_module.KIND,):
