@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-EXTRAS = {"lightning": "lightning.pytorch", "transformers": "transformers", "wandb": "wandb"}
+EXTRAS = {"lightning": "lightning.pytorch", "transformers": "transformers", "wandb": "wandb",
+          "tabular": "pytorch_tabular"}
 
 SCRIPT = """
 import importlib, json, sys

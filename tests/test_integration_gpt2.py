@@ -118,7 +118,8 @@ def test_gpt2_trainer_grows_and_save_pretrained_loads_back_identically(tmp_path)
     ids = _ids(4, 5)
     expected = model(ids).logits
     model.save_pretrained(tmp_path / "saved")
-    fresh = load_checkpoint(transformers.GPT2LMHeadModel(_config()), tmp_path / "saved", config=cfg).eval()
+    saved = transformers.GPT2Config.from_pretrained(tmp_path / "saved")  # the docstring's way
+    fresh = load_checkpoint(transformers.GPT2LMHeadModel(saved), tmp_path / "saved", config=cfg).eval()
     assert torch.equal(fresh(ids).logits, expected)
     assert fresh.lm_head.weight is fresh.transformer.wte.weight  # tied as before
     trainer.save_model(str(tmp_path / "final"))

@@ -79,9 +79,9 @@ def perforate(model: nn.Module, config: Config | None = None, *,
               blocks: Sequence[BlockSpec] = ()) -> nn.Module:
     """Wrap every selected layer of ``model`` in place (see :mod:`perforate.kinds`).
 
-    Linear, Conv1d/2d/3d, RNN/LSTM/GRU, PyG ``Linear`` and the projections of
-    ``nn.MultiheadAttention`` are found on their own (subclasses too); other modules are
-    wrapped whole when declared in ``blocks``.
+    Linear, Conv1d/2d/3d, RNN/LSTM/GRU, PyG ``Linear``, Hugging Face ``Conv1D`` (GPT-2) and
+    the projections of ``nn.MultiheadAttention`` are found on their own (subclasses too);
+    other modules are wrapped whole when declared in ``blocks``.
 
     Args:
         model: any ``nn.Module``; its outputs are unchanged by wrapping.

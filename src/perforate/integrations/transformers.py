@@ -10,9 +10,20 @@ Add to an existing script (2 lines)::
 ``TrainingArguments`` must evaluate (``eval_strategy="epoch"`` or ``"steps"``); the grower is fed
 ``metric_for_best_model`` (default: the eval loss) and ``greater_is_better`` sets the direction.
 Every Linear of the model is wrapped (``Config.include``/``exclude`` narrow it), attention and
-MLP projections included: their outputs are ``[B, T, C]`` and the neurons sit on the last axis.
-The output-embedding head (a language model's tied vocabulary projection) is left out, because
-weight tying needs the plain module there.
+MLP projections included (GPT-2's ``Conv1D`` too): their outputs are ``[B, T, C]`` and the
+neurons sit on the last axis. The output head (``model.get_output_embeddings()``, e.g.
+``lm_head``) follows the rule of ``pf.perforate``: left out unless ``Config(output_head=True)``.
+
+Saving and loading back (identical logits, a tied ``lm_head`` included)::
+
+    model.save_pretrained("out")                  # or trainer.save_model("out")
+    fresh = load_checkpoint(GPT2LMHeadModel(GPT2Config.from_pretrained("out")), "out", config=cfg)
+
+``config`` is the :class:`perforate.Config` the model was wrapped with (its ``include``,
+``exclude`` and ``output_head`` choose the same layers again); the dendrite counts come from
+the saved shapes. A *tied* head wrapped with ``output_head=True`` shares its weight with the
+input embeddings under another name, which ``save_pretrained`` refuses: save it with
+``pf.save``.
 
 Why a callback bound to its trainer rather than a ``Trainer`` subclass: growth replaces the
 optimizer and the LR scheduler, and the training loop reads ``trainer.optimizer`` /
@@ -238,9 +249,11 @@ def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None 
     """Load a Trainer checkpoint folder (or a ``save_model`` folder) into a fresh model.
 
     ``model`` is a new, un-perforated instance (e.g. ``AutoModelFor...from_config``). The
-    structure comes from the folder's ``perforate.safetensors``; a ``trainer.save_model`` folder lacks
-    it, so pass the ``config`` used in training and the dendrite counts are read from the
-    tensor shapes. Reads safetensors only (no pickle). Returns the model.
+    structure comes from the folder's ``perforate.safetensors``; a ``trainer.save_model`` or
+    ``save_pretrained`` folder lacks it, so pass the ``config`` used in training (the same
+    layers are wrapped: ``include``, ``exclude``, ``output_head``) and the dendrite counts are
+    read from the tensor shapes. Tied weights that the folder holds once (GPT-2's ``lm_head``)
+    are loaded into every name. Reads safetensors only (no pickle). Returns the model.
     """
     folder = Path(folder)
     state = _read_safetensors_folder(folder)
