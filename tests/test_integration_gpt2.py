@@ -51,6 +51,8 @@ def test_conv1d_projections_are_found_by_default_and_the_tied_head_is_left_out()
     assert {layer.kind for layer in layers.values()} == {"hf_conv1d"}
     assert layers["transformer.h.0.attn.c_attn"].channels == 96  # Conv1D(nf=3*32, nx=32)
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied, still plain
+    wrapper = torch.nn.ModuleDict({"lm": _gpt2()})  # e.g. a LightningModule holding the model
+    assert "lm.lm_head" not in pf.dendritic_layers(pf.perforate(wrapper))
 
 
 def test_gpt2_family_wraps_grows_saves_and_exports(tmp_path):

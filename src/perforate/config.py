@@ -101,8 +101,9 @@ class Config:
     """Glob patterns of module names to wrap."""
     exclude: list[str] = field(default_factory=list)
     output_head: bool = False
-    """Wrap the layer the model declares as its output head (``model.get_output_embeddings()``,
-    a Hugging Face language model's ``lm_head``, often tied to the input embeddings). False
+    """Wrap the layer the model declares as its output head (``get_output_embeddings()`` of
+    the model or of a model inside it: a Hugging Face language model's ``lm_head``, often
+    tied to the input embeddings). False
     leaves it out wherever a model is wrapped (``pf.perforate``, the Trainer callback,
     ``load_checkpoint``): at a real vocabulary each dendrite there costs vocabulary x hidden
     parameters, and a wrapped tied head no longer saves with ``save_pretrained``."""

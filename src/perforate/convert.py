@@ -55,20 +55,22 @@ def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None
     )
 
 
-def output_head(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The layer ``model`` declares as its output head (``model.get_output_embeddings()``, as
-    Hugging Face models do), with its name; None when it declares none."""
-    get = getattr(model, "get_output_embeddings", None)
-    try:
-        head = get() if callable(get) else None
-    except (NotImplementedError, AttributeError):
-        return None
-    if not isinstance(head, nn.Module):
-        return None
-    for name, module in model.named_modules():
-        if module is head:
-            return name, head
-    return None
+def output_heads(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers ``model`` and its sub-modules declare as their output head
+    (``get_output_embeddings()``, as Hugging Face models do, also inside a wrapper such as a
+    LightningModule), by module name."""
+    heads: list[nn.Module] = []
+    for module in model.modules():
+        get = getattr(module, "get_output_embeddings", None)
+        if not callable(get):
+            continue
+        try:
+            head = get()
+        except (NotImplementedError, AttributeError):
+            continue
+        if isinstance(head, nn.Module) and not any(head is h for h in heads):
+            heads.append(head)
+    return {name: m for name, m in model.named_modules() if any(m is h for h in heads)}
 
 
 def _trainable(module: nn.Module) -> bool:
@@ -92,7 +94,7 @@ def perforate(model: nn.Module, config: Config | None = None, *,
 
     Returns the model (or, when the model itself is a single wrappable layer, its wrapper).
     Modules without trainable parameters are left alone, and so is the model's output head
-    (:func:`output_head`, e.g. ``lm_head``) unless ``config.output_head`` is True.
+    (:func:`output_heads`, e.g. ``lm_head``) unless ``config.output_head`` is True.
     """
     config = config or Config()
     if not isinstance(model, nn.Module):
@@ -107,7 +109,8 @@ def perforate(model: nn.Module, config: Config | None = None, *,
     def selected(name: str) -> bool:
         return _matches(name, config.include) and not _matches(name, config.exclude)
 
-    head = None if config.output_head else output_head(model)
+    heads = {} if config.output_head else output_heads(model)
+    head_ids = {id(m) for m in heads.values()}
     model = openers.open_selected(model, selected)
     targets: list[tuple[str, nn.Module, bool]] = []
     skip_prefixes: list[str] = []
@@ -117,14 +120,14 @@ def perforate(model: nn.Module, config: Config | None = None, *,
         is_block = _is_block(name, module, blocks)
         if not (is_block or kinds.kind_of(module) is not None):
             continue
-        if not selected(name) or not _trainable(module) or (head is not None and module is head[1]):
+        if not selected(name) or not _trainable(module) or id(module) in head_ids:
             continue
         targets.append((name, module, is_block))
         if is_block or not kinds.kind_of(module).stacked:  # its inner layers belong to it
             skip_prefixes.append(name + "." if name else "")
     if not targets:
-        left_out = f" (its output head {head[0]!r} is left out unless Config(output_head=True))" \
-            if head is not None else ""
+        left_out = f" (its output head {', '.join(map(repr, heads))} is left out unless " \
+            "Config(output_head=True))" if heads else ""
         raise WrapError(
             "no layer was selected for dendrites: the model has no trainable Linear/ConvNd/"
             f"RNN/attention projection matching include={config.include} and not "
