@@ -20,24 +20,35 @@ run of its starting width are paired.
 
 Results go to ``out/results.json`` (schema ``perforate-frontier/1``) after every run; a
 restarted bench skips finished runs.
+
+Every run trains a :class:`~perforate.experiments.task.Task` through
+:func:`~perforate.experiments.task.fit`: a harness dataset and model are one such task
+(:func:`~perforate.experiments.task.harness_task`), a user's own factory and loaders another
+(:mod:`perforate.experiments.study`). Scores may improve upwards (accuracy) or downwards (a loss,
+``direction="min"``); distances and gains are signed so that positive always means better.
+Arms are pluggable: beside ``plain``, the dendritic variants and ``reference``, a caller may pass
+``arms={name: fn}`` where ``fn(run: ArmRun) -> TrainResult`` trains a starting width its own way.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+import torch
 
 import perforate as pf
 from perforate.errors import ExperimentError
 from perforate.experiments import results as res
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.models import build_model
-from perforate.experiments.settings import RunSettings, check_stopping, positive_int
-from perforate.experiments.train import train_model
+from perforate.experiments.settings import check_stopping, finite_number, positive_int
+from perforate.experiments.task import Task, fit, harness_task
 from perforate.files import write_json
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "perforate-frontier/1"
 DEFAULT_VARIANTS = {"gd": {"mode": "gd"}, "pb": {"mode": "pb"}}
@@ -71,23 +82,36 @@ class FrontierProtocol:
     """Config overrides for every dendritic arm (a variant's own overrides win)."""
     run_outputs: bool = False
     """Let each dendritic run's Grower write history.csv, summary.json and growth.png."""
+    metric: str = ""
+    """The score's name in reports ("" for a harness task: accuracy % or R² × 100)."""
+    direction: str = "max"
+    """Which way the score improves: "max" or "min"."""
+    custom_arms: list[str] = field(default_factory=list)
+    """Arms trained by a caller's function (``run_frontier(arms=...)``), by name."""
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ExperimentError naming the first bad setting."""
-        RunSettings(dataset=self.dataset, model=self.model, max_epochs=self.max_epochs, lr=self.lr,
-                    batch_size=self.batch_size, weight_decay=self.weight_decay).check()
-        positive_int("patience", self.patience)
-        for name in ("widths", "grow_widths", "seeds"):
+        for name in ("max_epochs", "batch_size", "patience"):
+            positive_int(name, getattr(self, name))
+        finite_number("lr", self.lr, minimum=0.0, strict=True)
+        finite_number("weight_decay", self.weight_decay, minimum=0.0)
+        seeds = self.seeds
+        if not seeds or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in seeds):
+            raise ExperimentError(f"seeds must be a non-empty list of integers >= 0; got {seeds!r}")
+        for name in ("widths", "grow_widths"):
             values = getattr(self, name)
-            low = 0 if name == "seeds" else 1
-            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
-                raise ExperimentError(f"{name} must be a non-empty list of integers >= {low}; got {values!r}")
+            if not values or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                 or not math.isfinite(v) or v <= 0 for v in values):
+                raise ExperimentError(f"{name} must be a non-empty list of positive numbers "
+                                      f"(widths or scales); got {values!r}")
         check_stopping(self.stopping)
+        if self.direction not in ("max", "min"):
+            raise ExperimentError(f"direction must be 'max' or 'min'; got {self.direction!r}")
         for arm in self.arms:
-            if arm != REFERENCE and arm not in self.variants:
+            if arm != REFERENCE and arm not in self.variants and arm not in self.custom_arms:
                 raise ExperimentError(f"unknown arm {arm!r}; choose from {sorted(self.variants)} or "
                                       f"{REFERENCE!r}, or define it with --variant NAME=MODE[,field=value]")
         for name, variant in self.variants.items():
@@ -125,9 +149,13 @@ class FrontierProtocol:
     def key(self) -> dict[str, Any]:
         """The settings two runs must share for their results to be pooled."""
         d = self.to_dict()
-        for name in ("widths", "grow_widths", "arms", "seeds", "reference_widths", "run_outputs"):
+        for name in ("widths", "grow_widths", "arms", "seeds", "reference_widths", "run_outputs",
+                     "custom_arms"):
             d.pop(name)
         d["variants"] = {k: v for k, v in self.variants.items() if k in self.arms}
+        for name, default in (("metric", ""), ("direction", "max")):  # as files before them
+            if d[name] == default:
+                d.pop(name)
         return d
 
 
@@ -136,7 +164,7 @@ class FrontierRun:
     """One (arm, starting width, seed); arm "plain" for the ladder."""
 
     arm: str
-    width: int
+    width: float
     seed: int
 
     @property
@@ -155,27 +183,83 @@ def plan_frontier(p: FrontierProtocol) -> list[FrontierRun]:
     return runs
 
 
-def run_one(p: FrontierProtocol, spec: FrontierRun, folder: Path,
-            epoch_callback: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Train one run and return its record (JSON-able)."""
-    data = load_dataset(p.dataset, seed=spec.seed)
-    common = dict(lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay, seed=spec.seed,
-                  max_epochs=p.max_epochs, monitor="score")
-    if spec.arm == REFERENCE:
-        from perforate.experiments.reference import train_reference
+@dataclass
+class ArmRun:
+    """One run of an arm, as an arm's function receives it: ``fit()`` trains the task's model
+    at this width and seed under the protocol's budget, optimizer and stopping rule."""
 
-        result = train_reference(p.dataset, p.model, spec.width, seed=spec.seed,
-                                 max_epochs=p.max_epochs, lr=p.lr, batch_size=p.batch_size,
-                                 weight_decay=p.weight_decay, folder=folder)
-    elif spec.arm == "plain":
-        result = train_model(data, p.model, spec.width, config=p.stopper_config(),
-                             early_stopping=p.stopping == "patience", epoch_callback=epoch_callback,
-                             **common)
-    else:
-        cfg = p.dendritic_config(spec.arm, spec.seed)
-        result = train_model(data, p.model, spec.width, mode=cfg.mode, config=cfg,
-                             out_dir=folder if p.run_outputs else None,
-                             epoch_callback=epoch_callback, **common)
+    protocol: FrontierProtocol
+    task: Task
+    spec: FrontierRun
+    folder: Path
+    on_epoch: Callable[[int, float], None] | None = None
+
+    @property
+    def width(self) -> float:
+        return self.spec.width
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    def fit(self, **overrides: Any):
+        """:func:`~perforate.experiments.task.fit` with this run's settings; ``overrides``
+        (``mode``, ``config``, ``model``, ``max_epochs``...) replace them."""
+        p = self.protocol
+        kwargs: dict[str, Any] = dict(
+            max_epochs=p.max_epochs, epoch_callback=self.on_epoch, name=self.spec.run_id,
+            optimizer=lambda params: torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay))
+        kwargs.update(overrides)
+        return fit(self.task, self.spec.width, self.spec.seed, **kwargs)
+
+
+ArmFn = Callable[[ArmRun], Any]
+"""Trains one run of an arm and returns its TrainResult."""
+
+
+def _plain(run: ArmRun):
+    p = run.protocol
+    return run.fit(config=p.stopper_config(), early_stopping=p.stopping == "patience")
+
+
+def _dendritic(run: ArmRun):
+    p = run.protocol
+    cfg = p.dendritic_config(run.spec.arm, run.seed)
+    return run.fit(mode=cfg.mode, config=cfg, out_dir=run.folder if p.run_outputs else None)
+
+
+def _reference(run: ArmRun):
+    from perforate.experiments.reference import train_reference
+
+    p = run.protocol
+    if run.task.harness is None:
+        raise ExperimentError("arm 'reference' (perforatedai) runs only on the harness's own "
+                              "datasets and models; leave it out for your own model")
+    dataset, model = run.task.harness
+    return train_reference(dataset, model, run.width, seed=run.seed, max_epochs=p.max_epochs,
+                           lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
+                           folder=run.folder)
+
+
+def arm_function(p: FrontierProtocol, arm: str, arms: Mapping[str, ArmFn] | None = None) -> ArmFn:
+    """How ``arm`` trains: a caller's function, plain, reference, or a dendritic variant."""
+    if arms and arm in arms:
+        return arms[arm]
+    if arm == "plain":
+        return _plain
+    if arm == REFERENCE:
+        return _reference
+    if arm in p.variants:
+        return _dendritic
+    raise ExperimentError(f"arm {arm!r} has no function: pass arms={{{arm!r}: fn}}")
+
+
+def run_one(p: FrontierProtocol, spec: FrontierRun, folder: Path,
+            epoch_callback: Callable[[int, float], None] | None = None, task: Task | None = None,
+            arms: Mapping[str, ArmFn] | None = None) -> dict[str, Any]:
+    """Train one run and return its record (JSON-able)."""
+    task = task or harness_task(p.dataset, p.model, p.batch_size)
+    result = arm_function(p, spec.arm, arms)(ArmRun(p, task, spec, folder, epoch_callback))
     record = {"run_id": spec.run_id, "arm": spec.arm, "width": spec.width, "seed": spec.seed,
               **{k: v for k, v in result.to_dict().items() if k != "history"}}
     record["decisions"] = [{"epoch": h["epoch"], "event": h["event"]}
@@ -184,11 +268,13 @@ def run_one(p: FrontierProtocol, spec: FrontierRun, folder: Path,
 
 
 # ---------------------------------------------------------------------------- the frontier
-def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The upper envelope of (cost, score) points: sorted by cost, each beats every cheaper one."""
+def pareto(points: list[tuple[float, float]], maximize: bool = True) -> list[tuple[float, float]]:
+    """The envelope of (cost, score) points: sorted by cost, each beats every cheaper one
+    (higher scores beat lower ones, or lower beat higher with ``maximize=False``)."""
+    sign = 1.0 if maximize else -1.0
     out: list[tuple[float, float]] = []
-    for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not out or score > out[-1][1]:
+    for cost, score in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if not out or sign * score > sign * out[-1][1]:
             out.append((cost, score))
     return out
 
@@ -204,9 +290,19 @@ def frontier_at(front: list[tuple[float, float]], cost: float) -> float:
     return front[-1][1]
 
 
-def derive(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _key(width: float) -> str:
+    """A width as a key of the ladder: "8", "0.5"."""
+    return f"{width:g}" if isinstance(width, float) else str(width)
+
+
+def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
     """The plain ladder (mean ± std per width) and, per dendritic (arm, width), its distance to
-    the same seed's plain frontier at equal parameters and FLOPs and its gain over its width."""
+    the same seed's plain frontier at equal parameters and FLOPs and its gain over its width.
+
+    Distances and gains are signed so that positive is better: score minus frontier when the
+    score is maximised, frontier minus score when it is minimised (``maximize=False``). FLOPs
+    distances are left out (NaN) for runs whose FLOPs could not be counted."""
+    sign = 1.0 if maximize else -1.0
     plain: dict[int, dict[int, dict]] = {}
     for r in runs:
         if r["arm"] == "plain":
@@ -214,7 +310,7 @@ def derive(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ladder = {}
     for width in sorted({w for by_width in plain.values() for w in by_width}):
         rows = [by_width[width] for by_width in plain.values() if width in by_width]
-        ladder[str(width)] = {m: res.mean_std([r[m] for r in rows])
+        ladder[_key(width)] = {m: res.mean_std([r[m] for r in rows])
                               for m in ("test_score", "params", "flops_per_sample")}
     points = []
     for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] != "plain"}):
@@ -226,10 +322,13 @@ def derive(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for r in rows:
             ladder_s = plain[r["seed"]].values()
             for cost in dist:
-                front = pareto([(q[cost], q["test_score"]) for q in ladder_s])
-                dist[cost].append(r["test_score"] - frontier_at(front, r[cost]))
+                known = [(q[cost], q["test_score"]) for q in ladder_s if q.get(cost) is not None]
+                if r.get(cost) is None or len(known) < 2:
+                    continue
+                front = pareto(known, maximize)
+                dist[cost].append(sign * (r["test_score"] - frontier_at(front, r[cost])))
             if width in plain[r["seed"]]:
-                gain.append(r["test_score"] - plain[r["seed"]][width]["test_score"])
+                gain.append(sign * (r["test_score"] - plain[r["seed"]][width]["test_score"]))
         points.append({
             "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
             **{m: res.mean_std([r[m] for r in rows])
@@ -279,33 +378,146 @@ def load_frontier(out: str | Path) -> dict[str, Any]:
 
 
 def save_frontier(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
-    doc["frontier"] = derive(doc["runs"])
+    doc["frontier"] = derive(doc["runs"], doc["protocol"].get("direction", "max") == "max")
     write_json(out / res.RESULTS, doc)
     return doc
 
 
-def run_frontier(protocol: FrontierProtocol, out: str | Path, command: str = "",
-                 on_run: Callable[[FrontierRun, int, int], None] | None = None,
-                 on_epoch: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Run every (arm, width, seed) not yet in ``out/results.json``; returns the document.
+@dataclass
+class FrontierPlan:
+    """What a frontier is about to run: the runs left, their estimated time and what a time cap
+    dropped (:mod:`perforate.experiments.budget`). Made by :func:`prepare_frontier`."""
 
-    ``on_run(run, index, total)`` is called before each run still to do (``index`` of ``total``
-    runs left), ``on_epoch(epoch, score)`` after every epoch of the plain and perforate runs.
-    """
-    out = res.prepare_out_dir(out)
+    protocol: FrontierProtocol
+    task: Task
+    out: Path
+    doc: dict[str, Any]
+    todo: list[FrontierRun]
+    seconds: float | None
+    """Estimated seconds of ``todo`` at full budgets (None when nothing is left)."""
+    dropped: list[str] = field(default_factory=list)
+    costs: Any = None
+    arms: Mapping[str, ArmFn] | None = None
+    max_minutes: float | None = None
+
+    def describe(self) -> str:
+        """One line: the runs, the time they take, and what the cap dropped."""
+        done = len(self.doc["runs"])
+        if not self.todo:
+            return f"every run is already in {self.out} ({done})"
+        costs = self.costs
+        timing = ""
+        if costs is not None:
+            timing = (f" (a timed epoch took {costs.narrow[1]:.2f} s at {costs.narrow[0]:,} "
+                      f"parameters, {costs.wide[1]:.2f} s at {costs.wide[0]:,})")
+        line = (f"{len(self.todo)} training run(s) of at most {self.protocol.max_epochs} epochs "
+                f"({done} already in {self.out}): about {_minutes(self.seconds)}{timing}")
+        if self.dropped:
+            line += (f"; to fit {self.max_minutes:g} min, dropped {', '.join(self.dropped)} "
+                     "(order: " + "; ".join(_trim_order()) + ")")
+        return line
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "no time"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _trim_order() -> tuple[str, ...]:
+    from perforate.experiments.budget import TRIM_ORDER
+
+    return TRIM_ORDER
+
+
+def _time_epochs(protocol: FrontierProtocol, task: Task, params: dict[float, int]):
+    """Time plain epochs at the narrowest and widest ladder widths: the faster of the first
+    two (the first pays one-time costs: allocation, caches, lazy imports)."""
+    from perforate.experiments.budget import Costs
+
+    timed = {}
+    for width in (min(protocol.widths), max(protocol.widths)):
+        if width not in timed:
+            result = fit(task, width, protocol.seeds[0], max_epochs=2, early_stopping=False,
+                         optimizer=lambda ps: torch.optim.Adam(ps, lr=protocol.lr))
+            timed[width] = (params[width], min(row["seconds"] for row in result.history))
+    return Costs(timed[min(timed)], timed[max(timed)], params)
+
+
+def prepare_frontier(protocol: FrontierProtocol, out: str | Path, command: str = "",
+                     task: Task | None = None, arms: Mapping[str, ArmFn] | None = None,
+                     max_minutes: float | None = None) -> FrontierPlan:
+    """Check everything that can fail before training (the task, the widths, the folder, a
+    saved protocol), time a first epoch, and drop widths or seeds to fit ``max_minutes``."""
+    from perforate.experiments import budget
+    from perforate.experiments.task import parameter_counts
+
+    task = task or harness_task(protocol.dataset, protocol.model, protocol.batch_size)
     if REFERENCE in protocol.arms:
         from perforate.experiments.reference import available
 
+        if task.harness is None:
+            raise ExperimentError("arm 'reference' (perforatedai) runs only on the harness's own "
+                                  "datasets and models; leave it out for your own model")
         if not available():
             raise ExperimentError("arm 'reference' needs perforatedai: pip install --no-deps "
                                   "perforatedai==3.2.9 matplotlib pandas pyyaml safetensors requests")
-    build_model(protocol.model, load_dataset(protocol.dataset, seed=protocol.seeds[0]), 1)
+    for arm in protocol.arms:
+        arm_function(protocol, arm, arms)
+    if max_minutes is not None:
+        finite_number("max_minutes", max_minutes, minimum=0.0, strict=True)
+    out = res.prepare_out_dir(out)
+    widths = sorted(set(protocol.widths) | set(protocol.grow_widths)
+                    | set(protocol.reference_widths or []))
+    params = parameter_counts(task, widths)
     doc = open_frontier(out, protocol, command)
+    if task.harness is None:
+        doc["task"] = task.describe(protocol.lr)
     done = {r["run_id"] for r in doc["runs"]}
-    todo = [spec for spec in plan_frontier(protocol) if spec.run_id not in done]
-    for i, spec in enumerate(todo):
+    plan = FrontierPlan(protocol, task, out, doc, [], None, arms=arms, max_minutes=max_minutes)
+    if not [r for r in plan_frontier(protocol) if r.run_id not in done]:
+        return plan
+    plan.costs = _time_epochs(protocol, task, params)
+    seconds = lambda p: budget.estimate_seconds(p, plan.costs, done)  # noqa: E731
+    if max_minutes is not None:
+        plan.protocol, plan.dropped = budget.trim(protocol, seconds, max_minutes * 60)
+    plan.todo = [r for r in plan_frontier(plan.protocol) if r.run_id not in done]
+    plan.seconds = seconds(plan.protocol)
+    return plan
+
+
+def execute_frontier(plan: FrontierPlan, on_run: Callable[[FrontierRun, int, int], None] | None = None,
+                     on_epoch: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Run the plan's runs, saving ``results.json`` after each; returns the document. With a
+    time cap, no run starts once the cap is spent (the rest stay to do: run again to resume)."""
+    import time
+
+    start = time.perf_counter()
+    out, doc, p = plan.out, plan.doc, plan.protocol
+    for i, spec in enumerate(plan.todo):
+        if plan.max_minutes is not None and time.perf_counter() - start > plan.max_minutes * 60:
+            log.warning("the %g-minute cap is spent: %d run(s) not started; run again to resume",
+                        plan.max_minutes, len(plan.todo) - i)
+            break
         if on_run is not None:
-            on_run(spec, i, len(todo))
-        doc["runs"].append(run_one(protocol, spec, out / "runs" / spec.run_id, on_epoch))
+            on_run(spec, i, len(plan.todo))
+        doc["runs"].append(run_one(p, spec, out / "runs" / spec.run_id, on_epoch, plan.task,
+                                   plan.arms))
         save_frontier(out, doc)
     return save_frontier(out, doc)
+
+
+def run_frontier(protocol: FrontierProtocol, out: str | Path, command: str = "",
+                 on_run: Callable[[FrontierRun, int, int], None] | None = None,
+                 on_epoch: Callable[[int, float], None] | None = None, task: Task | None = None,
+                 arms: Mapping[str, ArmFn] | None = None,
+                 max_minutes: float | None = None) -> dict[str, Any]:
+    """Run every (arm, width, seed) not yet in ``out/results.json``; returns the document.
+
+    ``task`` is what trains (default: the protocol's harness dataset and model); ``arms`` adds
+    arms trained by the caller's functions. ``on_run(run, index, total)`` is called before each
+    run still to do (``index`` of ``total`` runs left), ``on_epoch(epoch, score)`` after every
+    epoch of the plain and perforate runs.
+    """
+    return execute_frontier(prepare_frontier(protocol, out, command, task, arms, max_minutes),
+                            on_run, on_epoch)

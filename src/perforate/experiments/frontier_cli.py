@@ -51,6 +51,51 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), variant
 
 
+def import_string(text: str, option: str) -> Any:
+    """``package.module:attribute`` -> the attribute (the current folder is importable, as
+    with ``python -m``); raise ExperimentError saying what is wrong."""
+    import importlib
+    import os
+    import sys
+
+    module_name, sep, attribute = text.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ExperimentError(f"{option} takes an import string module:attribute, e.g. "
+                              f"mypkg.models:make_model; got {text!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ExperimentError(f"{option} {text}: cannot import {module_name!r} ({exc}); run from "
+                              "the folder holding it or install its package") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ExperimentError(f"{option} {text}: {module_name!r} has no attribute "
+                                  f"{attribute!r}") from None
+    return obj
+
+
+def user_task(model: str, data: str | None, *, train: str | None = None,
+              evaluate: str | None = None, metric: str | None = None,
+              direction: str | None = None, kind: str = "classification"):
+    """The :class:`~perforate.experiments.task.Task` of ``--model mypkg:make_model --data
+    mypkg:loaders [--train ...]``."""
+    from perforate.experiments.task import Task
+
+    if data is None:
+        raise ExperimentError(f"--model {model} is your factory: give your data too, --data "
+                              "mypkg.data:loaders (a function returning train, val, test loaders)")
+    named = metric in (None, "accuracy", "mse", "mae", "r2")
+    return Task(import_string(model, "--model"), import_string(data, "--data"),
+                train_epoch=import_string(train, "--train") if train else None,
+                evaluate=import_string(evaluate, "--evaluate") if evaluate else None,
+                metric=metric if named else import_string(metric, "--metric"),
+                direction=direction, kind=kind, model_name=model, data_name=data)
+
+
 def _value(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
@@ -75,7 +120,31 @@ def _ints(text: str, what: str) -> list[int]:
 def frontier_command(
     dataset: Annotated[str, typer.Option(help="Dataset (offline): mnist1d, digits, mnist5k, spirals, "
                                          "breast_cancer, wine, diabetes.")] = "mnist1d",
-    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, lstm, transformer.")] = "mlp",
+    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, lstm, "
+                                       "transformer; or your factory as an import string, "
+                                       "mypkg.models:make_model (make_model(width) -> nn.Module; "
+                                       "needs --data).")] = "mlp",
+    data: Annotated[Optional[str], typer.Option(help="Your data with your --model: an import "
+                                                "string to a function returning (train, val, "
+                                                "test) loaders, e.g. mypkg.data:loaders (it may "
+                                                "take the seed).")] = None,
+    train: Annotated[Optional[str], typer.Option(help="Your training loop, an import string to "
+                                                 "train_epoch(model, loader, optimizer) (default: "
+                                                 "(x, y) batches, cross-entropy or MSE).")] = None,
+    evaluate: Annotated[Optional[str], typer.Option(help="Your metric, an import string to "
+                                                    "evaluate(model, loader) -> float (needs "
+                                                    "--direction).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="With your --model: accuracy, mse, mae, r2, "
+                                                  "or an import string to metric(outputs, "
+                                                  "targets) -> float.")] = None,
+    direction: Annotated[Optional[str], typer.Option(help="Which way your metric improves: max or "
+                                                     "min.")] = None,
+    kind: Annotated[str, typer.Option(help="With your --model: classification (cross-entropy, "
+                                      "accuracy) or regression (MSE, MSE).")] = "classification",
+    max_minutes: Annotated[Optional[float], typer.Option(
+        help="A time cap: drops seeds beyond 3, then middle ladder widths, then seeds beyond 1, "
+             "then starting widths, until the estimate (a timed first epoch) fits; no run starts "
+             "once it is spent.")] = None,
     widths: Annotated[str, typer.Option(help="The plain ladder of widths.")] = "4,8,16,32,64,128,256",
     grow_widths: Annotated[str, typer.Option(help="Widths the dendritic arms grow from.")] = "4,8,16",
     arms: Annotated[str, typer.Option(help="Dendritic arms: gd, pb, reference (perforatedai, when "
@@ -111,24 +180,37 @@ def frontier_command(
     from perforate.experiments.frontier_report import verdict
 
     with cli_errors():
+        task = None
+        if ":" in model:
+            task = user_task(model, data, train=train, evaluate=evaluate, metric=metric,
+                             direction=direction, kind=kind)
+        elif any(v is not None for v in (data, train, evaluate, metric, direction)):
+            raise ExperimentError("--data, --train, --evaluate, --metric and --direction go with "
+                                  "your own --model given as an import string "
+                                  "(mypkg.models:make_model)")
         variants = dict(DEFAULT_VARIANTS)
         variants.update(parse_variant(v) for v in variant or [])
         protocol = FrontierProtocol(
-            dataset=dataset, model=model, widths=_ints(widths, "--widths"),
+            dataset=data if task else dataset, model=model, widths=_ints(widths, "--widths"),
             grow_widths=_ints(grow_widths, "--grow-widths"),
             arms=[a.strip() for a in arms.split(",") if a.strip()], variants=variants,
             reference_widths=_ints(reference_widths, "--reference-widths") if reference_widths else None,
             seeds=list(range(seeds)), max_epochs=epochs, patience=patience, stopping=stopping, lr=lr,
             batch_size=batch_size, weight_decay=weight_decay,
-            config=pf.Config.load(config).to_dict() if config else {}, run_outputs=run_outputs)
-        argv = _command_line(dataset=dataset, model=model, widths=widths, grow_widths=grow_widths,
+            config=pf.Config.load(config).to_dict() if config else {}, run_outputs=run_outputs,
+            metric=task.metric_name if task else "", direction=task.direction if task else "max")
+        user = dict(data=data, train=train, evaluate=evaluate, metric=metric, direction=direction,
+                    kind=kind if task and kind != "classification" else None)
+        argv = _command_line(dataset=None if task else dataset, model=model, **user,
+                             widths=widths, grow_widths=grow_widths,
                              arms=arms, variant=variant or [], reference_widths=reference_widths,
                              seeds=seeds, epochs=epochs, patience=patience, stopping=stopping,
                              lr=f"{lr:g}", batch_size=batch_size,
                              weight_decay=f"{weight_decay:g}" if weight_decay else None,
-                             config=config, out=out)
+                             config=config,
+                             max_minutes=f"{max_minutes:g}" if max_minutes else None, out=out)
         start = time.perf_counter()
-        doc, report = _run_and_render(protocol, out, argv, threads)
+        doc, report = _run_and_render(protocol, out, argv, threads, task, max_minutes)
     for line in verdict(doc):
         typer.echo(f"- {line}")
     typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
@@ -197,7 +279,8 @@ def _command_line(**options: Any) -> str:
     return shlex.join(argv)
 
 
-def _run_and_render(protocol, out: Path, command: str, threads: int) -> tuple[dict[str, Any], Path]:
+def _run_and_render(protocol, out: Path, command: str, threads: int, task=None,
+                    max_minutes: float | None = None, arms=None) -> tuple[dict[str, Any], Path]:
     """The runs still to do on ``threads`` torch threads (restored after), then the report;
     returns the results document and the report's path."""
     import torch
@@ -207,28 +290,28 @@ def _run_and_render(protocol, out: Path, command: str, threads: int) -> tuple[di
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_with_progress(protocol, out, command), render_frontier(out)
+        return (_run_with_progress(protocol, out, command, task, max_minutes, arms),
+                render_frontier(out))
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_with_progress(protocol, out: Path, command: str) -> dict[str, Any]:
-    """run_frontier under two progress bars (all runs, the current one) with the time left;
-    Ctrl-C keeps the finished runs and says how to resume."""
-    from perforate.experiments.frontier import load_frontier, plan_frontier, run_frontier
+def _run_with_progress(protocol, out: Path, command: str, task=None,
+                       max_minutes: float | None = None, arms=None) -> dict[str, Any]:
+    """Say how many runs and about how long (a timed first epoch), then run them under two
+    progress bars (all runs, the current one) with the time left; Ctrl-C keeps the finished
+    runs and says how to resume."""
+    from perforate.experiments.frontier import execute_frontier, prepare_frontier
     from perforate.experiments.progress import runs_progress
 
-    done = ({r["run_id"] for r in load_frontier(out)["runs"]}
-            if (Path(out) / "results.json").exists() else set())
-    left = sum(spec.run_id not in done for spec in plan_frontier(protocol))
-    if not left:
+    plan = prepare_frontier(protocol, out, command, task=task, arms=arms, max_minutes=max_minutes)
+    if not plan.todo:
         typer.echo(f"every run is already in {out}: its report is drawn again", err=True)
-        return run_frontier(protocol, out, command)
-    typer.echo(f"{left} training run(s) of at most {protocol.max_epochs} epochs each "
-               f"({len(done)} already in {out}); Ctrl-C keeps finished runs.", err=True)
+        return execute_frontier(plan)
+    typer.echo(plan.describe() + "; Ctrl-C keeps finished runs.", err=True)
     try:
-        with runs_progress(left, protocol.max_epochs) as bars:
-            return run_frontier(protocol, out, command, on_run=bars.on_run, on_epoch=bars.on_epoch)
+        with runs_progress(len(plan.todo), plan.protocol.max_epochs) as bars:
+            return execute_frontier(plan, on_run=bars.on_run, on_epoch=bars.on_epoch)
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished runs are kept in {out}. Run the same command again "
                    "to resume.", err=True)

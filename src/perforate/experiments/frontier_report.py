@@ -6,10 +6,11 @@ Graphs use matplotlib's object API (Figure + FigureCanvasAgg): no pyplot global 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from perforate.experiments.frontier import REFERENCE, load_frontier, pareto, save_frontier
+from perforate.experiments.frontier import REFERENCE, _key, load_frontier, pareto, save_frontier
 from perforate.experiments.render import _count, _pm
 from perforate.files import write_text
 
@@ -22,8 +23,25 @@ COSTS = {"params": "parameters", "flops_per_sample": "FLOPs per sample"}
 def score_label(doc: dict[str, Any]) -> str:
     from perforate.experiments.datasets import load_dataset
 
+    metric = doc["protocol"].get("metric")
+    if metric:  # a user's task
+        return f"test {metric} ({'higher' if _maximize(doc) else 'lower'} is better)"
+
     task = load_dataset(doc["protocol"]["dataset"], seed=0).task
     return "test accuracy (%)" if task == "classification" else "test R² × 100"
+
+
+def _maximize(doc: dict[str, Any]) -> bool:
+    return doc["protocol"].get("direction", "max") == "max"
+
+
+def _percent(doc: dict[str, Any]) -> bool:
+    """True when scores are the harness's percentages (accuracy or R² × 100)."""
+    return doc["protocol"].get("metric", "") in ("", "accuracy (%)", "R² × 100")
+
+
+def _unit(doc: dict[str, Any]) -> str:
+    return "points" if _percent(doc) else f"({doc['protocol']['metric']})"
 
 
 def _style(arm: str, extra: list[str]) -> tuple[str, str]:
@@ -47,7 +65,7 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ys = [ladder[w]["test_score"]["mean"] for w in ladder]
     es = [ladder[w]["test_score"]["std"] for w in ladder]
     ax.errorbar(xs, ys, yerr=es, fmt="o", color="tab:blue", capsize=3, label="plain, by width")
-    front = pareto(list(zip(xs, ys)))
+    front = pareto(list(zip(xs, ys)), _maximize(doc))
     front_x, front_y = [c for c, _ in front], [s for _, s in front]
     if max(xs) > front_x[-1]:  # past its best width the frontier stays at that width's score
         front_x.append(max(xs))
@@ -61,11 +79,13 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     for pt in f["points"]:
         color, marker = _style(pt["arm"], extra)
         x, y = pt[cost]["mean"], pt["test_score"]["mean"]
+        if x is None or not math.isfinite(x):  # FLOPs that could not be counted
+            continue
         label = None if pt["arm"] in seen else f"{pt['arm']} (grown from a narrow width)"
         seen.add(pt["arm"])
         ax.errorbar(x, y, xerr=pt[cost]["std"], yerr=pt["test_score"]["std"], fmt=marker,
                     color=color, capsize=3, label=label, alpha=0.9)
-        start = ladder.get(str(pt["width"]))
+        start = ladder.get(_key(pt["width"]))
         if start is not None:
             ax.annotate("", (x, y), (start[cost]["mean"], start["test_score"]["mean"]),
                         arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.4, "lw": 0.8})
@@ -79,20 +99,68 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
                  f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
                  "arrows: from the plain width a dendritic model grew from", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right" if _maximize(doc) else "upper right")
     fig.tight_layout()
     fig.savefig(path)
     return path
 
 
+def headline(doc: dict[str, Any]) -> str:
+    """The verdict in one sentence: did dendrites beat, match or lose to width at equal
+    parameters (and FLOPs), by how much ± the spread over how many seeds, or too few to tell.
+
+    It judges the best dendritic setting: "beat" when its mean distance to the plain frontier is
+    more than two standard errors above zero, "lost" when more than two below, "matched"
+    otherwise; one seed cannot tell."""
+    points, p = doc["frontier"]["points"], doc["protocol"]
+    if not points:
+        return "No dendritic run has finished yet: nothing to compare with width."
+    best = max(points, key=lambda pt: pt["distance"]["mean"])
+    d, fl = best["distance"], best["distance_flops"]
+    n, unit = d["n"], _unit(doc)
+    setting = (f"`{best['arm']}` grown from width {best['width']}"
+               + (f", the best of {len(points)} dendritic settings" if len(points) > 1 else ""))
+    side = ("level with" if d["mean"] == 0 else
+            f"{abs(d['mean']):.3g} {unit} {'better' if d['mean'] > 0 else 'worse'} than")
+    spread = f"± {d['std']:.2g} over {n} seeds" if n > 1 else "1 seed"
+    where = f"{side} the plain frontier at equal parameters ({spread})"
+    if fl["n"]:
+        where += (f"; {fl['mean']:+.3g}" + (f" ± {fl['std']:.2g}" if n > 1 else "")
+                  + " at equal FLOPs")
+    on = f"on {p['model']}"
+    if n < 2:
+        return (f"Too few seeds to tell {on}: {setting} is {where}; one seed cannot separate "
+                "dendrites from noise, run 3 or more.")
+    se = d["std"] / math.sqrt(n)
+    if d["mean"] - 2 * se > 0:
+        word = "beat"
+    elif d["mean"] + 2 * se < 0:
+        word = "lost to"
+    else:
+        word = "matched"
+    text = f"Dendrites {word} width at equal parameters {on}: {setting}, {where}"
+    if word == "matched":
+        text += " (no clear difference)"
+    if n < 3:
+        text += "; 2 seeds make a weak test, 3 or more settle it better"
+    return text + "."
+
+
 def verdict(doc: dict[str, Any]) -> list[str]:
-    """Plain sentences: the best point against the frontier, and no regret per arm."""
+    """Plain sentences: the headline, the best point against the frontier, and no regret per arm."""
     points = doc["frontier"]["points"]
     if not points:
-        return ["No dendritic runs yet."]
+        return [headline(doc)]
     best = max(points, key=lambda pt: pt["distance"]["mean"])
     n = best["distance"]["n"]
-    lines = [f"Closest to (or above) the plain frontier: `{best['arm']}` grown from width "
+    if not _percent(doc):  # a user's metric: no thresholds in its units
+        return [headline(doc), "Against the plain model it grew from, paired by seed (positive "
+                "is better): " + "; ".join(
+                    f"{pt['arm']} w{pt['width']} {_pm(pt['gain'], sign=True)} "
+                    f"({pt['better']} better, {pt['worse']} worse)"
+                    for pt in points if pt["gain"] is not None) + "."]
+    lines = [headline(doc),
+             f"Closest to (or above) the plain frontier: `{best['arm']}` grown from width "
              f"{best['width']}, {_pm(best['distance'], sign=True)} points at equal parameters "
              f"({best['above']} of {n} seeds above)."]
     wins = [pt for pt in points if pt["distance"]["mean"] >= 1.0 and pt["above"] > n / 2]
@@ -108,15 +176,29 @@ def verdict(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _task_line(doc: dict[str, Any]) -> str:
+    task = doc.get("task")
+    if not task:
+        return ""
+    return (f" Your task: model `{task['model']}`, data `{task['data']}`, training loop "
+            f"`{task['train_epoch']}`, evaluation `{task['evaluate']}`, optimizer "
+            f"`{task['optimizer']}` (for every arm).")
+
+
 def render_frontier(out: str | Path) -> Path:
     """Recompute the statistics, draw both graphs and write ``out/report.md``; returns its path."""
     out = Path(out)
     doc = save_frontier(out, load_frontier(out))
     p, f = doc["protocol"], doc["frontier"]
+    flops = all(math.isfinite(row["flops_per_sample"]["mean"]) for row in f["ladder"].values())
     for cost, name in (("params", "frontier-params.png"), ("flops_per_sample", "frontier-flops.png")):
-        frontier_plot(doc, cost, out / name)
+        if cost == "params" or flops:  # FLOPs of a model the counter cannot call are unknown
+            frontier_plot(doc, cost, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
     score = score_label(doc)
-    lines = [f"# Frontier: {p['dataset']} / {p['model']}", "", "Reproduce with:", "", "```",
+    lines = [f"# Frontier: {p['dataset']} / {p['model']}", "", f"**Verdict:** {headline(doc)}", "",
+             "Reproduce with:", "", "```",
              doc.get("command") or "(command not recorded)", "```", "",
              f"Seeds {', '.join(map(str, p['seeds']))}; {score}, read once at each run's best "
              f"validation epoch. Every arm: Adam lr {p['lr']:g}, batch {p['batch_size']}, "
@@ -125,9 +207,14 @@ def render_frontier(out: str | Path) -> Path:
              "(`Config.better`). The plain frontier of a seed is the upper envelope of its plain "
              "widths (linear in log-parameters between them); a dendritic point's distance is "
              "its score minus that frontier at its own parameter count, paired by seed; its gain "
-             "is its score minus the plain model of its starting width, same seed.", "",
+             "is its score minus the plain model of its starting width, same seed."
+             + ("" if _maximize(doc) else " The score is minimised here, so both are signed "
+                "the other way: positive still means better than width.")
+             + _task_line(doc), "",
              "![score vs parameters](frontier-params.png)", "",
-             "![score vs FLOPs](frontier-flops.png)", "", "## Plain ladder", "",
+             *(["![score vs FLOPs](frontier-flops.png)", ""] if flops else
+               ["(FLOPs could not be counted on this model: no FLOPs graph.)", ""]),
+             "## Plain ladder", "",
              f"| width | params | FLOPs/sample | {score} |", "|---|---|---|---|"]
     for w, row in f["ladder"].items():
         lines.append(f"| {w} | {_count(row['params']['mean'])} | {_count(row['flops_per_sample']['mean'])} "

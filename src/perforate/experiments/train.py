@@ -247,8 +247,9 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
     controller = _controller(model, mode, config, seed, _monitored(data, by_loss), adam, out_dir,
                              early_stopping, restart_epochs, name)
     start = time.perf_counter()
-    history, restarts, peak_bytes = _run_epochs(controller, _Epochs(data, batch_size, seed, device),
-                                                x_val, y_val, max_epochs, by_loss, epoch_callback)
+    history, restarts, peak_bytes = _run_epochs(
+        controller, _Epochs(data, batch_size, seed, device).train,
+        lambda live: _evaluate(live, data, x_val, y_val), max_epochs, by_loss, epoch_callback)
     model = controller.finish().eval()
     seconds = time.perf_counter() - start
     best_epoch = controller.state.best_epoch  # the first epoch always improves: it is set
@@ -261,12 +262,19 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
         best_epoch=best_epoch)
 
 
-def _run_epochs(controller: pf.Grower | EarlyStopper, epochs: _Epochs, x_val: torch.Tensor,
-                y_val: torch.Tensor, max_epochs: int, by_loss: bool,
-                epoch_callback: Callable[[int, float], None] | None
+def _run_epochs(controller: pf.Grower | EarlyStopper,
+                train_one: Callable[[nn.Module, torch.optim.Optimizer, bool],
+                                    tuple[float | None, float | None, int | None]],
+                validate: Callable[[nn.Module], tuple[float, float | None]], max_epochs: int,
+                by_loss: bool, epoch_callback: Callable[[int, float], None] | None
                 ) -> tuple[list[dict], list[int], int]:
     """Train until the controller is done or the budget is spent: (history, epochs at which a
-    fresh optimizer was built, peak bytes of the measured training steps)."""
+    fresh optimizer was built, peak bytes of the measured training steps).
+
+    ``train_one(model, optimizer, measure_memory)`` trains one epoch and answers (mean training
+    loss, training score, peak step bytes), each possibly None; ``validate(model)`` answers the
+    validation (score, loss), the loss possibly None. The harness and a user's own task
+    (:mod:`perforate.experiments.task`) both train through here."""
     history: list[dict] = []
     restarts: list[int] = []
     peak_bytes = 0
@@ -274,9 +282,9 @@ def _run_epochs(controller: pf.Grower | EarlyStopper, epochs: _Epochs, x_val: to
     for epoch in range(max_epochs):
         epoch_start = time.perf_counter()
         live, optimizer = controller.model, controller.optimizer
-        train_loss, train_score, step_bytes = epochs.train(live, optimizer, measure_memory)
+        train_loss, train_score, step_bytes = train_one(live, optimizer, measure_memory)
         peak_bytes = max(peak_bytes, step_bytes or 0)
-        val, val_loss = _evaluate(live, epochs.data, x_val, y_val)
+        val, val_loss = validate(live)
         row = {"epoch": epoch, "phase": controller.phase, "val_score": val, "val_loss": val_loss,
                "train_loss": train_loss, "train_score": train_score,
                "lr": optimizer.param_groups[0]["lr"], "params": pf.count_parameters(live),
