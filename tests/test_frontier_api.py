@@ -180,8 +180,10 @@ def test_max_minutes_drops_seeds_then_middle_widths_then_seeds_then_starting_wid
     runs = lambda q: len(q.seeds) * (len(q.widths) + len(q.grow_widths))  # noqa: E731  1 s a run
     assert trim(p, runs, 35) == (p, [])
     q, dropped = trim(p, runs, 12)
-    assert dropped == ["seed 4", "seed 3", "ladder width 8", "ladder width 4", "seed 2"]
-    assert q.widths == [1, 2, 16] and q.seeds == [0, 1] and q.grow_widths == [1, 2]
+    assert dropped == ["seed 4", "seed 3", "seed 2", "ladder width 8"]
+    assert q.widths == [1, 2, 4, 16] and q.seeds == [0, 1] and q.grow_widths == [1, 2]
+    q, dropped = trim(p, runs, 8)
+    assert dropped[3:] == ["ladder width 8", "ladder width 4", "seed 1"] and q.seeds == [0]
     q, dropped = trim(p, runs, 4)
     assert dropped[-2:] == ["seed 1", "starting width 2"] and q.grow_widths == [1]
     with pytest.raises(ExperimentError, match="smallest plan.*--max-minutes"):

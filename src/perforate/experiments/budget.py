@@ -8,11 +8,13 @@ costed at its full epoch budget, so runs that stop early make the total an upper
 
 A cap (``max_minutes``) drops, in this order, until the estimate fits:
 
-1. seeds beyond the first 3, the last first;
+1. seeds beyond the first 2, the last first;
 2. ladder widths strictly between the narrowest and the widest that no arm grows from, the
    widest of them first (the frontier gets coarser, never shorter);
 3. seeds beyond the first, the last first (one seed cannot settle a verdict, and says so);
 4. starting widths of the grown arms beyond the first (narrowest), the widest first.
+
+The cap counts from the start of the preparation (the timed epochs included).
 
 If even that does not fit, nothing runs and the error says what the smallest plan would take.
 """
@@ -26,7 +28,7 @@ from perforate.errors import ExperimentError
 
 __all__ = ["Costs", "TRIM_ORDER", "estimate_seconds", "trim"]
 
-TRIM_ORDER = ("seeds beyond 3", "middle ladder widths (widest first)", "seeds beyond 1",
+TRIM_ORDER = ("seeds beyond 2", "middle ladder widths (widest first)", "seeds beyond 1",
               "starting widths beyond the narrowest (widest first)")
 """What a time cap drops, in order (see the module)."""
 
@@ -84,7 +86,7 @@ def trim(protocol, seconds: Callable[[object], float], budget: float):
             dropped.append(f"seed {p.seeds[-1]}")
             p = dataclasses.replace(p, seeds=p.seeds[:-1])
 
-    seeds_down_to(3)
+    seeds_down_to(2)
     grown = set(p.grow_widths) | set(p.reference_widths or [])
     while not fits():
         ends = {min(p.widths), max(p.widths)}

@@ -399,6 +399,8 @@ class FrontierPlan:
     costs: Any = None
     arms: Mapping[str, ArmFn] | None = None
     max_minutes: float | None = None
+    started: float = 0.0
+    """``time.perf_counter()`` when preparation began: a time cap counts from there."""
 
     def describe(self) -> str:
         """One line: the runs, the time they take, and what the cap dropped."""
@@ -449,9 +451,12 @@ def prepare_frontier(protocol: FrontierProtocol, out: str | Path, command: str =
                      max_minutes: float | None = None) -> FrontierPlan:
     """Check everything that can fail before training (the task, the widths, the folder, a
     saved protocol), time a first epoch, and drop widths or seeds to fit ``max_minutes``."""
+    import time
+
     from perforate.experiments import budget
     from perforate.experiments.task import parameter_counts
 
+    started = time.perf_counter()
     task = task or harness_task(protocol.dataset, protocol.model, protocol.batch_size)
     if REFERENCE in protocol.arms:
         from perforate.experiments.reference import available
@@ -474,13 +479,15 @@ def prepare_frontier(protocol: FrontierProtocol, out: str | Path, command: str =
     if task.harness is None:
         doc["task"] = task.describe(protocol.lr)
     done = {r["run_id"] for r in doc["runs"]}
-    plan = FrontierPlan(protocol, task, out, doc, [], None, arms=arms, max_minutes=max_minutes)
+    plan = FrontierPlan(protocol, task, out, doc, [], None, arms=arms, max_minutes=max_minutes,
+                        started=started)
     if not [r for r in plan_frontier(protocol) if r.run_id not in done]:
         return plan
     plan.costs = _time_epochs(protocol, task, params)
     seconds = lambda p: budget.estimate_seconds(p, plan.costs, done)  # noqa: E731
     if max_minutes is not None:
-        plan.protocol, plan.dropped = budget.trim(protocol, seconds, max_minutes * 60)
+        left = max_minutes * 60 - (time.perf_counter() - started)
+        plan.protocol, plan.dropped = budget.trim(protocol, seconds, left)
     plan.todo = [r for r in plan_frontier(plan.protocol) if r.run_id not in done]
     plan.seconds = seconds(plan.protocol)
     return plan
@@ -492,7 +499,7 @@ def execute_frontier(plan: FrontierPlan, on_run: Callable[[FrontierRun, int, int
     time cap, no run starts once the cap is spent (the rest stay to do: run again to resume)."""
     import time
 
-    start = time.perf_counter()
+    start = plan.started or time.perf_counter()
     out, doc, p = plan.out, plan.doc, plan.protocol
     for i, spec in enumerate(plan.todo):
         if plan.max_minutes is not None and time.perf_counter() - start > plan.max_minutes * 60:

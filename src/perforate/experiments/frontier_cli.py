@@ -142,9 +142,9 @@ def frontier_command(
     kind: Annotated[str, typer.Option(help="With your --model: classification (cross-entropy, "
                                       "accuracy) or regression (MSE, MSE).")] = "classification",
     max_minutes: Annotated[Optional[float], typer.Option(
-        help="A time cap: drops seeds beyond 3, then middle ladder widths, then seeds beyond 1, "
-             "then starting widths, until the estimate (a timed first epoch) fits; no run starts "
-             "once it is spent.")] = None,
+        help="A time cap in minutes, counted from the start: drops seeds beyond 2, then middle "
+             "ladder widths, then seeds beyond 1, then starting widths, until the estimate (timed "
+             "epochs) fits; no run starts once it is spent.")] = None,
     widths: Annotated[str, typer.Option(help="The plain ladder of widths.")] = "4,8,16,32,64,128,256",
     grow_widths: Annotated[str, typer.Option(help="Widths the dendritic arms grow from.")] = "4,8,16",
     arms: Annotated[str, typer.Option(help="Dendritic arms: gd, pb, reference (perforatedai, when "

@@ -44,6 +44,11 @@ def _unit(doc: dict[str, Any]) -> str:
     return "points" if _percent(doc) else f"({doc['protocol']['metric']})"
 
 
+def _seeds(doc: dict[str, Any]) -> list[int]:
+    """The seeds with finished runs (a time cap or Ctrl-C may leave planned ones out)."""
+    return sorted({r["seed"] for r in doc["runs"]}) or list(doc["protocol"]["seeds"])
+
+
 def _style(arm: str, extra: list[str]) -> tuple[str, str]:
     if arm in _MARKERS:
         return _MARKERS[arm]
@@ -92,7 +97,7 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel(f"{COSTS[cost]} (log scale)")
     ax.set_ylabel(score_label(doc))
-    n = len(p["seeds"])
+    n = len(_seeds(doc))
     spread = f"mean ± std over {n} seeds" if n > 1 else "one seed: single runs, no error bars"
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
                  f"{COSTS[cost]}\n{spread}, "
@@ -138,9 +143,8 @@ def headline(doc: dict[str, Any]) -> str:
         word = "lost to"
     else:
         word = "matched"
-    text = f"Dendrites {word} width at equal parameters {on}: {setting}, {where}"
-    if word == "matched":
-        text += " (no clear difference)"
+    clear = " (no clear difference)" if word == "matched" else ""
+    text = f"Dendrites {word} width{clear} at equal parameters {on}: {setting}, {where}"
     if n < 3:
         text += "; 2 seeds make a weak test, 3 or more settle it better"
     return text + "."
@@ -200,7 +204,7 @@ def render_frontier(out: str | Path) -> Path:
     lines = [f"# Frontier: {p['dataset']} / {p['model']}", "", f"**Verdict:** {headline(doc)}", "",
              "Reproduce with:", "", "```",
              doc.get("command") or "(command not recorded)", "```", "",
-             f"Seeds {', '.join(map(str, p['seeds']))}; {score}, read once at each run's best "
+             f"Seeds {', '.join(map(str, _seeds(doc)))}; {score}, read once at each run's best "
              f"validation epoch. Every arm: Adam lr {p['lr']:g}, batch {p['batch_size']}, "
              f"{p['max_epochs']}-epoch budget, stopping rule `{p['stopping']}` (patience "
              f"{p['patience']} on the smoothed validation score), one improvement rule "

@@ -120,6 +120,7 @@ def dendrites_vs_width(
     evaluate: Callable[[Any, Iterable], float] | None = None, loss: Callable | None = None,
     optimizer: Callable | None = None, lr: float = 1e-3, metric: str | Callable | None = None,
     direction: str | None = None, kind: str = "classification",
+    example_input: Callable[[Any], Any] | None = None,
     variants: Mapping[str, Mapping[str, Any]] | None = None,
     config: Mapping[str, Any] | None = None, custom_arms: Mapping[str, ArmFn] | None = None,
     max_minutes: float | None = None, out: str | Path = "perforate-frontier",
@@ -144,6 +145,8 @@ def dendrites_vs_width(
             it is called again whenever growth restructures the model.
         metric, direction: ``accuracy``/``mse``/``mae``/``r2`` or ``metric(outputs, targets)``,
             and ``"max"``/``"min"`` (default: accuracy ``max``, or MSE ``min`` for regression).
+        example_input: batch -> the model's input, to count FLOPs when batches are not
+            ``(x, y)`` (e.g. ``lambda b: b["input_ids"]``); without it FLOPs are left out.
         variants: more dendritic arms, ``{name: {"mode": "pb", <Config field>: value}}``.
         config: :class:`perforate.Config` overrides for every dendritic arm.
         custom_arms: ``{name: fn}`` arms trained by ``fn(run: ArmRun) -> TrainResult``.
@@ -159,7 +162,7 @@ def dendrites_vs_width(
     """
     task = Task(make_model, data, train_epoch=train_epoch, evaluate=evaluate, loss=loss,
                 optimizer=optimizer, metric=metric, direction=direction, kind=kind,
-                model_name=name)
+                model_name=name, example_input=example_input)
     widths = sorted(widths)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     all_variants = {**DEFAULT_VARIANTS, **{k: dict(v) for k, v in (variants or {}).items()}}

@@ -71,6 +71,8 @@ def _mse_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _label(obj: Any, fallback: str) -> str:
     module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if name and "<" in name:  # a local function: its own name, a lambda: the fallback
+        name = getattr(obj, "__name__", "")
     if not name or "<" in name:
         return fallback
     return f"{module}:{name}" if module else name
