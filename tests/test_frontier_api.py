@@ -15,6 +15,7 @@ from perforate.experiments.budget import trim
 from perforate.experiments.cli import app
 from perforate.experiments.frontier import FrontierProtocol, derive
 from perforate.experiments.study import dendrites_vs_width
+from perforate.experiments.task import Task, matching_width
 
 
 def blobs(n=240, features=6, classes=3, seed=0, regression=False):
@@ -236,3 +237,26 @@ def test_the_cli_takes_the_users_factory_data_and_loop_as_import_strings(tmp_pat
     assert no_data.exit_code == 2 and "--data" in no_data.output
     stray = CliRunner().invoke(app, ["bench", "frontier", "--data", "mypkg_frontier:loaders"])
     assert stray.exit_code == 2 and "import string" in stray.output
+
+
+def test_the_width_matched_control_trains_the_grown_models_size_epochs_and_restarts(tmp_path):
+    with pytest.raises(ExperimentError, match="list 'gd' before it"):
+        dendrites_vs_width(mlp, make_loaders(), widths=[2, 8], arms=["control-gd", "gd"],
+                           out=tmp_path, **QUICK)
+    result = dendrites_vs_width(mlp, make_loaders(), widths=[2, 16], grow_widths=[2],
+                                arms=["gd", "control-gd"], patience=1,
+                                evaluate=lambda model, loader: 50.0, direction="max",  # a plateau
+                                out=tmp_path, **{**QUICK, "epochs": 6})
+    runs = {r["arm"]: r for r in result.doc["runs"] if r["width"] == 2}
+    grown, control = runs["gd"], runs["control-gd"]
+    task = Task(mlp, make_loaders())
+    width = control["control_width"]
+    assert width == matching_width(task, grown["params"], start=2)
+    assert control["params"] == 10 * width + 3  # mlp(w): 6w + w + 3w + 3
+    assert control["epochs"] == grown["epochs"] and control["restart_epochs"] == grown["restart_epochs"]
+    assert grown["restart_epochs"]  # growth was tried: the control rebuilt its optimizer there too
+    (line,) = [x for x in result.verdict_lines if "width-matched control" in x]
+    assert f"width {width}" in line and "`gd` from width 2" in line
+    assert "control-gd" not in result.verdict  # the headline judges dendritic arms only
+    # the search: nearest count, ties to the narrower width
+    assert [matching_width(task, n, start=2) for n in (73, 78, 79, 5000)] == [7, 7, 8, 500]

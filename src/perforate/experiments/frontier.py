@@ -54,6 +54,8 @@ SCHEMA = "perforate-frontier/1"
 DEFAULT_VARIANTS = {"gd": {"mode": "gd"}, "pb": {"mode": "pb"}}
 """Dendritic arms by name: a growth mode and Config overrides."""
 REFERENCE = "reference"
+CONTROL = "control-"
+"""``control-<arm>``: the width-matched control of a dendritic arm's runs."""
 
 
 @dataclass
@@ -111,6 +113,12 @@ class FrontierProtocol:
         if self.direction not in ("max", "min"):
             raise ExperimentError(f"direction must be 'max' or 'min'; got {self.direction!r}")
         for arm in self.arms:
+            grown = arm[len(CONTROL):] if arm.startswith(CONTROL) else None
+            if grown is not None and grown in self.variants:
+                if grown not in self.arms[:self.arms.index(arm)]:
+                    raise ExperimentError(f"arm {arm!r} controls arm {grown!r}: list {grown!r} "
+                                          "before it")
+                continue
             if arm != REFERENCE and arm not in self.variants and arm not in self.custom_arms:
                 raise ExperimentError(f"unknown arm {arm!r}; choose from {sorted(self.variants)} or "
                                       f"{REFERENCE!r}, or define it with --variant NAME=MODE[,field=value]")
@@ -193,6 +201,10 @@ class ArmRun:
     spec: FrontierRun
     folder: Path
     on_epoch: Callable[[int, float], None] | None = None
+    done: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Records of the runs finished so far, by run id (a control reads its grown run's)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields an arm adds to its run's record (e.g. the control's width)."""
 
     @property
     def width(self) -> float:
@@ -204,13 +216,14 @@ class ArmRun:
 
     def fit(self, **overrides: Any):
         """:func:`~perforate.experiments.task.fit` with this run's settings; ``overrides``
-        (``mode``, ``config``, ``model``, ``max_epochs``...) replace them."""
+        (``width``, ``mode``, ``config``, ``model``, ``max_epochs``...) replace them."""
         p = self.protocol
         kwargs: dict[str, Any] = dict(
             max_epochs=p.max_epochs, epoch_callback=self.on_epoch, name=self.spec.run_id,
             optimizer=lambda params: torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay))
         kwargs.update(overrides)
-        return fit(self.task, self.spec.width, self.spec.seed, **kwargs)
+        width = kwargs.pop("width", self.spec.width)
+        return fit(self.task, width, self.spec.seed, **kwargs)
 
 
 ArmFn = Callable[[ArmRun], Any]
@@ -241,8 +254,26 @@ def _reference(run: ArmRun):
                            folder=run.folder)
 
 
+def _control(run: ArmRun):
+    """The width-matched control of a grown run: the plain model whose width gives the grown
+    model's parameter count, trained as many epochs with the optimizer rebuilt at the epochs
+    where the grown run restructured."""
+    from perforate.experiments.task import matching_width
+
+    grown_arm = run.spec.arm[len(CONTROL):]
+    grown = run.done.get(FrontierRun(grown_arm, run.width, run.seed).run_id)
+    if grown is None:
+        raise ExperimentError(f"arm {run.spec.arm!r} needs the run of arm {grown_arm!r} from "
+                              f"width {run.width}, seed {run.seed}: list {grown_arm!r} before it")
+    width = matching_width(run.task, grown["params"], start=run.width)
+    run.extra["control_width"] = width
+    return run.fit(width=width, config=run.protocol.stopper_config(), early_stopping=False,
+                   max_epochs=grown["epochs"], restart_epochs=grown["restart_epochs"])
+
+
 def arm_function(p: FrontierProtocol, arm: str, arms: Mapping[str, ArmFn] | None = None) -> ArmFn:
-    """How ``arm`` trains: a caller's function, plain, reference, or a dendritic variant."""
+    """How ``arm`` trains: a caller's function, plain, reference, a dendritic variant, or the
+    width-matched control of one (``control-<variant>``)."""
     if arms and arm in arms:
         return arms[arm]
     if arm == "plain":
@@ -251,17 +282,21 @@ def arm_function(p: FrontierProtocol, arm: str, arms: Mapping[str, ArmFn] | None
         return _reference
     if arm in p.variants:
         return _dendritic
+    if arm.startswith(CONTROL) and arm[len(CONTROL):] in p.variants:
+        return _control
     raise ExperimentError(f"arm {arm!r} has no function: pass arms={{{arm!r}: fn}}")
 
 
 def run_one(p: FrontierProtocol, spec: FrontierRun, folder: Path,
             epoch_callback: Callable[[int, float], None] | None = None, task: Task | None = None,
-            arms: Mapping[str, ArmFn] | None = None) -> dict[str, Any]:
-    """Train one run and return its record (JSON-able)."""
+            arms: Mapping[str, ArmFn] | None = None,
+            done: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train one run and return its record (JSON-able); ``done``: the finished runs' records."""
     task = task or harness_task(p.dataset, p.model, p.batch_size)
-    result = arm_function(p, spec.arm, arms)(ArmRun(p, task, spec, folder, epoch_callback))
+    run = ArmRun(p, task, spec, folder, epoch_callback, done or {})
+    result = arm_function(p, spec.arm, arms)(run)
     record = {"run_id": spec.run_id, "arm": spec.arm, "width": spec.width, "seed": spec.seed,
-              **{k: v for k, v in result.to_dict().items() if k != "history"}}
+              **{k: v for k, v in result.to_dict().items() if k != "history"}, **run.extra}
     record["decisions"] = [{"epoch": h["epoch"], "event": h["event"]}
                            for h in result.history if h.get("event")]
     return record
@@ -339,6 +374,12 @@ def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
             "gain": res.mean_std(gain) if gain else None, "gain_per_seed": gain,
             "better": sum(g > 0 for g in gain), "worse": sum(g < 0 for g in gain),
         })
+        if arm.startswith(CONTROL):  # the grown arm against its control, paired by seed
+            grown = {r["seed"]: r for r in runs if r["arm"] == arm[len(CONTROL):] and r["width"] == width}
+            diffs = [sign * (grown[r["seed"]]["test_score"] - r["test_score"])
+                     for r in rows if r["seed"] in grown]
+            points[-1]["grown_minus_control"] = res.mean_std(diffs) if diffs else None
+            points[-1]["control_width"] = res.mean_std([r.get("control_width") for r in rows])
     return {"ladder": ladder, "points": points}
 
 
@@ -508,8 +549,9 @@ def execute_frontier(plan: FrontierPlan, on_run: Callable[[FrontierRun, int, int
             break
         if on_run is not None:
             on_run(spec, i, len(plan.todo))
+        done = {r["run_id"]: r for r in doc["runs"]}
         doc["runs"].append(run_one(p, spec, out / "runs" / spec.run_id, on_epoch, plan.task,
-                                   plan.arms))
+                                   plan.arms, done))
         save_frontier(out, doc)
     return save_frontier(out, doc)
 

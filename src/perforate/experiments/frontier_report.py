@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from perforate.experiments.frontier import REFERENCE, _key, load_frontier, pareto, save_frontier
+from perforate.experiments.frontier import (CONTROL, REFERENCE, _key, load_frontier, pareto,
+                                            save_frontier)
 from perforate.experiments.render import _count, _pm
 from perforate.files import write_text
 
@@ -117,7 +118,7 @@ def headline(doc: dict[str, Any]) -> str:
     It judges the best dendritic setting: "beat" when its mean distance to the plain frontier is
     more than two standard errors above zero, "lost" when more than two below, "matched"
     otherwise; one seed cannot tell."""
-    points, p = doc["frontier"]["points"], doc["protocol"]
+    points, p = _grown(doc), doc["protocol"]
     if not points:
         return "No dendritic run has finished yet: nothing to compare with width."
     best = max(points, key=lambda pt: pt["distance"]["mean"])
@@ -151,10 +152,34 @@ def headline(doc: dict[str, Any]) -> str:
 
 
 def verdict(doc: dict[str, Any]) -> list[str]:
-    """Plain sentences: the headline, the best point against the frontier, and no regret per arm."""
-    points = doc["frontier"]["points"]
+    """Plain sentences: the headline, the best point against the frontier, no regret per arm,
+    and each grown arm against its width-matched control."""
+    points = _grown(doc)
     if not points:
         return [headline(doc)]
+    return _verdict(doc, points) + _controls(doc)
+
+
+def _grown(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dendritic points (not the width-matched controls, which are plain)."""
+    return [pt for pt in doc["frontier"]["points"] if not pt["arm"].startswith(CONTROL)]
+
+
+def _controls(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for pt in doc["frontier"]["points"]:
+        diff = pt.get("grown_minus_control")
+        if diff and diff["n"]:
+            lines.append(
+                f"Against its width-matched control (plain, width {pt['control_width']['mean']:g} "
+                f"for the same parameters, as many epochs, the same optimizer restarts), "
+                f"`{pt['arm'][len(CONTROL):]}` from width {pt['width']}: "
+                f"{_pm(diff, sign=True)} {_unit(doc)} over {diff['n']} seed(s), paired "
+                "(positive: the dendrites did better).")
+    return lines
+
+
+def _verdict(doc: dict[str, Any], points: list[dict[str, Any]]) -> list[str]:
     best = max(points, key=lambda pt: pt["distance"]["mean"])
     n = best["distance"]["n"]
     if not _percent(doc):  # a user's metric: no thresholds in its units
@@ -180,13 +205,21 @@ def verdict(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _training(doc: dict[str, Any]) -> str:
+    """The optimizer and batches every arm trains with."""
+    p, task = doc["protocol"], doc.get("task")
+    if task:  # a user's task: its loaders set the batches
+        return f"optimizer {task['optimizer']}, your loaders' batches"
+    return f"Adam lr {p['lr']:g}, batch {p['batch_size']}"
+
+
 def _task_line(doc: dict[str, Any]) -> str:
     task = doc.get("task")
     if not task:
         return ""
     return (f" Your task: model `{task['model']}`, data `{task['data']}`, training loop "
             f"`{task['train_epoch']}`, evaluation `{task['evaluate']}`, optimizer "
-            f"`{task['optimizer']}` (for every arm).")
+            f"`{task['optimizer']}`.")
 
 
 def render_frontier(out: str | Path) -> Path:
@@ -205,7 +238,7 @@ def render_frontier(out: str | Path) -> Path:
              "Reproduce with:", "", "```",
              doc.get("command") or "(command not recorded)", "```", "",
              f"Seeds {', '.join(map(str, _seeds(doc)))}; {score}, read once at each run's best "
-             f"validation epoch. Every arm: Adam lr {p['lr']:g}, batch {p['batch_size']}, "
+             f"validation epoch. Every arm: {_training(doc)}, "
              f"{p['max_epochs']}-epoch budget, stopping rule `{p['stopping']}` (patience "
              f"{p['patience']} on the smoothed validation score), one improvement rule "
              "(`Config.better`). The plain frontier of a seed is the upper envelope of its plain "

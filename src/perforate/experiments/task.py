@@ -36,7 +36,7 @@ from torch.nn import functional as F
 import perforate as pf
 from perforate.errors import ExperimentError
 
-__all__ = ["Task", "fit", "harness_task", "parameter_counts"]
+__all__ = ["Task", "fit", "harness_task", "matching_width", "parameter_counts"]
 
 _METRICS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], float], str, str]] = {}
 """name -> (metric, direction, label); filled below, never changed."""
@@ -270,6 +270,37 @@ def parameter_counts(task: Task, widths: Sequence[float]) -> dict[float, int]:
             f"({', '.join(map(str, widths))}): it must use its width argument to size the model, "
             "e.g. nn.Linear(n_in, width) for the hidden layers")
     return counts
+
+
+def _count(task: Task, width: int) -> int:
+    """Parameters of ``make_model(width)``: built on the meta device when the factory allows."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            with torch.device("meta"):
+                return pf.count_parameters(task.build(width, 0))
+        except Exception:  # noqa: BLE001 - a factory that needs real tensors: build it for real
+            return pf.count_parameters(task.build(width, 0))
+
+
+def matching_width(task: Task, target_params: int, start: float = 1, limit: int = 1 << 16) -> int:
+    """The integer width from ``start`` up whose model's parameter count is nearest
+    ``target_params`` (counts must grow with the width)."""
+    if isinstance(start, float) and not start.is_integer():
+        raise ExperimentError("the width-matched control needs integer widths; your widths are "
+                              f"scales ({start!r})")
+    low = high = int(start)
+    while _count(task, high) < target_params and high < limit:
+        low, high = high, high * 2
+    while low < high:  # the smallest width reaching the target
+        mid = (low + high) // 2
+        if _count(task, mid) >= target_params:
+            high = mid
+        else:
+            low = mid + 1
+    if low > int(start) and target_params - _count(task, low - 1) <= _count(task, low) - target_params:
+        return low - 1
+    return low
 
 
 def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
