@@ -62,12 +62,10 @@ class Costs:
         return seconds * (_REFERENCE_SLOWDOWN if arm == "reference" else 1.0)
 
 
-def estimate_seconds(protocol, costs: Costs, done: set[str]) -> float:
-    """Seconds of the runs of ``protocol`` not in ``done`` (run ids), at full budgets."""
-    from perforate.experiments.frontier import plan_frontier
-
-    return sum(costs.run_seconds(r.arm, r.width, protocol.max_epochs)
-               for r in plan_frontier(protocol) if r.run_id not in done)
+def estimate_seconds(runs: list, costs: Costs, done: set[str], epochs: int) -> float:
+    """Seconds of the planned ``runs`` (``arm``, ``width``, ``run_id``) not in ``done`` (run
+    ids), each at its full budget of ``epochs``."""
+    return sum(costs.run_seconds(r.arm, r.width, epochs) for r in runs if r.run_id not in done)
 
 
 def trim(protocol, seconds: Callable[[object], float], budget: float):

@@ -525,7 +525,9 @@ def prepare_frontier(protocol: FrontierProtocol, out: str | Path, command: str =
     if not [r for r in plan_frontier(protocol) if r.run_id not in done]:
         return plan
     plan.costs = _time_epochs(protocol, task, params)
-    seconds = lambda p: budget.estimate_seconds(p, plan.costs, done)  # noqa: E731
+    def seconds(p: FrontierProtocol) -> float:
+        return budget.estimate_seconds(plan_frontier(p), plan.costs, done, p.max_epochs)
+
     if max_minutes is not None:
         left = max_minutes * 60 - (time.perf_counter() - started)
         plan.protocol, plan.dropped = budget.trim(protocol, seconds, left)
