@@ -59,9 +59,19 @@ def test_a_factory_with_a_width_knob_gives_a_result_with_table_distances_plots_a
     assert result.verdict.startswith("Too few seeds to tell") and "one seed" in result.verdict
     report = result.report.read_text()
     assert report.splitlines()[2].startswith("**Verdict:** Too few seeds")
-    assert "test_mlp" in report or "mlp" in report  # the factory's name titles the report
+    assert report.splitlines()[0].endswith(":loaders / test_frontier_api:mlp")  # names in the title
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["task"]["optimizer"] == "Adam lr 0.001" and doc["task"]["train_epoch"].startswith("default")
+
+
+def test_a_factory_with_a_float_scale(tmp_path):
+    result = dendrites_vs_width(lambda scale: mlp(int(8 * scale)), make_loaders(),
+                                widths=[0.25, 0.5, 2.0], grow_widths=[0.25], arms=["gd"],
+                                out=tmp_path, **QUICK)
+    assert sorted(r["run_id"] for r in result.doc["runs"]) == [
+        "gd-w0.25-s0", "plain-w0.25-s0", "plain-w0.5-s0", "plain-w2.0-s0"]
+    assert list(result.doc["frontier"]["ladder"]) == ["0.25", "0.5", "2"]
+    assert result.distances["width"].tolist() == [0.25]
 
 
 def test_a_custom_loop_and_evaluate_are_the_ones_that_train_and_score(tmp_path):
