@@ -171,6 +171,9 @@ def test_empty_loaders_are_refused_with_what_to_change(tmp_path):
         dendrites_vs_width(mlp, (empty, full, full), widths=[2, 4], out=tmp_path, **QUICK)
     with pytest.raises(ExperimentError, match="the validation loader yields no batches"):
         dendrites_vs_width(mlp, lambda: (full, [], full), widths=[2, 4], out=tmp_path, **QUICK)
+    with pytest.raises(ExperimentError, match="only on the harness"):
+        dendrites_vs_width(mlp, (full, full, full), widths=[2, 4], arms=["reference"],
+                           out=tmp_path, **QUICK)
     with pytest.raises(ExperimentError, match=r"\(train, val, test\)"):
         dendrites_vs_width(mlp, (full, full), widths=[2, 4], out=tmp_path, **QUICK)
 
