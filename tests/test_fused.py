@@ -319,13 +319,16 @@ def test_export_compiled_ahead_of_time_matches_for_any_batch(tmp_path):
 
 def test_exported_model_gives_input_gradients_and_fresh_outputs():
     """Without gradients the exported layer works in place on its own buffer; with an input
-    gradient it records plain ops. Either way the output is a new contiguous tensor."""
+    gradient it records plain ops. Either way the output is a new contiguous tensor, and the
+    two agree to float rounding: not bit for bit, since oneDNN may pick another convolution
+    kernel when the input needs a gradient (1 ulp on an AVX2 CPU, ONEDNN_MAX_CPU_ISA=AVX2)."""
     model, exported = _exported("gd", k=3)
     x = torch.randn(4, 2, 8, 8, requires_grad=True)
     with torch.no_grad():
         fast = exported(x)
     out = exported(x)
-    assert fast.is_contiguous() and torch.equal(fast, out.detach())
+    assert fast.is_contiguous()
+    torch.testing.assert_close(fast, out.detach(), rtol=1e-6, atol=1e-6)
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     (expected,) = torch.autograd.grad(model(x).square().sum(), x)
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
