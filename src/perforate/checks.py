@@ -91,3 +91,18 @@ def describe(hint: Any) -> str:
     if origin is dict:
         return f"a mapping of {describe(args[0])} to {describe(args[1])}"
     return str(hint)
+
+
+
+def score_problem(score: float, maximize: bool | None, what: str = "val_score") -> str:
+    """Why ``score`` cannot be a validation score ("" when it can): NaN, and an infinity at the
+    best end (``+inf`` when maximising, ``-inf`` when minimising; either end when ``maximize``
+    is None), which no later score could beat: it would stay the best for good. An infinity at
+    the worst end (a diverged loss of ``+inf``) is a score like any other: every score beats it."""
+    if math.isnan(score):
+        return f"{what} is NaN; check the training loop (diverged loss?)"
+    if math.isinf(score) and (maximize is None or (score > 0) == maximize):
+        return (f"{what} is {score}, which no later score could beat (it would stay the best for "
+                "good); pass a finite number: check the evaluation (a division by an empty count?) "
+                "or skip this epoch's step()")
+    return ""

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...checks import score_problem
 from ...config import Config
 from ...convert import dendritic_layers
 from ...grower import Decision, Grower
@@ -31,7 +32,7 @@ NEVER = 2**31 - 1
 CAPACITY_DENDRITES = 3
 
 
-def _number(value: Any, what: str) -> float:
+def _number(value: Any, what: str, finite: bool = False) -> float:
     try:
         number = float(value.item() if isinstance(value, torch.Tensor) else value)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -39,6 +40,8 @@ def _number(value: Any, what: str) -> float:
                                f"got {value!r}") from exc
     if math.isnan(number):
         raise CompatUsageError(f"{what} got NaN; check the training loop (diverged loss?)")
+    if finite and score_problem(number, None):  # an infinity would poison the running average
+        raise CompatUsageError(score_problem(number, None, what))
     return number
 
 
@@ -170,6 +173,7 @@ class PAITracker:
         if self.grower is None:
             self.grower = Grower(self.model, self._grower_config(), self.recipe.build_optimizer,
                                  self._build_scheduler, out_dir=None)
+            self.grower.budget_warning = False  # training_complete at a plateau is this API's end
         else:
             self.grower.rebuild_optimizer()
         return self.grower
@@ -212,7 +216,7 @@ class PAITracker:
         ordinary epochs and True when training completes with the best model restored.
         """
         self._check_net(net, "add_validation_score")
-        value = _number(score, "add_validation_score")
+        value = _number(score, "add_validation_score", finite=True)
         if self.complete:
             return net, False, True
         if self._awaiting_optimizer:
