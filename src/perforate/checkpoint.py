@@ -106,6 +106,21 @@ def _check_sizes(layer: DendriticLayer, name: str, spec: dict[str, Any],
                               f"({need} values) but the file holds {held}; the file is damaged")
 
 
+def _check_kind(module: nn.Module, name: str, spec: dict[str, Any], source: Any) -> None:
+    """Raise CheckpointError unless the saved kind is the one ``pf.perforate`` gives ``module``
+    (or the block kind, which wraps any module with parameters)."""
+    from . import kinds
+
+    saved = spec.get("kind")
+    if saved is None or saved == "block":
+        return
+    own = kinds.kind_of(module) or kinds.block_kind(module)
+    if saved != own.name:
+        raise CheckpointError(f"{source}: layer {show(name)} was saved as a {saved} layer, but this "
+                              f"model has a {type(module).__name__} there ({own.name}); the file is "
+                              "damaged or belongs to another architecture")
+
+
 def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
                     state: dict[str, torch.Tensor] | None = None,
                     source: Any = "the checkpoint") -> nn.Module:
@@ -132,6 +147,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
             if isinstance(module, DendriticLayer):
                 layer = module
             else:
+                _check_kind(module, name, spec, source)
                 try:
                     layer = DendriticLayer(module, activation=spec["activation"],
                                            neuron_axis=spec["neuron_axis"], perforated=spec["perforated"],
@@ -318,13 +334,19 @@ def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], doc: Any) -> 
     """Rebuild what :func:`optimizer_state_to_tensors` split; CheckpointError when ``doc`` is not
     such a document."""
 
+    used: set[str] = set()
+
     def build(obj: Any, depth: int) -> Any:
         if obj is None or isinstance(obj, (bool, int, float, str)):
             return obj
         if not isinstance(obj, dict) or len(obj) != 1 or depth > 32:
             raise CheckpointError(f"bad optimizer state entry {show(obj)}; the file is damaged")
         (tag, value), = obj.items()
-        if tag == "__tensor__" and isinstance(value, str) and value in tensors:
+        if tag == "__tensor__" and isinstance(value, str):
+            if value not in tensors:
+                raise CheckpointError(f"the optimizer state refers to a tensor {show(value)} that the "
+                                      "file lacks; the file is damaged")
+            used.add(value)
             return tensors[value]
         if tag == "__skipped__":
             return None
@@ -338,7 +360,12 @@ def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], doc: Any) -> 
                 return dict(pairs)
         raise CheckpointError(f"bad optimizer state entry {show(obj)}; the file is damaged")
 
-    return build(doc, 0)
+    out = build(doc, 0)
+    unused = sorted(set(tensors) - used)
+    if unused:  # every tensor was written with a reference to it: one was cut out
+        raise CheckpointError(f"the file holds optimizer tensors {show(unused)} that its optimizer "
+                              "state no longer refers to; the file is damaged")
+    return out
 
 
 def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
@@ -372,6 +399,10 @@ def match_optimizer_state(saved: Any, saved_names: Any, optimizer: torch.optim.O
             f"the saved optimizer trains {show(saved_names or [g['params'] for g in groups])} but the "
             f"one built now trains {show(live_names)}; build it with the same factory and groups")
     ids = {n: i for g, names in zip(groups, saved_names) for i, n in zip(g["params"], names)}
+    strays = sorted((k for k in state if k not in set(ids.values())), key=str)
+    if strays:  # its state would be dropped without a word
+        raise CheckpointError(f"the optimizer state has entries for parameters {show(strays)} that "
+                              f"none of its groups lists ({show(sorted(ids.values()))}); the file is damaged")
     matched, probes = {}, {}
     for g, (group, names) in enumerate(zip(optimizer.param_groups, live_names)):
         for name, param in zip(names, group["params"]):
