@@ -186,11 +186,11 @@ def _no_second_derivative() -> None:
 def linear_forward(layer, x: torch.Tensor) -> torch.Tensor | None:
     """The output of a Linear ``layer`` with dendrites (and no candidate pool) on the fast path:
     plain autograd ops for one dendrite on a small output, :class:`DendriticLinear` otherwise.
-    None where it does not apply (hooks on the main layer; for the node also autocast or an
-    activation without in-place forms)."""
+    None where it does not apply (a 0-dim input, hooks on the main layer; for the node also
+    autocast or an activation without in-place forms)."""
     main = layer._modules["main"]
-    if not isinstance(x, torch.Tensor) or _hooked(main):
-        return None
+    if not isinstance(x, torch.Tensor) or x.dim() == 0 or _hooked(main):
+        return None  # a 0-dim input: the generic path, where the main layer gives torch's own error
     act = activations.ACTIVATIONS[layer.activation]
     # parameters read from the dicts: Module.__getattr__ costs as much as a small op here
     own, main_params = layer._parameters, main._parameters
