@@ -47,7 +47,7 @@ def main():
     loader = DataLoader(train, batch_size=64, sampler=sampler)
 
     torch.manual_seed(0)  # the same initial weights everywhere (DDP would broadcast them anyway)
-    dg = DDPGrower(mlp(args.width), pf.Config(patience=8, max_dendrites=3),
+    dg = DDPGrower(mlp(args.width), pf.Config(patience=8, max_dendrites=3, max_epochs=args.epochs),
                    optimizer_factory=lambda p: torch.optim.Adam(p, lr=2e-3), out_dir=args.out)
     for epoch in range(args.epochs):
         sampler.set_epoch(epoch)

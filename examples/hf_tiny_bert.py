@@ -61,6 +61,7 @@ def main():
         warmup_steps=20, metric_for_best_model="accuracy", load_best_model_at_end=True, seed=0)
     trainer = Trainer(model=model, args=training_args, train_dataset=GatedKeyTask(1024, 1),
                       eval_dataset=GatedKeyTask(512, 2), compute_metrics=accuracy)
+    # growth is planned in the trainer's num_train_epochs (or pass pf.Config(max_epochs=...))
     dendrites = DendriteTrainerCallback(trainer, pf.Config(patience=4, max_dendrites=2),  # perforate
                                         out_dir=f"{args.out}/growth")
     trainer.train()

@@ -63,6 +63,7 @@ def main():
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=args.epochs, logger=CSVLogger(args.out),
         enable_progress_bar=False, enable_model_summary=False,
+        # the callback plans growth in the trainer's max_epochs (or pass pf.Config(max_epochs=...))
         callbacks=[ckpt, DendriteCallback(pf.Config(patience=8, max_dendrites=3), monitor="val_acc",  # perforate
                                           out_dir=f"{args.out}/growth")],
     )

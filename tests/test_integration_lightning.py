@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 
 import pytest
 import torch
@@ -89,7 +90,7 @@ def test_growth_rebuilds_optimizer_restores_best_and_reloads(tmp_path):
     net = Net([0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9])
     cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0)
     recorder = Recorder()
-    dcb = DendriteCallback(cfg, monitor="score", mode="max", out_dir=tmp_path / "run")
+    dcb = DendriteCallback(cfg, monitor="score", mode="max", out_dir=tmp_path / "run", budget=False)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="score", mode="max", save_top_k=1)
     trainer = _trainer(tmp_path, [recorder, dcb, ckpt], max_epochs=8, logger=CSVLogger(tmp_path))
     train, val = _loaders()
@@ -141,7 +142,7 @@ def test_resume_from_lightning_checkpoint_continues_growth(tmp_path):
     train, val = _loaders()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     first = Net(scores)
-    dcb = DendriteCallback(cfg, monitor="score", attribute="model")  # only net.model is perforated
+    dcb = DendriteCallback(cfg, monitor="score", attribute="model", budget=False)  # only net.model is perforated
     _trainer(tmp_path, [dcb, ckpt], max_epochs=2, logger=False).fit(first, train, val)
     # max_epochs ended the run before growth finished: the best (epoch 0, no dendrites) is restored
     assert dcb.grower.done and dcb.grower.history[-1]["event"] == "grow+done"
@@ -149,7 +150,7 @@ def test_resume_from_lightning_checkpoint_continues_growth(tmp_path):
 
     # last.ckpt was written after the growth step: resuming continues with one dendrite
     second = Net(scores)
-    dcb2 = DendriteCallback(cfg, monitor="score", attribute="model")
+    dcb2 = DendriteCallback(cfg, monitor="score", attribute="model", budget=False)
     _trainer(tmp_path, [dcb2], max_epochs=6, logger=False).fit(
         second, train, val, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert [r["event"] for r in dcb2.grower.history] == ["", "grow", "", "done"]
@@ -164,7 +165,8 @@ def test_early_stopping_waits_for_growth(tmp_path):
     # a flat score: grow at epoch 2, retry at 4, done at 6. EarlyStopping(patience=3) alone
     # would stop at epoch 3; its counter restarts at each growth step.
     net = Net([0.5])
-    dcb = DendriteCallback(pf.Config(patience=2, max_dendrites=3, max_growth_retries=1), monitor="score")
+    dcb = DendriteCallback(pf.Config(patience=2, max_dendrites=3, max_growth_retries=1), monitor="score",
+                           budget=False)
     recorder = Recorder()
     es = EarlyStopping(monitor="score", mode="max", patience=3)
     train, val = _loaders()
@@ -180,7 +182,7 @@ def test_pb_mode_dendrite_phase_then_join(tmp_path):
     cfg = pf.Config(mode="pb", candidate_training="online", patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0,
                     dendrite_patience=5, dendrite_max_epochs=2)
     recorder = Recorder()
-    dcb = DendriteCallback(cfg, monitor="score")
+    dcb = DendriteCallback(cfg, monitor="score", budget=False)
     train, val = _loaders()
     _trainer(tmp_path, [recorder, dcb], max_epochs=10, logger=False).fit(net, train, val)
     assert [r["event"] for r in dcb.grower.history] == ["", "dendrite_start", "", "join", "", "done"]
@@ -223,13 +225,13 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     train, val = _loaders()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     first = PhaseRecorder()
-    _trainer(tmp_path, [DendriteCallback(cfg, monitor="score"), ckpt, first], max_epochs=3,
+    _trainer(tmp_path, [DendriteCallback(cfg, monitor="score", budget=False), ckpt, first], max_epochs=3,
              logger=False).fit(Net(scores), train, val)
     assert all("candidate_pool" in n for n in first.trainable[2])  # epoch 2: a dendrite epoch
     assert first.lrs[2] == pytest.approx(10 * LR * 0.9 ** 2)
 
     second = PhaseRecorder()
-    dcb = DendriteCallback(cfg, monitor="score")
+    dcb = DendriteCallback(cfg, monitor="score", budget=False)
     _trainer(tmp_path, [dcb, second], max_epochs=8, logger=False).fit(
         Net(scores), train, val, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert [r["event"] for r in dcb.grower.history] == ["", "dendrite_start", "", "join", "", "done"]
@@ -298,7 +300,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     net = Net([0.5, 0.5, 0.9, 0.9, 0.9, 0.9])
     dcb = DendriteCallback(pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0),
-                           monitor="score")
+                           monitor="score", budget=False)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=8, logger=False,
                         callbacks=[dcb, Gather()], enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
@@ -326,3 +328,26 @@ def test_ddp_strategy_two_cpu_processes(tmp_path):
     assert "IDENTICAL True" in out.stdout
     events = sorted(line for line in out.stdout.splitlines() if line.startswith("EVENTS"))
     assert events == ["EVENTS 0 ['', 'grow', '', 'done'] [1, 1]", "EVENTS 1 ['', 'grow', '', 'done'] [1, 1]"]
+
+
+def test_the_trainers_max_epochs_is_the_budget_when_the_config_has_none(tmp_path, caplog):
+    """A plateau at epoch 1 where growth cannot help: with the trainer's budget the run trains
+    on to max_epochs; without one (budget=False) it ends there, with one WARNING saying so."""
+    cfg = pf.Config(patience=1, max_dendrites=0, plots=False)
+    dcb = DendriteCallback(cfg, monitor="score")
+    trainer = _trainer(tmp_path, [dcb], max_epochs=5, logger=False)
+    trainer.fit(Net([0.5]), *_loaders())
+    assert dcb.grower.config.max_epochs == 5 and dcb.config.max_epochs == 0  # the user's config kept
+    assert trainer.current_epoch == 5 and dcb.grower.history[-1]["event"].endswith("done")
+
+    with caplog.at_level(logging.WARNING, "perforate"):
+        dcb = DendriteCallback(cfg, monitor="score", budget=False)
+        trainer = _trainer(tmp_path, [dcb], max_epochs=5, logger=False)
+        trainer.fit(Net([0.5]), *_loaders())
+    assert dcb.grower.config.max_epochs == 0 and trainer.current_epoch < 5
+    assert [r.getMessage() for r in caplog.records if "no max_epochs" in r.getMessage()] != []
+
+    dcb = DendriteCallback(cfg.replace(max_epochs=3), monitor="score")  # the config's own wins
+    trainer = _trainer(tmp_path, [dcb], max_epochs=5, logger=False)
+    trainer.fit(Net([0.5]), *_loaders())
+    assert dcb.grower.config.max_epochs == 3 and trainer.current_epoch == 3

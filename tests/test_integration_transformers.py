@@ -78,7 +78,7 @@ def test_tiny_bert_grows_restores_best_and_reloads(tmp_path):
     recorder = _Recorder()
     trainer.add_callback(recorder)
     cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=1.0, plots=False)
-    dcb = DendriteTrainerCallback(trainer, cfg, out_dir=tmp_path / "run")
+    dcb = DendriteTrainerCallback(trainer, cfg, out_dir=tmp_path / "run", budget=False)
     trainer.train()
 
     assert [r["event"] for r in dcb.grower.history] == ["", "grow", "", "done"]
@@ -124,14 +124,14 @@ def test_resume_from_checkpoint_restores_dendrites_and_controller(tmp_path):
     scores = iter([0.5, 0.5])
     first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 2), train_dataset=_Task(64, 1),
                                  eval_dataset=_Task(32, 2), compute_metrics=lambda p: {"score": next(scores)})
-    DendriteTrainerCallback(first, cfg)
+    DendriteTrainerCallback(first, cfg, budget=False)
     first.train()  # grows at epoch 1; checkpoint-8 holds the grown model and the controller state
 
     scores = iter([0.9, 0.9, 0.9])
     model = _bert()
     second = transformers.Trainer(model=model, args=_args(tmp_path, 6), train_dataset=_Task(64, 1),
                                   eval_dataset=_Task(32, 2), compute_metrics=lambda p: {"score": next(scores)})
-    dcb = DendriteTrainerCallback(second, cfg)
+    dcb = DendriteTrainerCallback(second, cfg, budget=False)
     second.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-8"))
     assert [r["event"] for r in dcb.grower.history] == ["", "grow", "", "done"]
     assert all(layer.num_dendrites == 1 for layer in pf.dendritic_layers(model).values())
@@ -171,7 +171,7 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     first = transformers.Trainer(model=_bert(), args=_args(tmp_path, 3, lr_scheduler_type="constant"),
                                  train_dataset=_Task(64, 1), eval_dataset=_Task(32, 2),
                                  compute_metrics=lambda p: {"score": next(scores)})
-    DendriteTrainerCallback(first, cfg)
+    DendriteTrainerCallback(first, cfg, budget=False)
     first.train()
 
     scores = iter([0.5, 0.9, 0.9])
@@ -181,7 +181,7 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
                                   compute_metrics=lambda p: {"score": next(scores)})
     recorder = _PhaseRecorder()
     second.add_callback(recorder)
-    dcb = DendriteTrainerCallback(second, cfg)
+    dcb = DendriteTrainerCallback(second, cfg, budget=False)
     second.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-12"))
 
     assert [r["event"] for r in dcb.grower.history] == ["", "dendrite_start", "", "join", "", "done"]
@@ -196,3 +196,19 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     assert "classifier.output_weight" in recorder.held[1] and "classifier.main.weight" in recorder.held[1]
     assert recorder.lrs[1] == pytest.approx(LR)
     assert not any("candidate_pool" in n or n.endswith("dendrite_weight") for n in recorder.held[1])
+
+
+@pytest.mark.parametrize("strategy, expected", [("epoch", 3), ("steps", 6)])
+def test_the_trainers_evaluations_are_the_budget_when_the_config_has_none(tmp_path, strategy, expected):
+    """3 epochs of 4 steps: 3 evaluations per epoch, 6 every 2 steps; growth cannot help at the
+    plateau, so the run trains on to the trainer's end instead of stopping there."""
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", disable_tqdm=True,
+        eval_strategy=strategy, eval_steps=2, save_strategy="no", num_train_epochs=3,
+        per_device_train_batch_size=16, per_device_eval_batch_size=32, learning_rate=LR, seed=0)
+    trainer = transformers.Trainer(model=_bert(), args=args, train_dataset=_Task(64, 1),
+                                   eval_dataset=_Task(32, 2))
+    dcb = DendriteTrainerCallback(trainer, pf.Config(patience=1, max_dendrites=0, plots=False))
+    trainer.train()
+    assert dcb.grower.config.max_epochs == expected and dcb.config.max_epochs == 0
+    assert trainer.state.global_step == 12 and len(dcb.grower.history) == expected

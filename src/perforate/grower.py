@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .checks import check_fields, show
+from .checks import check_fields, score_problem, show
 from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import CheckpointError, ConfigError, GrowthError
@@ -60,6 +60,9 @@ from .training import gd, pb
 from .writer import RESUME_STEM, STATE_FORMAT, RunWriter, load_grower_state
 
 log = logging.getLogger("perforate")
+budget_log = logging.getLogger("perforate.budget")
+"""The warning that a run without ``Config.max_epochs`` ended at a plateau (its own name, so a
+script that wants it silent can say so)."""
 
 
 def _mean(values: list) -> float:
@@ -212,6 +215,10 @@ class Grower:
     (:class:`perforate.ScoreDirectionWarning`) when the score moves steadily the way
     ``Config.score_mode`` calls worse.
     """
+
+    budget_warning = True
+    """Log a WARNING when a run without ``Config.max_epochs`` ends at a plateau (off on the
+    growers of APIs whose runs end there by design, e.g. the perforatedai tracker's)."""
 
     def __init__(self, model: nn.Module, config: Config | None = None,
                  optimizer_factory: OptimizerFactory | None = None,
@@ -543,8 +550,8 @@ class Grower:
             score = float(val_score)
         except (TypeError, ValueError) as exc:
             raise GrowthError(f"step() needs a number as val_score; got {val_score!r}") from exc
-        if score != score:
-            raise GrowthError("val_score is NaN; check the training loop (diverged loss?)")
+        if score_problem(score, self.config.maximize):
+            raise GrowthError(score_problem(score, self.config.maximize))
         extra = _extra_scores(extra_scores)
         self._set_aside = {}  # no load_state_dict came: they are stale
         s, cfg = self.state, self.config
@@ -645,6 +652,10 @@ class Grower:
             return self._grow(event, "; ".join(notes))
         notes.append(f"{self._plateau_note()}; no growth: {blocked}")
         if not cfg.max_epochs:
+            if self.budget_warning:
+                budget_log.warning("%sno max_epochs: ended at a plateau at epoch %d; pass "
+                                   "max_epochs=N (your loop's epoch count) to train on to your "
+                                   "budget", self._log_prefix, s.epoch)
             return self._finish("; ".join(notes))
         if failed:  # back to where training was when growth began, and on from there
             self._resume_before_growth()

@@ -16,6 +16,7 @@ that and keeps the ranks in lockstep:
 Pattern::
 
     dist.init_process_group("gloo")      # torchrun sets RANK / WORLD_SIZE / MASTER_ADDR
+    cfg = pf.Config(patience=8, max_epochs=max_epochs)  # the loop's budget: growth is planned in it
     dg = DDPGrower(model, cfg, optimizer_factory=lambda p: torch.optim.Adam(p, 1e-3), out_dir="runs/x")
     for epoch in range(max_epochs):
         dg.model.train()                  # the current DDP wrapper: read it every epoch,

@@ -77,6 +77,14 @@ def _distributed() -> bool:
         and torch.distributed.get_world_size() > 1
 
 
+def _with_budget(config: Config, trainer) -> Config:
+    """``config`` with the trainer's ``max_epochs`` as its budget when it has none."""
+    epochs = trainer.max_epochs
+    if config.max_epochs or not isinstance(epochs, int) or epochs <= 0:
+        return config
+    return config.replace(max_epochs=epochs)
+
+
 def _target(pl_module: nn.Module, attribute: str | None) -> nn.Module:
     if attribute is None:
         return pl_module
@@ -103,12 +111,15 @@ class DendriteCallback(pl.Callback):
         blocks: module-name globs or classes to wrap as one unit (see ``pf.perforate``).
         schedule: "continue" or "restart" the LR schedule after a restructure.
         log_prefix: prefix of the logged metric names.
+        budget: when ``config`` has no ``max_epochs``, the grower's budget is the trainer's
+            ``max_epochs``, so growth is planned in it and training goes on to it. False: no
+            budget (the run ends at the first plateau where growth cannot help).
     """
 
     def __init__(self, config: Config | None = None, monitor: str = "val_acc", mode: str | None = None,
                  attribute: str | None = None, out_dir: str | Path | None = None,
                  blocks: Sequence[Any] = (), schedule: str = "continue",
-                 log_prefix: str = "perforate/") -> None:
+                 log_prefix: str = "perforate/", budget: bool = True) -> None:
         config = config or Config()
         if mode is not None:
             if mode not in ("max", "min"):
@@ -125,6 +136,7 @@ class DendriteCallback(pl.Callback):
         self.blocks = tuple(blocks)
         self.schedule = schedule
         self.log_prefix = log_prefix
+        self.budget = budget
         self.grower: Grower | None = None
         self._trainer = None
         self._pending: dict[str, Any] | None = None  # a grower state loaded before on_fit_start
@@ -154,7 +166,9 @@ class DendriteCallback(pl.Callback):
         self._trainer = trainer
         self.grower = None  # a new grower per fit
         target = _target(pl_module, self.attribute)
-        self.grower = Grower(target, self.config, optimizer_factory=self._rebuild_optimizers,
+        config = _with_budget(self.config, trainer) if self.budget else self.config
+        self.grower = Grower(target, config,
+                             optimizer_factory=self._rebuild_optimizers,
                              out_dir=self.out_dir if trainer.is_global_zero else None,
                              step_scheduler=False)
         if self._pending is not None:

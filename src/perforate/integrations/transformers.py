@@ -80,6 +80,22 @@ STATE_STEM = "perforate"
 STATE_FILE = STATE_STEM + ".safetensors"
 
 
+def _with_budget(config: Config, trainer) -> Config:
+    """``config`` with the evaluations ``train()`` will run as its budget when it has none:
+    ``num_train_epochs`` (as the trainer resolved it) or, evaluating every ``eval_steps``,
+    ``max_steps // eval_steps``."""
+    args, state = trainer.args, trainer.state
+    if config.max_epochs:
+        return config
+    strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+    budget = 0
+    if strategy == "epoch":
+        budget = state.num_train_epochs or 0
+    elif strategy == "steps" and state.eval_steps and state.max_steps:
+        budget = state.max_steps // state.eval_steps
+    return config.replace(max_epochs=int(budget)) if budget >= 1 else config
+
+
 class DendriteTrainerCallback(transformers.TrainerCallback):
     """Grows dendrites on ``trainer.model`` from the evaluation metric; registers itself.
 
@@ -92,11 +108,15 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         blocks: module-name globs or classes to wrap as one unit (see ``pf.perforate``).
         schedule: "continue" or "restart" the LR schedule after a restructure.
         log_prefix: prefix of the values added to the trainer's logs.
+        budget: when ``config`` has no ``max_epochs``, the grower's budget is the number of
+            evaluations ``train()`` runs (``num_train_epochs`` as the trainer resolved it, or
+            ``max_steps // eval_steps``), so growth is planned in it and training goes on to
+            it. False: no budget (the run ends at the first plateau where growth cannot help).
     """
 
     def __init__(self, trainer, config: Config | None = None, out_dir: str | Path | None = None,
                  blocks: Sequence[Any] = (), schedule: str = "continue",
-                 log_prefix: str = "perforate/") -> None:
+                 log_prefix: str = "perforate/", budget: bool = True) -> None:
         args = trainer.args
         if getattr(args, "eval_strategy", "no") == "no":
             raise ConfigError("growth is driven by evaluation: set TrainingArguments(eval_strategy="
@@ -127,6 +147,7 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         self.out_dir = out_dir
         self.schedule = schedule
         self.log_prefix = log_prefix
+        self.budget = budget
         self.grower: Grower | None = None
         self._training = False
         self._last_step = -1
@@ -142,7 +163,7 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         if self._training:  # as the trainer's own: the current optimizer, once it exists
             return t.optimizer
         self.grower = None  # a new grower per train() call; it builds the optimizer
-        self.grower = Grower(t.model, self.config,
+        self.grower = Grower(t.model, _with_budget(self.config, t) if self.budget else self.config,
                              optimizer_factory=lambda params: self._phase_optimizer(),
                              out_dir=self.out_dir if t.is_world_process_zero() else None,
                              step_scheduler=False)
