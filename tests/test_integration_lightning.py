@@ -335,19 +335,19 @@ def test_the_trainers_max_epochs_is_the_budget_when_the_config_has_none(tmp_path
     on to max_epochs; without one (budget=False) it ends there, with one WARNING saying so."""
     cfg = pf.Config(patience=1, max_dendrites=0, plots=False)
     dcb = DendriteCallback(cfg, monitor="score")
-    trainer = _trainer(tmp_path, [dcb], max_epochs=5, logger=False)
+    trainer = _trainer(tmp_path / "budget", [dcb], max_epochs=5, logger=False)
     trainer.fit(Net([0.5]), *_loaders())
     assert dcb.grower.config.max_epochs == 5 and dcb.config.max_epochs == 0  # the user's config kept
     assert trainer.current_epoch == 5 and dcb.grower.history[-1]["event"].endswith("done")
 
     with caplog.at_level(logging.WARNING, "perforate"):
         dcb = DendriteCallback(cfg, monitor="score", budget=False)
-        trainer = _trainer(tmp_path, [dcb], max_epochs=5, logger=False)
+        trainer = _trainer(tmp_path / "none", [dcb], max_epochs=5, logger=False)
         trainer.fit(Net([0.5]), *_loaders())
     assert dcb.grower.config.max_epochs == 0 and trainer.current_epoch < 5
     assert [r.getMessage() for r in caplog.records if "no max_epochs" in r.getMessage()] != []
 
     dcb = DendriteCallback(cfg.replace(max_epochs=3), monitor="score")  # the config's own wins
-    trainer = _trainer(tmp_path, [dcb], max_epochs=5, logger=False)
+    trainer = _trainer(tmp_path / "own", [dcb], max_epochs=5, logger=False)
     trainer.fit(Net([0.5]), *_loaders())
     assert dcb.grower.config.max_epochs == 3 and trainer.current_epoch == 3

@@ -198,6 +198,7 @@ def test_resume_in_a_dendrite_phase_refreezes_and_continues(tmp_path):
     assert not any("candidate_pool" in n or n.endswith("dendrite_weight") for n in recorder.held[1])
 
 
+@pytest.mark.filterwarnings("ignore::perforate.ScoreDirectionWarning")  # the eval loss of noise
 @pytest.mark.parametrize("strategy, expected", [("epoch", 3), ("steps", 6)])
 def test_the_trainers_evaluations_are_the_budget_when_the_config_has_none(tmp_path, strategy, expected):
     """3 epochs of 4 steps: 3 evaluations per epoch, 6 every 2 steps; growth cannot help at the
