@@ -103,7 +103,7 @@ def test_gpt2_trainer_grows_and_save_pretrained_loads_back_identically(tmp_path)
     trainer.add_callback(steps)
     cfg = pf.Config(patience=1, max_dendrites=1, improvement_threshold_abs=0.01, growth_lr_scale=0.3,
                     plots=False)
-    dcb = DendriteTrainerCallback(trainer, cfg)
+    dcb = DendriteTrainerCallback(trainer, cfg, budget=False)
     trainer.train()
 
     assert [r["event"] for r in dcb.grower.history] == ["", "grow", "", "done"]
