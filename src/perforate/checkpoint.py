@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -209,8 +209,9 @@ def write_tensors(path: str | Path, state: dict[str, torch.Tensor], meta: dict[s
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={DOC_KEY: doc, DIGEST_KEY: _digest(doc, tensors)})
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc}; choose a writable path") from exc
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}; choose a writable path "
+                              "with room for it") from exc
 
 
 def read_tensors(path: str | Path, device: str | torch.device = "cpu"):

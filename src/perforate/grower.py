@@ -525,11 +525,12 @@ class Grower:
     def finish(self) -> nn.Module:
         """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs.
 
-        A growth cycle still on trial is kept if it paid so far (see the module rules)."""
+        A growth cycle still on trial is kept if it paid so far (see the module rules). When
+        writing the outputs failed (:class:`CheckpointError`, e.g. disk full), call it again."""
         if not self.state.done:
             self._finish("finish() was called")
-            if self.writer is not None:
-                self.writer.run_end(self)
+        if self.writer is not None and not self.writer.ended:
+            self.writer.run_end(self)
         return self.model
 
     def flush(self) -> None:

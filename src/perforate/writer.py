@@ -33,18 +33,20 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
 from . import checkpoint as ckpt
 from .checks import show
 from .errors import CheckpointError, GrowthError
-from .files import remove_stale_temps, write_json
+from .files import atomic_path, remove_stale_temps, write_json
 from .report import BASE_COLUMNS, plot_grower
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,12 +70,14 @@ _FILE_KEYS = ("format", "aliases", "state_format", "has_model", "best_file", "tr
 
 
 class HistoryWriter:
-    """Appends one CSV row per epoch; rewrites the file only when a new column appears."""
+    """Appends one CSV row per epoch; rewrites the file (atomically) only when a new column
+    appears, a written row changed, or an append failed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.columns: list[str] = []
         self.rows_written = 0
+        self._damaged = False  # an append failed: the next write rewrites the whole file
 
     def write(self, rows: list[dict[str, Any]], rewrite: bool = False) -> None:
         """Make the file hold ``rows``; appends only the rows not yet written unless a new
@@ -81,15 +85,26 @@ class HistoryWriter:
         columns = list(self.columns or BASE_COLUMNS)
         for row in rows[self.rows_written:] if self.columns else rows:
             columns += [k for k in row if k not in columns]
-        if rewrite or columns != self.columns or not self.path.exists():
-            self.columns = columns
-            with open(self.path, "w", newline="") as f:
+        if rewrite or self._damaged or columns != self.columns or not self.path.exists():
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(rows)
+            self.columns, self._damaged = columns, False
         elif len(rows) > self.rows_written:
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=columns).writerows(rows[self.rows_written:])
+            size = self.path.stat().st_size
+            try:
+                with open(self.path, "a", newline="") as f:
+                    csv.DictWriter(f, fieldnames=columns).writerows(rows[self.rows_written:])
+            except BaseException:
+                # a row cut mid-way (disk full) must not stay glued to the next one: cut it off
+                # (truncating needs no space); the next write rewrites the file in any case
+                self._damaged = True
+                try:
+                    os.truncate(self.path, size)
+                except OSError:
+                    pass
+                raise
         self.rows_written = len(rows)
 
 
@@ -114,13 +129,19 @@ class RunWriter:
         self._owed = False  # epochs whose files WRITE_INTERVAL_S held back
         self._state_owed = False  # ... among them, one whose resume state was due
         self._background = _Worker()
+        self.ended = False
+        """The end of the run (its "done" event) is written: every file says so."""
 
     def epoch_end(self, grower: Grower, decision: Decision) -> None:
-        """Write what this epoch changed: the history row, and more at events and at the end."""
-        if decision.event or decision.done:
-            self.flush()
-            self.history.write(grower.history)
-            self._outputs(grower)
+        """Write what this epoch changed: the history row, and more at events and at the end
+        (a "hold" changes no model or structure: it is written as an ordinary epoch)."""
+        if (decision.event and decision.event != "hold") or decision.done:
+            self.ended = False
+            with self._writing():
+                self.flush()
+                self.history.write(grower.history)
+                self._outputs(grower)
+            self.ended = decision.done
             return
         every = grower.config.checkpoint_every
         self._state_owed |= bool(every) and grower.state.epoch % every == 0
@@ -131,20 +152,41 @@ class RunWriter:
     def between_epochs(self, grower: Grower) -> None:
         """After a decision taken between epochs (``Grower.add_dendrites``): it marked a history
         row already written, so the file is rewritten, with the event's outputs."""
-        self.flush()
-        self.history.write(grower.history, rewrite=True)
-        self._outputs(grower)
+        with self._writing():
+            self.flush()
+            self.history.write(grower.history, rewrite=True)
+            self._outputs(grower)
 
     def run_end(self, grower: Grower) -> None:
-        """After ``Grower.finish``: the "done" event marked a row already written; final outputs."""
-        self._background.close()
-        self.history.write(grower.history, rewrite=True)
-        self._outputs(grower)
+        """After ``Grower.finish``: the "done" event marked a row already written; final outputs.
+        Sets :attr:`ended` once every file is written (``finish`` calls this again until then)."""
+        self.ended = False
+        with self._writing():
+            self._background.close()
+            self.history.write(grower.history, rewrite=True)
+            self._outputs(grower)
+        self.ended = True
 
     def restart(self, grower: Grower) -> None:
         """After ``Grower.load_state_dict``: the history file holds the loaded rows only."""
-        self.flush()
-        self.history.write(grower.history, rewrite=True)
+        with self._writing():
+            self.flush()
+            self.history.write(grower.history, rewrite=True)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Raise a failed write (disk full, permissions) as CheckpointError naming ``out_dir``."""
+        try:
+            yield
+        except CheckpointError as exc:
+            if str(self.out_dir) in str(exc):
+                raise
+            raise CheckpointError(f"cannot write the run's files in {self.out_dir}: {exc}") from exc
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write the run's files in {self.out_dir}: {exc}; make room (or fix the "
+                "folder), then call Grower.finish() (or flush()) again: every file is rewritten "
+                "whole, none is left half-written") from exc
 
     def flush(self, grower: Grower | None = None) -> None:
         """Wait until the background writes are on disk, first handing over what
@@ -152,10 +194,14 @@ class RunWriter:
         that failed."""
         if grower is not None and self._owed:
             self._submit(grower)
-        self._background.flush()
+        with self._writing():
+            self._background.flush()
 
     def _submit(self, grower: Grower) -> None:
-        """Hand the epochs' writes since the last ones, from copies, to the background thread."""
+        """Hand the epochs' writes since the last ones, from copies, to the background thread
+        (first raising the error of a failed earlier one)."""
+        with self._writing():
+            self._background.check()
         snapshot = None
         if self._state_owed:
             snapshot = grower.state_dict()  # fresh containers; the live tensors are copied below
@@ -174,11 +220,11 @@ class RunWriter:
         """An event's or the end's outputs, on the calling thread: every file is rewritten."""
         config, state_dict = grower.config, grower.state_dict()
         self._write_best(state_dict["best"], grower.best_version, grower.history, grower.best_score)
-        write_json(self.out_dir / "summary.json", grower.summary())
         if config.plots:
             plot_grower(grower, self.out_dir / "growth.png")
         if config.checkpoint_every:
             self._save_state(state_dict)
+        write_json(self.out_dir / "summary.json", grower.summary())  # last: says "done" when all is
         self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
 
     def _save_state(self, state_dict: dict[str, Any]) -> None:
@@ -232,6 +278,10 @@ class _Worker:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+
+    def check(self) -> None:
+        """Raise the error of a write that failed (once)."""
+        self._raise()
 
     def submit(self, job: _EpochWrite) -> None:
         self._raise()
