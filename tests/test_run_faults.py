@@ -90,3 +90,76 @@ def test_a_failed_append_leaves_no_cut_row_behind(tmp_path):
     rows = _rows(tmp_path / "history.csv")
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4", "5"]
     assert [r["score"] for r in rows[3:]] == ["0.6", "0.61", "0.62"]
+
+
+# ---------------------------------------------------------------- item 2: two runs, one folder
+_HOLDER = """
+import sys, torch, perforate as pf
+from torch import nn
+g = pf.Grower(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)), pf.Config(plots=False),
+              lambda p: torch.optim.SGD(p, lr=0.01), out_dir=sys.argv[1])
+g.step(0.5)
+g.flush()
+print("ready", flush=True)
+sys.stdin.readline()  # holds the folder until told
+if sys.argv[2] == "finish":
+    g.finish()
+    print("finished", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _holder(tmp_path, how):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path), how], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_second_live_run_on_one_folder_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, caplog):
+    proc = _holder(tmp_path, "hold")
+    try:
+        with pytest.raises(pf.RunLockedError, match=rf"{tmp_path}.*pid {proc.pid} on host"):
+            _grower(tmp_path)
+        assert [r["epoch"] for r in _rows(tmp_path / "history.csv")] == ["0"]  # left alone
+    finally:
+        proc.kill()
+        proc.wait()
+    with caplog.at_level(logging.INFO, logger="perforate"):
+        g = _grower(tmp_path)  # the holder was killed: its lock is stale
+    assert f"pid {proc.pid}) is gone" in caplog.text
+    g.step(0.5)
+    g.finish()
+    assert not (tmp_path / ".perforate.lock").exists()  # given back at the end of the run
+
+
+def test_a_finished_run_leaves_its_folder_free(tmp_path):
+    proc = _holder(tmp_path, "finish")
+    try:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "finished"
+        g = _grower(tmp_path)  # the other process still runs, but its run is over
+        g.step(0.5)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_one_process_may_open_its_own_folder_again(tmp_path):
+    g = _grower(tmp_path)
+    g.step(0.5)
+    g.flush()
+    again = pf.Grower.resume(tmp_path, nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)),
+                             lambda p: torch.optim.SGD(p, lr=0.01))
+    again.step(0.6)
+    del g  # the older grower's lock is not this one's: the folder stays locked
+    import gc
+
+    gc.collect()
+    assert json.loads((tmp_path / ".perforate.lock").read_text())["pid"] == os.getpid()
+    again.finish()
+    assert not (tmp_path / ".perforate.lock").exists()

@@ -3,7 +3,7 @@ from .checkpoint import load, read_checkpoint_meta, save
 from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError, GrowthError,
-                     MissingExtraError, PerforateError, WrapError)
+                     MissingExtraError, PerforateError, RunLockedError, WrapError)
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower, GrowerState
 from .guards import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer",
     "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowerState", "GrowthError",
-    "MissingExtraError", "PerforateError", "PerforateWarning", "ScoreDirectionWarning",
+    "MissingExtraError", "PerforateError", "PerforateWarning", "RunLockedError", "ScoreDirectionWarning",
     "StaleOptimizerWarning", "WrapError", "count_parameters", "dendritic_layers",
     "export", "flops_per_sample", "load", "parameter_breakdown", "peak_training_memory",
     "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",

@@ -31,6 +31,10 @@ class GrowthError(PerforateError, RuntimeError):
     """The growth controller was used in a way it cannot honour."""
 
 
+class RunLockedError(GrowthError):
+    """Another live process writes the run's ``out_dir`` (see :mod:`perforate.runlock`)."""
+
+
 class MissingExtraError(PerforateError, ImportError):
     """An optional dependency is missing; the message names the pip command."""
 

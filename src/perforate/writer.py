@@ -22,7 +22,9 @@ every file is current. The thread exits when idle and is not a daemon: a
 process that ends without ``finish`` still completes the write it started. An error in a
 background write is raised on the training thread by the next ``step`` (or ``flush``).
 
-Opening a folder (a new run or ``Grower.resume``) removes the temporary files that a writer
+Opening a folder (a new run or ``Grower.resume``) takes its lock file ``.perforate.lock``
+(:mod:`perforate.runlock`: a second live process on the folder gets ``RunLockedError``; the
+lock goes when the run's end is written, and a killed run's lock is replaced), and removes the temporary files that a writer
 killed mid-write left beside these files (see :func:`perforate.files.remove_stale_temps`).
 
 The writer reads only the grower's public face (``history``, ``config``, ``state``,
@@ -37,6 +39,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -48,6 +51,7 @@ from .checks import show
 from .errors import CheckpointError, GrowthError
 from .files import atomic_path, remove_stale_temps, write_json
 from .report import BASE_COLUMNS, plot_grower
+from .runlock import RunLock
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grower import Decision, Grower
@@ -118,6 +122,8 @@ class RunWriter:
         except OSError as exc:
             raise GrowthError(f"cannot create out_dir {self.out_dir}: {exc}; "
                               "pass a writable folder or out_dir=None") from exc
+        lock = RunLock(self.out_dir)  # one live writer per folder (RunLockedError otherwise)
+        self._unlock = weakref.finalize(self, lock.release)
         for sub, patterns in _RUN_FILES.items():
             for tmp in remove_stale_temps(self.out_dir / sub, patterns):
                 log.info("removed %s, left by a writer that was killed mid-write", tmp)
@@ -142,6 +148,8 @@ class RunWriter:
                 self.history.write(grower.history)
                 self._outputs(grower)
             self.ended = decision.done
+            if decision.done:
+                self._unlock()
             return
         every = grower.config.checkpoint_every
         self._state_owed |= bool(every) and grower.state.epoch % every == 0
@@ -166,6 +174,7 @@ class RunWriter:
             self.history.write(grower.history, rewrite=True)
             self._outputs(grower)
         self.ended = True
+        self._unlock()
 
     def restart(self, grower: Grower) -> None:
         """After ``Grower.load_state_dict``: the history file holds the loaded rows only."""
