@@ -25,6 +25,11 @@ Pattern::
         if dg.step(evaluate(dg.module)).done:
             break
     dg.finish()
+
+Resume with :meth:`DDPGrower.resume` (every rank reads ``out_dir``) or
+:meth:`DDPGrower.load_state_dict`; both re-wrap. ``dg.model`` also re-wraps by itself when the
+grower's model or trainable set changed since the last wrap (e.g. after
+``dg.grower.load_state_dict``), so read it at the same point on every rank.
 """
 from __future__ import annotations
 
@@ -116,8 +121,45 @@ class DDPGrower:
         self.grower = Grower(model, config, optimizer_factory, scheduler_factory,
                              out_dir=out_dir if self.rank == src else None,
                              step_scheduler=step_scheduler)
-        self.model: nn.parallel.DistributedDataParallel
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
+        self._wrapped: tuple = ()
         self._wrap()
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, base_model: nn.Module, optimizer_factory: OptimizerFactory,
+               scheduler_factory: SchedulerFactory | None = None, step_scheduler: bool = True, *,
+               score_reduction: str = "mean", src: int = 0, **ddp_kwargs: Any) -> "DDPGrower":
+        """Continue the run saved in ``out_dir`` on every rank (each reads it: a shared folder,
+        or a copy on each machine); rank ``src`` writes on. Arguments as for :class:`DDPGrower`
+        and ``Grower.resume``."""
+        from ..writer import load_grower_state
+
+        state_dict = load_grower_state(Path(out_dir) / "state")
+        config = Config.from_dict(state_dict["config"])
+        dg = cls(base_model, config, optimizer_factory, scheduler_factory, out_dir, step_scheduler,
+                 score_reduction=score_reduction, src=src, **ddp_kwargs)
+        dg.load_state_dict(state_dict)
+        return dg
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``Grower.load_state_dict`` on every rank, then rank ``src``'s weights everywhere and a
+        new DDP wrapper holding what trains in the saved phase (dendrites included)."""
+        self.grower.load_state_dict(state_dict)
+        broadcast_module_state(self.module, self.src)
+        self._wrap()
+
+    @property
+    def model(self) -> nn.parallel.DistributedDataParallel:
+        """The current DDP wrapper; re-wrapped first when the grower's model or the parameters
+        that train changed since the last wrap (the old wrapper would not average the new
+        parameters' gradients)."""
+        if self._signature() != self._wrapped:
+            self._wrap()
+        assert self._ddp is not None
+        return self._ddp
+
+    def _signature(self) -> tuple:
+        return (id(self.module), tuple(id(p) for p in self.module.parameters() if p.requires_grad))
 
     # ------------------------------------------------------------------ views
     @property
@@ -147,10 +189,11 @@ class DDPGrower:
 
     def _wrap(self) -> None:
         # Drop the old wrapper first: its reducer holds autograd hooks on the shared parameters.
-        self.model = None  # type: ignore[assignment]
+        self._ddp = None
         if not any(p.requires_grad for p in self.module.parameters()):
             raise GrowthError("no trainable parameters to wrap in DistributedDataParallel")
-        self.model = nn.parallel.DistributedDataParallel(self.module, **self.ddp_kwargs)
+        self._ddp = nn.parallel.DistributedDataParallel(self.module, **self.ddp_kwargs)
+        self._wrapped = self._signature()
 
     # ------------------------------------------------------------------ control
     def step(self, val_score: float, **extra_scores: float) -> Decision:
