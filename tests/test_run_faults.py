@@ -37,7 +37,7 @@ def file_size_limit(nbytes: int):
 def _grower(out_dir, width=8, **cfg):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 3))
-    config = pf.Config(patience=2, max_dendrites=1, plots=False, **cfg)
+    config = pf.Config(**{"patience": 2, "max_dendrites": 1, "plots": False, **cfg})
     return pf.Grower(model, config, lambda p: torch.optim.SGD(p, lr=0.01), out_dir=out_dir)
 
 
@@ -163,3 +163,28 @@ def test_one_process_may_open_its_own_folder_again(tmp_path):
     assert json.loads((tmp_path / ".perforate.lock").read_text())["pid"] == os.getpid()
     again.finish()
     assert not (tmp_path / ".perforate.lock").exists()
+
+
+# ---------------------------------------------------------------- item 5: long budgeted runs
+def test_a_hold_is_written_as_an_ordinary_epoch_and_best_pt_carries_no_history(tmp_path, monkeypatch):
+    from perforate.writer import RunWriter
+
+    rewrites = []  # epochs whose step rewrote every output (summary, graph, best.pt, state)
+    outputs = RunWriter._outputs
+    monkeypatch.setattr(RunWriter, "_outputs",
+                        lambda self, grower: (rewrites.append(grower.state.epoch - 1), outputs(self, grower)))
+    g = _grower(tmp_path, max_epochs=60, max_growth_retries=0)
+    events = {}
+    for _ in range(60):
+        d = g.step(0.5)
+        if d.event:
+            events[d.epoch] = d.event
+    holds = [e for e, ev in events.items() if ev == "hold"]
+    assert len(holds) >= 10
+    assert not set(holds) & set(rewrites)
+    assert set(rewrites) == {e for e, ev in events.items() if ev != "hold"}
+    rows = _rows(tmp_path / "history.csv")
+    assert [r["event"] for r in rows if r["event"] == "hold"] == ["hold"] * len(holds)
+    meta = pf.read_checkpoint_meta(tmp_path / "best.pt")
+    assert meta["history"] == [] and meta["extra"]["history_file"] == "history.csv"
+    assert (tmp_path / "best.pt").stat().st_size < 20_000

@@ -5,9 +5,12 @@ Files in ``out_dir``:
 - ``history.csv``: one row per epoch, appended; rewritten only when a new column appears or a
   written row changed (the "done" event lands on the last row).
 - ``summary.json`` and ``growth.png``: at growth events and at the end (the graph only when
-  ``Config.plots``).
+  ``Config.plots``). A "hold" (a plateau where growth cannot help, training on to the budget)
+  changes neither the model nor its structure: it is written as an ordinary epoch, so a long
+  budgeted run's holds cost what its other epochs cost.
 - ``best.pt``: the best model, readable with ``pf.load``: at events and at the end, and also
-  whenever the best changed when ``Config.checkpoint_best == "disk"``.
+  whenever the best changed when ``Config.checkpoint_best == "disk"``. Its history is empty (the
+  history is ``history.csv``), so its size does not grow with the run.
 - ``state/``: the grower's :meth:`~perforate.Grower.state_dict` (see :func:`save_grower_state`),
   every ``Config.checkpoint_every`` epochs, and at events and the end; ``Grower.resume`` reads it.
 
@@ -228,7 +231,7 @@ class RunWriter:
     def _outputs(self, grower: Grower) -> None:
         """An event's or the end's outputs, on the calling thread: every file is rewritten."""
         config, state_dict = grower.config, grower.state_dict()
-        self._write_best(state_dict["best"], grower.best_version, grower.history, grower.best_score)
+        self._write_best(state_dict["best"], grower.best_version, grower.best_score)
         if config.plots:
             plot_grower(grower, self.out_dir / "growth.png")
         if config.checkpoint_every:
@@ -241,13 +244,14 @@ class RunWriter:
                           best_written=state_dict["best_version"] == self._state_best_version)
         self._state_best_version = state_dict["best_version"]
 
-    def _write_best(self, best: dict[str, Any] | None, version: int, history: list[dict[str, Any]],
-                    score: float | None) -> None:
+    def _write_best(self, best: dict[str, Any] | None, version: int, score: float | None) -> None:
+        """``best.pt``: the model without the run's history (that is history.csv; carried along,
+        it made the model file and every write of it grow with the run)."""
         if best is None:
             return
         ckpt.write_tensors(self.out_dir / "best.pt", best["state"],
-                           {"structure": best["structure"], "history": history,
-                            "extra": {"best_score": score}})
+                           {"structure": best["structure"], "history": [],
+                            "extra": {"best_score": score, "history_file": "history.csv"}})
         self._best_pt_version = version
 
 
@@ -269,7 +273,7 @@ class _EpochWrite:
         writer = self.writer
         writer.history.write(self.rows)
         if self.best is not None and self.best[1] != writer._best_pt_version:
-            writer._write_best(self.best[0], self.best[1], self.rows, self.best[2])
+            writer._write_best(self.best[0], self.best[1], self.best[2])
         if self.state is not None:
             writer._save_state(self.state)
 
