@@ -188,3 +188,50 @@ def test_a_hold_is_written_as_an_ordinary_epoch_and_best_pt_carries_no_history(t
     meta = pf.read_checkpoint_meta(tmp_path / "best.pt")
     assert meta["history"] == [] and meta["extra"]["history_file"] == "history.csv"
     assert (tmp_path / "best.pt").stat().st_size < 20_000
+
+
+# ---------------------------------------------------------------- item 7: a diverged run
+def test_non_finite_training_scores_and_weights_warn_once(tmp_path):
+    g = _grower(None, max_epochs=40, max_growth_retries=0)
+    with warnings_as_list() as caught:
+        for epoch in range(3):
+            g.step(0.5, train_loss=1.0)
+    assert caught == []
+    with warnings_as_list() as caught:
+        g.step(0.5, train_loss=float("nan"))
+        g.step(0.5, train_loss=float("inf"))
+    assert len(caught) == 1 and "train_loss=nan" in caught[0]
+    with torch.no_grad():
+        g.model[0].main.weight[0, 0] = float("nan")
+    with warnings_as_list() as caught:
+        for _ in range(3):
+            g.step(0.5, train_loss=1.0)
+    assert len(caught) == 1 and "0.main.weight" in caught[0] and "NaN" in caught[0]
+
+
+@contextmanager
+def warnings_as_list():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        messages: list[str] = []
+        yield messages
+        messages.extend(str(w.message) for w in caught if issubclass(w.category, pf.DivergenceWarning))
+
+
+def test_a_cached_epoch_holding_nan_says_so(caplog):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    g = pf.Grower(model, pf.Config(mode="pb", candidates=2, candidate_steps=3, plots=False),
+                  lambda p: torch.optim.SGD(p, lr=0.01))
+    g.step(0.5)
+    g.add_dendrites()
+    x, y = torch.randn(32, 4), torch.randn(32, 2)
+    x[5, 1] = float("nan")  # one bad sample
+    g.model.train()
+    for i in range(0, 32, 8):
+        nn.functional.mse_loss(g.model(x[i:i + 8]), y[i:i + 8]).backward()
+    with caplog.at_level(logging.WARNING, logger="perforate"):
+        g.step(0.5)
+    assert "the cached epoch of 0, 2 holds NaN or infinite values" in caplog.text

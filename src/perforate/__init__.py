@@ -6,6 +6,7 @@ from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError,
                      MissingExtraError, PerforateError, RunLockedError, WrapError)
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower, GrowerState
+from .health import DivergenceWarning
 from .guards import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
 from .layers import DendriticLayer
 from .measure import (count_parameters, flops_per_sample, parameter_breakdown, peak_training_memory,
@@ -14,7 +15,7 @@ from .measure import (count_parameters, flops_per_sample, parameter_breakdown, p
 __version__ = "0.1.0"
 
 __all__ = [
-    "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer",
+    "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer", "DivergenceWarning",
     "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowerState", "GrowthError",
     "MissingExtraError", "PerforateError", "PerforateWarning", "RunLockedError", "ScoreDirectionWarning",
     "StaleOptimizerWarning", "WrapError", "count_parameters", "dendritic_layers",

@@ -54,6 +54,7 @@ from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import CheckpointError, ConfigError, GrowthError
 from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, direction_problem
+from .health import DivergenceCheck
 from .measure import count_parameters, flops_per_sample
 from .report import BASE_COLUMNS
 from .training import gd, pb
@@ -263,6 +264,7 @@ class Grower:
         self.optimizer: torch.optim.Optimizer
         self.scheduler = None
         self._guard = OptimizerGuard()
+        self._divergence = DivergenceCheck()  # warns once when scores or weights turn non-finite
         self._rebuild_optimizer()
 
     # ------------------------------------------------------------------ helpers
@@ -559,6 +561,7 @@ class Grower:
         if s.done:
             return Decision(False, True, "neuron", "done", epoch=s.epoch)
         self._guard.check()
+        self._divergence.check(s.epoch, self.model, extra, self._log_prefix)
         now = time.perf_counter()
         row = {"epoch": s.epoch, "phase": s.phase, "score": score,
                "lr": self.optimizer.param_groups[0].get("lr", float("nan")),

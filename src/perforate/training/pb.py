@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .. import activations
+from ..health import check_cached_epochs
 from ..layers import DendriticLayer
 from . import cached
 from .cached import VAR_EPS as _VAR_EPS
@@ -310,7 +311,8 @@ def start_dendrite_phase(layers: dict[str, DendriticLayer], num_candidates: int,
 def fit_cached(layers: dict[str, DendriticLayer], steps: int, lr: float) -> dict[str, int]:
     """Cached training of every layer's pool (see :meth:`CandidatePool.fit_cached`), all the
     layers in lock step (:mod:`perforate.training.cached`); returns the full-batch steps each
-    layer took."""
+    layer took. Warns about a cached epoch that holds non-finite values."""
+    check_cached_epochs({name: layer.candidate_pool for name, layer in layers.items()})
     return dict(zip(layers, cached.fit([(layer.candidate_pool, layer) for layer in layers.values()],
                                        steps, lr)))
 
