@@ -235,3 +235,35 @@ def test_a_cached_epoch_holding_nan_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="perforate"):
         g.step(0.5)
     assert "the cached epoch of 0, 2 holds NaN or infinite values" in caplog.text
+
+
+# ---------------------------------------------------------------- item 6: settings on resume
+def _resume(tmp_path, lr=0.01, **kwargs):
+    torch.manual_seed(0)
+    return pf.Grower.resume(tmp_path, nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)),
+                            lambda p: torch.optim.SGD(p, lr=lr), **kwargs)
+
+
+def test_a_resume_says_what_it_uses_and_where_it_differs(tmp_path, caplog):
+    g = _grower(tmp_path, patience=3)
+    g.step(0.5)
+    g.flush()
+    del g
+    edited = pf.Config(patience=8, max_dendrites=1, plots=False)
+    with caplog.at_level(logging.INFO, logger="perforate"):
+        again = _resume(tmp_path, lr=0.05, config=edited)
+    assert again.config.patience == 8  # an allowed change: used from the next epoch
+    assert "patience 3 -> 8" in caplog.text
+    # the saved learning rate is kept (the documented rule), and said
+    assert again.optimizer.param_groups[0]["lr"] == 0.01
+    assert "keeps its saved learning rate(s) [0.01]; the optimizer factory gives [0.05]" in caplog.text
+    again.step(0.5)  # its state is saved with the config it used
+    again.flush()
+    del again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="perforate"):
+        plain = _resume(tmp_path)
+    assert plain.config.patience == 8 and "with its saved config" in caplog.text
+    del plain
+    with pytest.raises(pf.ConfigError, match=r"mode: 'gd' -> 'pb'"):
+        _resume(tmp_path, config=pf.Config(mode="pb", patience=8, max_dendrites=1, plots=False))

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from . import resuming
 from .checks import check_fields, score_problem, show
 from .config import Config
 from .convert import dendritic_layers, perforate
@@ -877,6 +878,7 @@ class Grower:
         self.apply_trainable()
         self._rebuild_optimizer()
         if state_dict.get("optimizer") is not None:
+            factory_lrs = resuming.learning_rates(self.optimizer)
             saved = ckpt.match_optimizer_state(state_dict["optimizer"], state_dict.get("optimizer_params"),
                                                self.optimizer, self.model)
             try:
@@ -884,6 +886,7 @@ class Grower:
             except (ValueError, KeyError, TypeError, RuntimeError) as exc:
                 raise CheckpointError(f"the saved optimizer state does not fit the optimizer: {exc}; "
                                       "build it with the same factory") from exc
+            resuming.note_learning_rates(factory_lrs, self.optimizer, f"{self._log_prefix}epoch {state.epoch}: ")
         if self.scheduler is not None and state_dict.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt.match_scheduler_state(state_dict["scheduler"], self.scheduler))
         if self.writer is not None:
@@ -907,7 +910,8 @@ class Grower:
     @classmethod
     def resume(cls, out_dir: str | Path, base_model: nn.Module, optimizer_factory: OptimizerFactory,
                scheduler_factory: SchedulerFactory | None = None,
-               step_scheduler: bool = True, *, verbose: bool = False, name: str = "") -> "Grower":
+               step_scheduler: bool = True, *, verbose: bool = False, name: str = "",
+               config: Config | None = None) -> "Grower":
         """Continue an interrupted run from the last state written to ``out_dir``.
 
         ``base_model`` is a fresh, un-wrapped instance of the architecture. The returned grower
@@ -915,6 +919,9 @@ class Grower:
         makes the same decisions an uninterrupted run would. ``grower.state.epoch`` is the
         next epoch to run. (To resume in the process that wrote the run, ``flush`` its grower.)
         ``verbose`` and ``name`` are not saved with the run: pass them as to :class:`Grower`.
+        ``config``: go on with these settings instead of the saved ones, by the rule of
+        :mod:`perforate.resuming` (changes are logged at INFO; those the saved state depends on,
+        such as ``mode``, raise ConfigError). The optimizer keeps its saved learning rates.
         """
         folder = Path(out_dir) / "state"
         if not (folder / f"{RESUME_STEM}.safetensors").is_file():
@@ -922,11 +929,10 @@ class Grower:
                                   "was it started with out_dir set and checkpoint_every > 0?")
         state_dict = load_grower_state(folder)
         _check_state_dict(state_dict)
-        try:
-            config = Config.from_dict(state_dict["config"])
-        except ConfigError as exc:
-            raise CheckpointError(f"the run in {out_dir} saved a bad config ({exc}); the saved "
-                                  "state is damaged") from exc
+        saved_state = state_dict["state"]
+        prefix = f"{f'[{name}] ' if name else ''}epoch {saved_state.get('epoch')}: "
+        config = resuming.resumed_config(state_dict["config"], config, saved_state.get("phase"),
+                                         out_dir, prefix)
         model = ckpt.apply_structure(base_model, state_dict["structure"], state_dict.get("model"), folder)
         grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir, step_scheduler,
                      verbose=verbose, name=name)
