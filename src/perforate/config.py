@@ -124,8 +124,10 @@ class Config:
     candidate_lr: float = 0.01
     """Adam learning rate of cached candidate training."""
     candidate_cache_mb: float = 512.0
-    """Memory cap of a layer's cached epoch; batches past it are not cached (a random subset
-    of the epoch, since batches come shuffled)."""
+    """Memory cap (MB) of a layer's cached epoch and its fit: what a cached batch costs at the
+    fit's peak is counted (its inputs twice, its neuron error twice, and four error-sized
+    tensors per candidate for the full-batch steps); batches past the cap are not cached (a
+    random subset of the epoch, since batches come shuffled)."""
     min_correlation: float = 0.0
     """pb: a layer whose chosen candidates' mean |correlation| with their neurons' error is
     below this gets no dendrite at the join (growth skips layers that cannot learn)."""

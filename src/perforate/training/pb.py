@@ -29,6 +29,8 @@ overstates the correlation a candidate reaches (1-2.4x on MNIST-1D and digits la
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -38,6 +40,8 @@ from ..layers import DendriticLayer
 from . import cached
 from .cached import VAR_EPS as _VAR_EPS
 from .cached import unit_error
+
+log = logging.getLogger("perforate")
 
 _EPS = 1e-8
 
@@ -118,8 +122,6 @@ class CandidatePool(nn.Module):
         super().__init__()
         self.cache: list[dict] | None = None
         self._cache_room = 0
-        if cache_mb is not None:
-            self.start_caching(cache_mb)
         self.num_candidates = p = num_candidates
         ref = layer._reference()
         c, k = layer.channels, layer.num_dendrites
@@ -139,6 +141,8 @@ class CandidatePool(nn.Module):
         self.register_buffer("ema_weight", torch.ones((), device=ref.device, dtype=stats_dtype))
         self.register_buffer("rate", torch.tensor(1.0 - float(decay), device=ref.device, dtype=stats_dtype))
         self._plans: dict = {}  # reduction dims and sizes by (output shape, axis)
+        if cache_mb is not None:  # (after the candidates exist: the cap counts their fit)
+            self.start_caching(cache_mb)
 
     # ------------------------------------------------------------------ scores
     @property
@@ -169,7 +173,7 @@ class CandidatePool(nn.Module):
         kwargs = kwargs or {}
         if self.cache is not None:  # the candidates are not computed while caching
             entry = {"x": x, "acts": acts, "args": args, "kwargs": kwargs, "delta": None}
-            size = _nbytes((x, acts, args, kwargs))
+            size = _cached_bytes((x, acts, args, kwargs), like, self.num_candidates)
             if size <= self._cache_room:  # past the memory cap a batch is not kept
                 self._cache_room -= size
                 self.cache.append(entry)
@@ -230,11 +234,19 @@ class CandidatePool(nn.Module):
 
     # ------------------------------------------------------------------ cached training
     def start_caching(self, cache_mb: float) -> None:
-        """Record the coming batches for :meth:`fit_cached` (at most ``cache_mb`` MB of inputs)
-        instead of training online; the candidates get no minibatch gradients."""
+        """Record the coming batches for :meth:`fit_cached` instead of training online; the
+        candidates get no minibatch gradients. ``cache_mb`` caps what the phase holds at the
+        fit's peak: the candidates' gradients and Adam moments, and per cached batch what
+        :func:`_cached_bytes` counts."""
         # each batch as {"x", "acts", "args", "kwargs", "delta"}
         self.cache = []
-        self._cache_room = int(cache_mb * 2**20)
+        fixed = 3 * _nbytes(list(self.parameters()))
+        self._cache_room = int(cache_mb * 2**20) - fixed
+        if self._cache_room <= 0:
+            log.warning("candidate_cache_mb=%g cannot hold the fit of a layer's %d candidate(s): "
+                        "their gradients and Adam moments alone take %.0f MB, so nothing is cached "
+                        "and they cannot train; raise candidate_cache_mb well above that, or use "
+                        "candidate_training='online'", cache_mb, self.num_candidates, fixed / 2**20)
 
     def fit_cached(self, layer: DendriticLayer, steps: int, lr: float) -> int:
         """Train the candidates on the cached epoch with full-batch Adam steps, then set the
@@ -337,6 +349,16 @@ def join_candidates(layers: dict[str, DendriticLayer],
             layer.add_dendrites(1, units=units, cascade=cascade)
             layer.freeze_dendrites(True)
     return scores
+
+
+def _cached_bytes(inputs, like: torch.Tensor, candidates: int) -> int:
+    """What caching one batch costs the phase at its peak (the fit), counted against
+    ``candidate_cache_mb``: its inputs twice (kept, then stacked for full-batch steps), its
+    neuron error (shaped like the layer's output ``like``, float32 at least) twice (kept, then
+    centred and scaled), and per candidate four tensors of that size in each fitting step (the
+    preactivations, activations, their gradient and a dtype copy)."""
+    error = like.numel() * max(4, like.element_size())
+    return 2 * _nbytes(inputs) + (2 + 4 * candidates) * error
 
 
 def _nbytes(obj) -> int:
