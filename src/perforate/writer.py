@@ -27,8 +27,13 @@ background write is raised on the training thread by the next ``step`` (or ``flu
 
 Opening a folder (a new run or ``Grower.resume``) takes its lock file ``.perforate.lock``
 (:mod:`perforate.runlock`: a second live process on the folder gets ``RunLockedError``; the
-lock goes when the run's end is written, and a killed run's lock is replaced), and removes the temporary files that a writer
-killed mid-write left beside these files (see :func:`perforate.files.remove_stale_temps`).
+lock goes when the run's end is written, and a killed run's lock is replaced), and removes the
+temporary files that a writer killed mid-write left beside these files (see
+:func:`perforate.files.remove_stale_temps`).
+
+A failed write (disk full) raises :class:`CheckpointError` naming ``out_dir`` and leaves every
+file whole (a history row cut mid-way is taken off again); the next ``flush``, ``step`` or
+``finish`` writes again.
 
 The writer reads only the grower's public face (``history``, ``config``, ``state``,
 ``best_version``, ``summary()``, ``state_dict()``) and decides the cadence itself.
@@ -187,14 +192,17 @@ class RunWriter:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Raise a failed write (disk full, permissions) as CheckpointError naming ``out_dir``."""
+        """Raise a failed write (disk full, permissions) as CheckpointError naming ``out_dir``;
+        what failed is handed over again by the next flush or epoch."""
         try:
             yield
         except CheckpointError as exc:
+            self._owed = True
             if str(self.out_dir) in str(exc):
                 raise
             raise CheckpointError(f"cannot write the run's files in {self.out_dir}: {exc}") from exc
         except OSError as exc:
+            self._owed = True
             raise CheckpointError(
                 f"cannot write the run's files in {self.out_dir}: {exc}; make room (or fix the "
                 "folder), then call Grower.finish() (or flush()) again: every file is rewritten "
