@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .errors import RunLockedError
+from .errors import GrowthError, RunLockedError
 from .files import _running
 
 log = logging.getLogger("perforate")
@@ -58,6 +58,9 @@ class RunLock:
                         f"another out_dir, or stop that one (if it is gone, delete {self.path})")
                 self.path.unlink(missing_ok=True)
                 continue
+            except OSError as exc:
+                raise GrowthError(f"cannot create the lock file {self.path}: {exc}; pass a writable "
+                                  "folder or out_dir=None") from exc
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(self.owner))
             return
