@@ -6,6 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+import perforate as pf
 from perforate.experiments.cost import TARGETS, cost_command
 
 ENTRY_KEYS = {"median", "min", "max", "target", "met"}
@@ -29,6 +30,9 @@ def test_cost_command_quick_writes_every_ratio(tmp_path):
     assert ENTRY_KEYS <= data["wrap_overhead"].keys()
     assert data["wrap_overhead"]["target"] == TARGETS["wrap_overhead"]
     assert set(data["pb_phase_ratio"]) == {"cached (default)", "online"}
+    cached = data["pb_phase_ratio"]["cached (default)"]  # the phase's memory against its cap
+    assert cached["cap_mb"] == pf.Config().candidate_cache_mb and cached["peak_mb"] >= 0
+    assert "peak +" in result.output
     cases = data["dendrite_layer_ratio"]
     for kind in ("linear", "conv2d"):
         for mode in ("gd", "pb"):

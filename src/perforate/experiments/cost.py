@@ -22,7 +22,10 @@ Figures (targets from the speed issue):
 - ``pb_phase_ratio``: an epoch of a ``pb`` dendrite phase versus a plain epoch of the same model,
   ``Grower.step`` included; for the default cached candidate training (a one-epoch phase: the
   epoch records inputs and errors, ``Grower.step`` fits the candidates with full-batch steps and
-  joins them) and for online training (one epoch of a longer phase). Target <= 1.5.
+  joins them) and for online training (one epoch of a longer phase). Target <= 1.5. The cached
+  case also reports the phase's peak memory above its start (``peak_mb``: resident set on CPU,
+  allocated memory on CUDA) beside ``Config.candidate_cache_mb`` (``cap_mb``), from one more,
+  untimed phase.
 - ``export_latency_ratio``: ``pf.export`` of a dendritic model versus a plain model of equal
   parameter count (eager), batch 1 and 256; full runs also time the exported model compiled
   ahead of time (``pf.export(model, compile_for=x)``, AOTInductor). Target <= 1.5.
@@ -334,10 +337,51 @@ def _pb_phase_case(s: dict, data, device: torch.device, repeats: int, clock: _Cl
                      "plain": lambda: loops["plain"].epoch(plain, plain_opt)},
                     repeats, clock, 0.0, prepare={"pb dendrite phase": start_phase})
     step_s = statistics.median(step_times)
+    memory = {}
+    if training == "cached":  # one more phase, untimed: its memory against the cap
+        start_phase()
+        memory = {"peak_mb": _peak_memory_mb(phase_epoch, device), "cap_mb": pb_cfg.candidate_cache_mb}
     return _ratio(times, "pb dendrite phase", "plain", TARGETS["pb_phase_ratio"],
                   candidates=pb_cfg.candidates, candidate_training=training,
                   candidate_steps=pb_cfg.candidate_steps if training == "cached" else None,
-                  step_s=step_s, step_share=step_s / statistics.median(times["plain"]["t"]))
+                  step_s=step_s, step_share=step_s / statistics.median(times["plain"]["t"]), **memory)
+
+
+def _peak_memory_mb(run: Callable[[], Any], device: torch.device) -> float | None:
+    """Peak memory (MiB) above where it stood while ``run`` runs: CUDA memory allocated on a
+    GPU, else the process's resident set (sampled every 2 ms from /proc; None without it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        return None
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        return int(statm.read_text().split()[1]) * page
+
+    before, peak, stop = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run()
+    finally:
+        stop.set()
+        sampler.join()
+    return (max(peak[0], rss()) - before) / 2**20
 
 
 def _layer_figures(s: dict, device: torch.device, repeats: int, clock: _Clock) -> dict:
@@ -509,6 +553,8 @@ def render_table(results: dict) -> Table:
             detail = f"{_fmt_time(e['numerator_s'])} / {_fmt_time(e['denominator_s'])}"
         if "step_s" in e:
             detail += f" (step {_fmt_time(e['step_s'])} = {100 * e['step_share']:.1f}%)"
+        if e.get("peak_mb") is not None:
+            detail += f", peak +{e['peak_mb']:.0f} MiB (cap {e['cap_mb']:g})"
         wall = f"{e['wall_median']:.3f}" if "wall_median" in e else "—"
         table.add_row(figure, case, f"{e['median']:.3f}", f"{e['min']:.3f}–{e['max']:.3f}",
                       "—" if e["target"] is None else f"≤ {e['target']:.2f}", met, wall, detail)
