@@ -242,9 +242,11 @@ class DendriticLayer(nn.Module):
         if not acts:
             return y
         rows = self._channel_rows(self.output_weight, y.ndim)
+        out = y
         for k, a in enumerate(acts):
-            y = torch.addcmul(y, rows[k], a)
-        return y
+            out = torch.addcmul(out, rows[k], a)
+        # under autocast y may be half precision and v float32: keep the main layer's dtype
+        return out if out.dtype == y.dtype else out.to(y.dtype)
 
     def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         k = self._num_dendrites

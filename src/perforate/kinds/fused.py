@@ -198,7 +198,9 @@ def linear_forward(layer, x: torch.Tensor) -> torch.Tensor | None:
     d_weight, d_bias, v = own["dendrite_weight"], own.get("dendrite_bias"), own["output_weight"]
     if v.shape[0] == 1 and x.numel() // max(x.shape[-1], 1) * v.shape[1] < _NODE_PAYS:
         z = F.linear(x.detach() if layer.perforated else x, d_weight, d_bias)
-        return torch.addcmul(F.linear(x, weight, bias), v if x.dim() > 1 else v[0], act.forward(z))
+        y = F.linear(x, weight, bias)
+        out = torch.addcmul(y, v if x.dim() > 1 else v[0], act.forward(z))
+        return out if out.dtype == y.dtype else out.to(y.dtype)  # autocast: the main layer's dtype
     if act.backward_ is None or torch.is_autocast_enabled(x.device.type):
         return None
     return DendriticLinear.apply(x, weight, bias, d_weight, d_bias, own.get("cascade_weight"), v, act,

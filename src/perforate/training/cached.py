@@ -40,6 +40,11 @@ class CachedEpoch:
         self.pool, self.layer = pool, layer
         self.activation = activations.ACTIVATIONS[layer.activation]
         first = entries[0]
+        dtype = _parameter_dtype(pool, layer)
+        if dtype is not None:  # batches recorded under autocast: fit at the candidates' dtype
+            entries = [{**e, "x": _cast(e["x"], dtype), "acts": _cast(e["acts"], dtype),
+                        "args": _cast(e["args"], dtype), "kwargs": _cast(e["kwargs"], dtype)}
+                       for e in entries]
         with torch.no_grad():
             axis = layer.adapter.axis(layer, first["delta"].ndim)  # delta is a neuron tensor
 
@@ -105,6 +110,27 @@ class CachedEpoch:
         self.pool.moments.copy_(_rank_mean(torch.stack([cov, mean, a.pow(2).mean(0)])))
         self.pool.best_score.zero_()
         self.pool.remember_best()
+
+
+def _parameter_dtype(pool, layer) -> torch.dtype | None:
+    """The floating dtype of the candidates' weights (None when they hold none)."""
+    for p in list(pool.parameters()) + list(layer.main.parameters()):
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def _cast(obj, dtype: torch.dtype):
+    """``obj`` (a nest of tuples, lists and dicts) with its floating tensors in ``dtype``: a
+    batch recorded under ``torch.autocast`` holds half-precision inputs and activations, and
+    the fit runs outside autocast on the candidates' own (e.g. float32) weights."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dtype) if obj.is_floating_point() and obj.dtype != dtype else obj
+    if isinstance(obj, dict):
+        return {k: _cast(v, dtype) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_cast(v, dtype) for v in obj)
+    return obj
 
 
 def fit(pools: list, steps: int, lr: float) -> list[int]:
