@@ -123,6 +123,11 @@ class Config:
     """Full-batch steps of cached candidate training (fewer when the objective stops rising)."""
     candidate_lr: float = 0.01
     """Adam learning rate of cached candidate training."""
+    candidate_passes: float = 10.0
+    """Cached training of layers whose step costs like the layer's own epoch (convolutions,
+    sequences, declared blocks): each step takes the next slice of the cached epoch, so that
+    the ``candidate_steps`` pass over it about this many times (0: every step on the whole
+    epoch, ``candidate_steps`` passes). Flat Linear layers always step on the whole epoch."""
     candidate_cache_mb: float = 512.0
     """Memory cap (MB) of a layer's cached epoch and its fit: what a cached batch costs at the
     fit's peak is counted (its inputs twice, its neuron error twice, and four error-sized
@@ -226,6 +231,7 @@ class Config:
                 _number(name, getattr(self, name), 0.0)
         _number("growth_lr_scale", self.growth_lr_scale, 0.0, strict=True)
         _number("candidate_lr", self.candidate_lr, 0.0, strict=True)
+        _number("candidate_passes", self.candidate_passes, 0.0)
         _number("candidate_cache_mb", self.candidate_cache_mb, 0.0, strict=True)
         _number("min_correlation", self.min_correlation, 0.0)
         _choice("dendrite_activation", self.dendrite_activation, tuple(ACTIVATIONS))

@@ -748,7 +748,7 @@ class Grower:
         s, cfg = self.state, self.config
         s.dendrite_epochs += 1
         if cfg.candidate_training == "cached":
-            pb.fit_cached(self.layers, cfg.candidate_steps, cfg.candidate_lr)
+            pb.fit_cached(self.layers, cfg.candidate_steps, cfg.candidate_lr, cfg.candidate_passes)
             for name, layer in self.layers.items():
                 row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
             return self._join(f"candidates trained on the cached epoch ({cfg.candidate_steps} "

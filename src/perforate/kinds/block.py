@@ -124,7 +124,7 @@ class BlockKind(Kind):
     def pool_preactivations(self, pool, layer, x, args, kwargs):
         z = [self.unit_neurons(unit, self.call_unit(unit, x, args, kwargs)) for unit in pool.blocks]
         axis = self.axis(layer, z[0].ndim)
-        return torch.stack(z, axis), axis
+        return (z[0].unsqueeze(axis) if len(z) == 1 else torch.stack(z, axis)), axis  # 1: no copy
 
     def remember(self, pool, improved):
         # a copy's channels share its weights: keep whole candidates whose mean score improved

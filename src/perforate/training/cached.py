@@ -17,6 +17,8 @@ get no gradient and Adam leaves them alone, so each layer trains as it would alo
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import activations
@@ -51,6 +53,7 @@ class CachedEpoch:
             def rows(t):  # a neuron tensor as [samples x positions, C]
                 return t.movedim(axis, -1).flatten(0, -2)
 
+            self.batch_rows = [e["delta"].numel() // max(e["delta"].shape[axis], 1) for e in entries]
             d = torch.cat([rows(e["delta"]) for e in entries]).to(pool.moments.dtype)
             self.d = unit_error(d).unsqueeze(1)  # [M, 1, C]
             # the accepted dendrites' activations, [M, 1, C] each
@@ -61,36 +64,80 @@ class CachedEpoch:
                 merged = pool.adapter.cat_samples(layer, [e["x"] for e in entries])
             self.calls = ([(merged, (), {})] if merged is not None else
                           [(e["x"], e["args"], e["kwargs"]) for e in entries])
+        self._batch_calls = [(e["x"], e["args"], e["kwargs"]) for e in entries] if merged is None else None
+        rows_total = int(self.d.shape[0])
+        # rows of z per sample of the merged input (1 for flat Linear inputs; positions for
+        # convolutions and sequences); 0 where the merged input does not split by samples
+        self._rows_per_sample = (rows_total // merged.shape[0]
+                                 if merged is not None and rows_total % merged.shape[0] == 0 else 0)
+        self.costly = merged is None or self._rows_per_sample != 1
+        """True where a step costs like the layer's own epoch (positions, or one call per batch)."""
+        self.chunks = [(self.calls, 0, rows_total)]
+        self.running: torch.Tensor | None = None  # sliced steps: running mean of cov [P, C]
+        self.max_steps: int | None = None  # sliced steps: the budget of ``passes``
         cascade = pool.cascade
         self.cascade = cascade if cascade is not None and cascade.requires_grad else None
         self.units = [p for p in pool.trainable_parameters() if p.requires_grad and p is not cascade]
         self.params = self.units + ([self.cascade] if self.cascade is not None else [])
 
-    def unit_preactivations(self) -> torch.Tensor:
-        """The candidates' own ``z`` over the epoch, [M, P, C], cascade inputs not added."""
+    def split(self, n: int) -> None:
+        """Train on ``n`` slices of the epoch (consecutive recorded batches each), one slice a
+        step in turn; 1 (the default): every step on the whole epoch."""
+        b = len(self.batch_rows)
+        merged = self.calls[0][0] if self._batch_calls is None else None
+        n = max(1, min(int(n), b))
+        if n == 1 or (merged is not None and not self._rows_per_sample):
+            return
+        starts = [0]
+        for r in self.batch_rows:
+            starts.append(starts[-1] + r)
+        bounds = [round(i * b / n) for i in range(n + 1)]
+        chunks = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            r0, r1 = starts[lo], starts[hi]
+            if merged is not None:
+                rps = self._rows_per_sample
+                calls = [(merged[r0 // rps:r1 // rps], (), {})]
+            else:
+                calls = self._batch_calls[lo:hi]
+            chunks.append((calls, r0, r1))
+        self.chunks = chunks
+
+    def unit_preactivations(self, calls: list | None = None) -> torch.Tensor:
+        """The candidates' own ``z`` over the epoch (or over ``calls``, a slice of it), [M, P, C],
+        cascade inputs not added."""
         zs = []
-        for x, args, kwargs in self.calls:
+        for x, args, kwargs in self.calls if calls is None else calls:
             z, ax = self.pool.adapter.pool_preactivations(self.pool, self.layer, x, args, kwargs)
             zs.append(z.movedim((ax, ax + 1), (-2, -1)).flatten(0, -3))
         return zs[0] if len(zs) == 1 else torch.cat(zs)
 
-    def with_cascade(self, z: torch.Tensor) -> torch.Tensor:
-        """The candidates' full preactivations: the units' ``z`` plus the cascade inputs."""
+    def with_cascade(self, z: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """The candidates' full preactivations: the units' ``z`` plus the cascade inputs (their
+        ``rows``, those of ``z``)."""
         for j, a in enumerate(self.cascade_inputs):
-            z = torch.addcmul(z, self.pool.cascade[:, j], a)
+            z = torch.addcmul(z, self.pool.cascade[:, j], a[rows])
         return z
 
-    def gradients(self, z: torch.Tensor):
-        """``(dz, dcascade, cov)`` at the units' ``z`` (detached): the gradients of ``-S`` for
-        ``z`` and for the cascade weights ([P, K, C]; None when they do not train), and ``M``
-        times the covariances [P, C] (``S = |cov|.sum() / M``, read only when needed)."""
+    def gradients(self, z: torch.Tensor, rows: slice = slice(None)):
+        """``(dz, dcascade, cov)`` at the units' ``z`` (detached; the epoch's ``rows``): the
+        gradients of ``-S`` for ``z`` and for the cascade weights ([P, K, C]; None when they do
+        not train), and ``M`` times the covariances [P, C] (``S = |cov|.sum() / M``, read only
+        when needed). On a slice, ``d`` keeps the whole epoch's centring and scale, so ``cov``
+        estimates the epoch's covariance."""
         act = self.activation
-        z = self.with_cascade(z)
+        z = self.with_cascade(z, rows)
+        d = self.d[rows]
         a = act.forward(z)
-        a_ = a if a.dtype == self.d.dtype else a.to(self.d.dtype)
+        a_ = a if a.dtype == d.dtype else a.to(d.dtype)
         inv_m = 1.0 / a.shape[0]
-        cov = (a_ * self.d).sum(0)  # [P, C], M times the covariance (d is centred)
-        grad = self.d * cov.sign().mul_(-inv_m)  # -dS/da
+        cov = (a_ * d).sum(0)  # [P, C], M times the covariance (d is centred)
+        sign = cov.sign()
+        if len(self.chunks) > 1:  # a slice's covariance is noisy: its sign from a running mean
+            mean = cov * inv_m
+            self.running = mean if self.running is None else self.running.lerp_(mean, 1.0 / len(self.chunks))
+            sign = self.running.sign()
+        grad = d * sign.mul_(-inv_m)  # -dS/da
         grad = grad if grad.dtype == a.dtype else grad.to(a.dtype)
         if act.backward_ is not None:
             grad = act.backward_(grad, a)
@@ -98,7 +145,7 @@ class CachedEpoch:
             grad = act.backward(grad, a, None if act.from_output else z)
         dcascade = None
         if self.cascade is not None:
-            dcascade = torch.stack([(grad * c).sum(0) for c in self.cascade_inputs], 1)
+            dcascade = torch.stack([(grad * c[rows]).sum(0) for c in self.cascade_inputs], 1)
         return grad, dcascade, cov
 
     @torch.no_grad()
@@ -133,27 +180,42 @@ def _cast(obj, dtype: torch.dtype):
     return obj
 
 
-def fit(pools: list, steps: int, lr: float) -> list[int]:
+def fit(pools: list, steps: int, lr: float, passes: float = 0.0) -> list[int]:
     """Train and score the candidates of ``pools`` (``(pool, layer)`` pairs) on their cached
-    epochs; returns the full-batch steps each took (0 where nothing was cached). The caches
-    are emptied."""
+    epochs; returns the steps each took (0 where nothing was cached). The caches are emptied.
+
+    ``passes`` > 0: a layer whose step costs like its own epoch (:attr:`CachedEpoch.costly`:
+    convolutions, sequences, declared blocks) takes each step on the next of
+    ``ceil(steps / passes)`` slices of its cached epoch, so that its steps pass over the epoch
+    about ``passes`` times (as minibatch steps); other layers, and ``passes=0``, take every
+    step on the whole epoch. The scores are always those of the whole epoch."""
     epochs: list[CachedEpoch | None] = []
     for pool, layer in pools:
         entries = [e for e in pool.cache or () if e["delta"] is not None]
         pool.cache = []
         epochs.append(CachedEpoch(pool, layer, entries) if entries else None)
+        if entries and passes > 0 and epochs[-1].costly:
+            epochs[-1].split(math.ceil(steps / passes))
+            # fewer slices than asked (one per recorded batch at most): fewer steps, same passes
+            epochs[-1].max_steps = min(steps, max(1, round(passes * len(epochs[-1].chunks))))
         del entries  # stacked, the batches' own tensors can go before the next layer stacks
     active = [e for e in epochs if e is not None and e.params]
     taken = {id(e): 0 for e in active}
     last: dict[int, float] = {}
     if steps and active:
         optimizer = _adam([p for e in active for p in e.params], lr)
+        window = {id(e): 0.0 for e in active if len(e.chunks) > 1}  # sliced: objectives summed
         for step in range(1, steps + 1):
+            chunks = [e.chunks[(step - 1) % len(e.chunks)] for e in active]
             with torch.enable_grad():
-                zs = [e.unit_preactivations() if e.units else None for e in active]
+                zs = [e.unit_preactivations(calls) if e.units else None
+                      for e, (calls, _, _) in zip(active, chunks)]
             with torch.no_grad():
-                out = [e.gradients(z.detach() if e.units else e.unit_preactivations())
-                       for e, z in zip(active, zs)]
+                out = [e.gradients(z.detach() if e.units else e.unit_preactivations(calls), slice(r0, r1))
+                       for e, z, (calls, r0, r1) in zip(active, zs, chunks)]
+                for e, (_, _, cov), (_, r0, r1) in zip(active, out, chunks):
+                    if id(e) in window:  # over a window of slices: steps on one slice are noisy
+                        window[id(e)] = window[id(e)] + cov.abs().sum() / (r1 - r0)
             trained = [(z, dz) for e, z, (dz, _, _) in zip(active, zs, out) if e.units]
             # autograd.grad, not backward(): a DistributedDataParallel wrapper's hooks on
             # these parameters must not fire outside its forward
@@ -170,8 +232,10 @@ def fit(pools: list, steps: int, lr: float) -> list[int]:
                 taken[id(e)] = step
             if step % 10 == 0:  # the early stop reads the objectives (a device sync) here only
                 # averaged over ranks, so that every rank stops a layer at the same step
-                values = _rank_mean(torch.stack([cov.abs().sum() / e.d.shape[0]
-                                                 for e, (_, _, cov) in zip(active, out)])).tolist()
+                values = _rank_mean(torch.stack([
+                    window.pop(id(e)) / 10 if id(e) in window else cov.abs().sum() / e.d.shape[0]
+                    for e, (_, _, cov) in zip(active, out)])).tolist()
+                window.update((id(e), 0.0) for e in active if len(e.chunks) > 1)
                 stopped = [e for e, v in zip(active, values)
                            if id(e) in last and v < last[id(e)] * 1.005]
                 last.update((id(e), v) for e, v in zip(active, values))
@@ -179,8 +243,13 @@ def fit(pools: list, steps: int, lr: float) -> list[int]:
                     for p in e.params:
                         p.grad = None
                 active = [e for e in active if e not in stopped]
-                if not active:
-                    break
+            spent = [e for e in active if e.max_steps is not None and step >= e.max_steps]
+            for e in spent:  # its passes done: no gradient, Adam leaves its parameters alone
+                for p in e.params:
+                    p.grad = None
+            active = [e for e in active if e not in spent]
+            if not active:
+                break
     for e in epochs:
         if e is not None:
             e.score()

@@ -1,0 +1,84 @@
+"""What cached pb candidate training costs where a candidate costs like its layer
+(convolutions, declared conv + batch-norm blocks): the steps pass over the cached epoch about
+``Config.candidate_passes`` times, and the candidates still learn."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import perforate as pf
+from perforate.training import cached, pb
+from _models import ConvBN
+
+N, BATCH = 64, 8
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = ConvBN(2, 4)
+        self.head = nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.block(x)).flatten(1))
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(N, 2, 5, 5, generator=g), torch.randint(0, 3, (N,), generator=g)
+
+
+@pytest.mark.parametrize("passes", [10.0, 0.0])
+def test_a_block_fit_passes_over_its_cached_epoch_about_candidate_passes_times(passes):
+    """Samples the candidate blocks compute in the fit (the steps and the final whole-epoch
+    score): about ``candidate_passes + 1`` epochs by default, not one epoch a step."""
+    torch.manual_seed(0)
+    x, y = _data()
+    cfg = pf.Config(mode="pb", candidate_passes=passes) if passes else pf.Config(mode="pb", candidate_passes=0)
+    if passes:
+        assert cfg.candidate_passes == pf.Config().candidate_passes  # the default
+    model = pf.perforate(_Net(), cfg, blocks=[ConvBN])
+    grower = pf.Grower(model, cfg, optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+    grower.add_dendrites()
+    for i in range(0, N, BATCH):
+        loss = F.cross_entropy(model(x[i:i + BATCH]), y[i:i + BATCH])
+        grower.optimizer.zero_grad()
+        loss.backward()
+        grower.optimizer.step()
+    seen = []
+    pool = pf.dendritic_layers(model)["block"].candidate_pool
+    for unit in pool.blocks:
+        unit.conv.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    decision = grower.step(0.5)
+    assert decision.event == "join"
+    epochs = sum(seen) / (N * cfg.candidates)
+    if passes:
+        assert epochs <= passes + 1
+    else:  # full-batch steps: one epoch a step (fewer steps when the objective stops rising)
+        assert epochs > passes + 1 + 10
+
+
+def _learnable_conv_epoch(passes, steps=100):
+    """A frozen conv layer whose neurons' error is a sigmoid of another convolution of the
+    input: a candidate can learn it. Returns the chosen candidates' |correlation|."""
+    g = torch.Generator().manual_seed(0)
+    layer = pf.dendritic_layers(pf.perforate(nn.Sequential(nn.Conv2d(2, 3, 3)), pf.Config(mode="pb")))["0"]
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    teacher = torch.randn(3, 2, 3, 3, generator=g)
+    pb.start_dendrite_phase({"0": layer}, 2, torch.Generator().manual_seed(1), 0.9, cache_mb=64)
+    for _ in range(8):
+        x = torch.randn(16, 2, 8, 8, generator=g)
+        target = torch.sigmoid(F.conv2d(x, teacher))
+        (layer(x) * target).sum().backward()  # delta = target
+    pool = layer.candidate_pool
+    taken = cached.fit([(pool, layer)], steps, 0.05, passes)[0]
+    return pool.layer_correlation(), taken
+
+
+def test_sliced_steps_still_learn_what_full_batch_steps_learn():
+    full, full_steps = _learnable_conv_epoch(0.0)
+    sliced, sliced_steps = _learnable_conv_epoch(10.0)
+    assert sliced_steps <= 80 and full_steps > sliced_steps
+    assert full > 0.5
+    assert sliced > 0.9 * full
