@@ -51,6 +51,11 @@ def test_cost_command_quick_writes_every_ratio(tmp_path):
     assert set(data["peak_memory_ratio"]) == {"k=1", "k=2", "k=4"}
     for entry in data["peak_memory_ratio"].values():
         assert entry["bytes"] > 0 and entry["plain_bytes"] > 0
+    snap = data["snapshot_memory"]  # best, before-growth and trial models held in a growth trial
+    assert set(snap) == {"model", "cpu", "disk", "auto"}
+    assert snap["model"]["median"] > 2.5 and snap["cpu"]["median"] > 2.5  # a CPU model: in memory
+    assert snap["disk"]["median"] == 0 and snap["disk"]["disk_bytes"] > 2.5 * snap["disk"]["plain_bytes"]
+    assert snap["auto"]["resolved"] == "model"  # a small CPU model keeps its snapshots in memory
 
 
 @pytest.mark.slow

@@ -111,6 +111,11 @@ class Config:
     """Per-layer override of the output's neuron axis: {module-name glob: axis}."""
     seed: int = 0
     """Seeds every new dendrite (a local generator; global RNG is untouched); 0 to 2**32 - 1."""
+    snapshot_device: str = "auto"
+    """Where the grower keeps its rollback snapshots (the best model, the model from before a
+    growth, the grown model's best): "model" (its device), "cpu", "disk" (a temporary file
+    each) or "auto": "cpu" for a model on an accelerator, "disk" for a CPU model whose state is
+    64 MiB or more, "model" otherwise (:mod:`perforate.snapshots`)."""
     # --- pb only ---
     candidates: int = 1
     candidate_training: str = "cached"
@@ -223,6 +228,7 @@ class Config:
                               f"axis, e.g. {{'encoder.*': -1}}; got {show(self.neuron_axis)}")
         _choice("mode", self.mode, MODES)
         _choice("candidate_training", self.candidate_training, CANDIDATE_TRAINING)
+        _choice("snapshot_device", self.snapshot_device, ("auto", "model", "cpu", "disk"))
         _int("smoothing", self.smoothing, 1)
         _int("candidate_steps", self.candidate_steps, 0)
         _int("max_epochs", self.max_epochs, 0)

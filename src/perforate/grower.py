@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import resuming
+from . import resuming, snapshots
 from .checks import check_fields, score_problem, show
 from .config import Config
 from .convert import dendritic_layers, perforate
@@ -385,7 +385,7 @@ class Grower:
         return self.optimizer
 
     def _remember_best(self) -> None:
-        self._best = ckpt.snapshot(self.model)
+        self._best = snapshots.take(self.model, self.config.snapshot_device)
         self.best_version += 1
 
     def _restore_best(self) -> None:
@@ -395,7 +395,7 @@ class Grower:
     def _restore(self, snap: dict[str, Any]) -> None:
         """Put back a snapshot of the best architecture (the best model, or that model as it was
         when a growth began)."""
-        self.model = ckpt.restore(self.model, snap)
+        self.model = snapshots.restore(self.model, snap)
         self.state.level = self.state.best_level
         self._params = count_parameters(self.model)
 
@@ -422,7 +422,7 @@ class Grower:
             self._accept_trial()
             reason += "; the growth before it paid"
         if self.state.cycle != "growth":
-            self._before = ckpt.snapshot(self.model)
+            self._before = snapshots.take(self.model, self.config.snapshot_device)
         decision = self._grow("grow", reason)
         if self.writer is not None:
             self.writer.between_epochs(self)
@@ -611,7 +611,7 @@ class Grower:
         if s.cycle == "growth":  # a grown model is on trial: its best is kept aside
             if cfg.better(score, s.trial_score):
                 s.trial_score, s.trial_epoch = score, s.epoch
-                self._trial = ckpt.snapshot(self.model)
+                self._trial = snapshots.take(self.model, self.config.snapshot_device)
         elif improved:
             s.best_score, s.best_epoch, s.best_level = score, s.epoch, s.level
             self._remember_best()
@@ -652,7 +652,7 @@ class Grower:
             event = "retry" if s.failures else "grow"
             notes.append(f"{self._plateau_note()}: {event}{self._capacity_note()}")
             if s.cycle != "growth":  # a retry keeps the first growth's starting point
-                self._before = ckpt.snapshot(self.model)
+                self._before = snapshots.take(self.model, self.config.snapshot_device)
             self._restore_best()
             return self._grow(event, "; ".join(notes))
         notes.append(f"{self._plateau_note()}; no growth: {blocked}")
@@ -829,8 +829,8 @@ class Grower:
         out: dict[str, Any] = {
             "format": STATE_FORMAT, "config": self.config.to_dict(), "state": self.state.to_dict(),
             "history": [dict(row) for row in self.history], "structure": ckpt.structure(self.model),
-            "best": self._best, "best_version": self.best_version, "trial": self._trial,
-            "before": self._before,
+            "best": snapshots.in_memory(self._best), "best_version": self.best_version,
+            "trial": snapshots.in_memory(self._trial), "before": snapshots.in_memory(self._before),
         }
         if model:
             out["model"] = self.model.state_dict()

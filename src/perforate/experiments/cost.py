@@ -33,6 +33,10 @@ Figures (targets from the speed issue):
   dendrites versus the plain model of equal parameter count, as ``pf.peak_training_memory``
   counts it (the harness's ``peak_memory_mb`` column is the same quantity). No target:
   reported for information.
+- ``snapshot_memory``: the bytes of the grower's rollback snapshots held in the model's device
+  memory while a growth is on trial (best, before-growth and trial models), per
+  ``Config.snapshot_device``, as a multiple of the model's own state; ``host_bytes`` and
+  ``disk_bytes`` say where the rest is. No target: reported for information.
 
 - ``reference_ratio`` (full runs, where ``perforatedai`` is installed): seconds per epoch of
   perforatedai against perforate on the same MNIST-1D loop with one growth (see
@@ -70,6 +74,7 @@ TARGETS: dict[str, float | None] = {
     "pb_phase_ratio": 1.5,
     "export_latency_ratio": 1.5,
     "peak_memory_ratio": None,
+    "snapshot_memory": None,
 }
 """Figure name -> target ratio (None: informational); layers of ``WIDE_UNITS`` or more units
 have the tighter ``WIDE_LAYER_TARGET``."""
@@ -515,6 +520,34 @@ def _memory_figures(s: dict, data, device: torch.device) -> dict:
     return out
 
 
+def _snapshot_figures(s: dict, data, device: torch.device) -> dict:
+    """Snapshot bytes per ``Config.snapshot_device`` with a growth on trial (see the module
+    docstring)."""
+    import perforate as pf
+    from perforate import snapshots
+    from perforate.experiments.models import build_model
+
+    out: dict[str, Any] = {}
+    for place in ("model", "cpu", "disk", "auto"):
+        cfg = pf.Config(mode="gd", snapshot_device=place)
+        model = pf.perforate(build_model("mlp", data, s["width"], seed=0), cfg).to(device)
+        own = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        grower = pf.Grower(model, cfg, optimizer_factory=_adam)
+        grower.step(0.5)  # the best model
+        grower.add_dendrites()  # the model from before the growth
+        grower.step(0.6)  # the grown model's best, on trial
+        held = [snapshots.nbytes(getattr(grower, key)) for key in ("_best", "_before", "_trial")]
+        on_device = sum(b for b, where in held if where == device.type)
+        ratio = on_device / own
+        out[place] = {"median": ratio, "min": ratio, "max": ratio, "target": None, "met": None,
+                      "bytes": on_device, "plain_bytes": own,
+                      "host_bytes": sum(b for b, where in held if where == "cpu" and device.type != "cpu"),
+                      "disk_bytes": sum(b for b, where in held if where == "disk"),
+                      "resolved": snapshots.where(grower.model, place)}
+        grower.finish()
+    return out
+
+
 # ---------------------------------------------------------------------- report
 def _fmt_time(seconds: float) -> str:
     if seconds >= 1.0:
@@ -629,6 +662,7 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
             results["dendrite_layer_ratio"] = _layer_figures(s, dev, repeats, clock)
             results["export_latency_ratio"] = _export_figures(s, data, dev, repeats, clock)
             results["peak_memory_ratio"] = _memory_figures(s, data, dev)
+            results["snapshot_memory"] = _snapshot_figures(s, data, dev)
             if reference and reference_available():
                 from perforate.experiments.models import build_model
 
