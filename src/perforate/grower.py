@@ -307,6 +307,8 @@ class Grower:
         return pools
 
     def _capture_example(self, module, args):
+        if torch.compiler.is_compiling():  # traced as nothing: no graph break in torch.compile
+            return
         if args and isinstance(args[0], torch.Tensor):
             self._example = args[0][:1].detach().clone()
         self._capture_handle.remove()
