@@ -39,3 +39,31 @@ def test_gd_training_compiles_to_one_graph_and_recompiles_once_per_growth():
     assert all(layer.num_dendrites == 2 for layer in pf.dendritic_layers(model).values())
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))  # the compiled model is the grown one
+
+
+@pytest.mark.slow
+def test_pb_neuron_phases_compile_to_one_graph_with_the_dendrite_phase_run_eagerly():
+    """pb's dendrite phase records batches and errors (not traceable): the documented loop runs
+    that epoch on ``grower.model`` itself and every other epoch compiled."""
+    torch.manual_seed(0)
+    cfg = pf.Config(mode="pb", candidate_steps=5)
+    model = pf.perforate(_model(), cfg)
+    grower = pf.Grower(model, cfg, optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    frames, events = [], []
+    for epoch in range(8):
+        run = grower.model if grower.phase == "dendrite" else compiled
+        loss = F.cross_entropy(run(x), y)
+        grower.optimizer.zero_grad()
+        loss.backward()
+        grower.optimizer.step()
+        if epoch in (1, 4):
+            events.append(grower.add_dendrites().event)
+        else:
+            events.append(grower.step(0.5 + 0.01 * epoch).event)
+        frames.append(counter.frame_count)
+    assert events[1:3] == ["dendrite_start", "join"] and events[4:6] == ["dendrite_start", "join"]
+    assert frames == [1, 1, 1, 2, 2, 2, 3, 3]  # one graph, one recompile after each join
+    assert all(layer.num_dendrites == 2 for layer in pf.dendritic_layers(model).values())
