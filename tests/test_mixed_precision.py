@@ -38,6 +38,16 @@ class _Llama(nn.Module):
         return self.lm(input_ids=x).logits
 
 
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, CLASSES)
+
+    def forward(self, x):
+        return self.head(self.att(x, x, x, need_weights=False)[0].mean(1))
+
+
 def _family(name):
     """``(model, x, target, perforate kwargs)``; the model is wrapped by the caller."""
     torch.manual_seed(0)
@@ -48,6 +58,9 @@ def _family(name):
     if name == "cnn":
         return (_CNN(), torch.randn(16, 3, 6, 6, generator=g),
                 torch.randint(0, CLASSES, (16,), generator=g), {"blocks": [ConvBN]})
+    if name == "attention":
+        return (_Attention(), torch.randn(8, 5, 16, generator=g),
+                torch.randint(0, CLASSES, (8,), generator=g), {})
     tokens = torch.randint(0, CLASSES * 8, (4, 9), generator=g)
     return _Llama(), tokens[:, :-1], tokens[:, 1:], {}
 
@@ -61,7 +74,7 @@ def _forward(model, x):
         return model(x)
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "llama"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "attention", "llama"])
 @pytest.mark.parametrize("mode", ["gd", "pb"])
 def test_growth_under_autocast_keeps_dtype_and_outputs(family, mode):
     model, x, target, kwargs = _family(family)
@@ -94,7 +107,7 @@ def test_growth_under_autocast_keeps_dtype_and_outputs(family, mode):
         or mode == "pb" and grower.state.phase == "dendrite"
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn", "llama"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "attention", "llama"])
 @pytest.mark.parametrize("mode", ["gd", "pb"])
 def test_training_with_growth_under_autocast(family, mode):
     model, x, target, kwargs = _family(family)
@@ -115,3 +128,19 @@ def test_training_with_growth_under_autocast(family, mode):
     assert any(layer.num_dendrites for layer in pf.dendritic_layers(grower.model).values())
     if mode == "pb":
         assert "join" in events
+
+
+def test_online_pb_candidates_train_under_autocast():
+    model, x, target, kwargs = _family("cnn")
+    cfg = pf.Config(mode="pb", seed=0, candidate_training="online")
+    model = pf.perforate(model, cfg, **kwargs)
+    grower = pf.Grower(model, cfg, optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+    grower.add_dendrites()
+    pool = pf.dendritic_layers(model)["block"].candidate_pool
+    before = [p.detach().clone() for p in pool.parameters()]
+    loss = _loss(_forward(grower.model, x), target)
+    grower.optimizer.zero_grad()
+    loss.backward()
+    grower.optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, pool.parameters()))
+    assert float(pool.score.max()) > 0
