@@ -67,7 +67,7 @@ class CachedEpoch:
         self._batch_calls = [(e["x"], e["args"], e["kwargs"]) for e in entries] if merged is None else None
         rows_total = int(self.d.shape[0])
         # rows of z per sample of the merged input (1 for flat Linear inputs; positions for
-        # convolutions and sequences); 0 where the merged input does not split by samples
+        # convolutions); 0 where the merged input does not split by samples
         self._rows_per_sample = (rows_total // merged.shape[0]
                                  if merged is not None and rows_total % merged.shape[0] == 0 else 0)
         self.costly = merged is None or self._rows_per_sample != 1
@@ -185,7 +185,7 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0) -> list[int]:
     epochs; returns the steps each took (0 where nothing was cached). The caches are emptied.
 
     ``passes`` > 0: a layer whose step costs like its own epoch (:attr:`CachedEpoch.costly`:
-    convolutions, sequences, declared blocks) takes each step on the next of
+    convolutions, declared blocks, kinds that run one call per recorded batch) takes each step on the next of
     ``ceil(steps / passes)`` slices of its cached epoch, so that its steps pass over the epoch
     about ``passes`` times (as minibatch steps); other layers, and ``passes=0``, take every
     step on the whole epoch. The scores are always those of the whole epoch."""
