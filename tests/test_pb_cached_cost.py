@@ -80,3 +80,19 @@ def test_sliced_steps_still_learn_what_full_batch_steps_learn():
     assert sliced_steps <= 80 and full_steps > sliced_steps
     assert full > 0.5
     assert sliced > 0.9 * full
+
+
+@pytest.mark.parametrize("shape, costly", [((8, 6), False), ((8, 5, 6), True)])
+def test_linear_layers_on_sequences_step_on_slices_and_flat_ones_on_the_whole_epoch(shape, costly):
+    layer = pf.dendritic_layers(pf.perforate(nn.Sequential(nn.Linear(6, 4)), pf.Config(mode="pb")))["0"]
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    pb.start_dendrite_phase({"0": layer}, 1, torch.Generator().manual_seed(0), 0.9, cache_mb=64)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        (layer(torch.randn(*shape, generator=g)) ** 2).sum().backward()
+    pool = layer.candidate_pool
+    epoch = cached.CachedEpoch(pool, layer, pool.cache)
+    assert epoch.costly is costly
+    taken = cached.fit([(pool, layer)], 100, 0.05, passes=10.0)[0]
+    assert (taken <= 40) is costly  # 4 slices of one batch: 10 passes in 40 steps

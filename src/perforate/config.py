@@ -130,10 +130,10 @@ class Config:
     """Adam learning rate of cached candidate training."""
     candidate_passes: float = 10.0
     """Cached training of layers whose step costs like the layer's own epoch (convolutions,
-    declared blocks, kinds without a stacked input): each step takes the next slice of the
-    cached epoch, so that the ``candidate_steps`` pass over it about this many times (0: every
-    step on the whole epoch, ``candidate_steps`` passes). Linear layers (flat or on sequences)
-    always step on the whole epoch: their step is one matrix product over the stacked rows."""
+    Linear layers on sequences, declared blocks, kinds without a stacked input): each step
+    takes the next slice of the cached epoch, so that the ``candidate_steps`` pass over it
+    about this many times (0: every step on the whole epoch, ``candidate_steps`` passes). Flat
+    Linear layers (one row per sample) always step on the whole epoch."""
     candidate_cache_mb: float = 512.0
     """Memory cap (MB) of a layer's cached epoch and its fit: what a cached batch costs at the
     fit's peak is counted (its inputs twice, its neuron error twice, and four error-sized

@@ -70,8 +70,11 @@ class CachedEpoch:
         # convolutions); 0 where the merged input does not split by samples
         self._rows_per_sample = (rows_total // merged.shape[0]
                                  if merged is not None and rows_total % merged.shape[0] == 0 else 0)
-        self.costly = merged is None or self._rows_per_sample != 1
-        """True where a step costs like the layer's own epoch (positions, or one call per batch)."""
+        samples = sum(e["x"].shape[0] if isinstance(e["x"], torch.Tensor) and e["x"].ndim else 0
+                      for e in entries)
+        self.costly = merged is None or rows_total != samples
+        """True where a step costs like the layer's own epoch: several positions per sample
+        (convolutions, Linear layers on sequences) or one call per recorded batch."""
         self.chunks = [(self.calls, 0, rows_total)]
         self.running: torch.Tensor | None = None  # sliced steps: running mean of cov [P, C]
         self.max_steps: int | None = None  # sliced steps: the budget of ``passes``
@@ -185,7 +188,8 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0) -> list[int]:
     epochs; returns the steps each took (0 where nothing was cached). The caches are emptied.
 
     ``passes`` > 0: a layer whose step costs like its own epoch (:attr:`CachedEpoch.costly`:
-    convolutions, declared blocks, kinds that run one call per recorded batch) takes each step on the next of
+    convolutions, Linear layers on sequences, declared blocks, kinds that run one call per
+    recorded batch) takes each step on the next of
     ``ceil(steps / passes)`` slices of its cached epoch, so that its steps pass over the epoch
     about ``passes`` times (as minibatch steps); other layers, and ``passes=0``, take every
     step on the whole epoch. The scores are always those of the whole epoch."""
