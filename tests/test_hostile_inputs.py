@@ -159,3 +159,18 @@ def test_a_run_without_a_budget_that_ends_at_a_plateau_warns_once(caplog):
 def test_a_run_with_a_budget_trains_on_without_the_warning(caplog):
     grower, warned = _run_to_plateau(pf.Config(patience=2, max_dendrites=0, max_epochs=12), caplog)
     assert grower.done and grower.state.epoch == 12 and not warned
+
+
+@pytest.mark.parametrize("beta1", [1, 2**63 + 2])
+def test_a_resume_state_whose_optimizer_options_cannot_step_is_refused(tmp_path, beta1):
+    """Adam's beta1 = 1 divides by zero at the first step, a huge int overflows: both were
+    accepted and failed later inside optimizer.step()."""
+    from perforate.checkpoint import match_optimizer_state
+    model = nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    saved["param_groups"][0]["betas"] = (beta1, 0.999)
+    with pytest.raises(pf.CheckpointError, match="cannot take a step"):
+        match_optimizer_state(saved, None, torch.optim.Adam(model.parameters(), lr=1e-2), model)

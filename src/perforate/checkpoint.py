@@ -423,6 +423,12 @@ def match_optimizer_state(saved: Any, saved_names: Any, optimizer: torch.optim.O
             if key != "params" and key in group and not _same_kind(group[key], value):
                 raise CheckpointError(f"the optimizer state has {key}={show(group[key])} where the "
                                       f"optimizer uses values like {show(value)}; the file is damaged")
+        saved_options = {**own, **{k: v for k, v in group.items() if k != "params"}}
+        # values of the right kind can still be unusable (Adam's beta1 = 1 divides by zero)
+        if _probe_state(optimizer, saved_options, 1) is None and _probe_state(optimizer, own, 1) is not None:
+            raise CheckpointError(
+                f"the optimizer state's options {show({k: v for k, v in group.items() if k != 'params'})} "
+                f"cannot take a step with {type(optimizer).__name__}; the file is damaged")
     # options the saved groups lack (e.g. from another torch version) keep the optimizer's own
     return {"state": matched, "param_groups": [
         {**own, **g, "params": [ids[n] for n in names]}
