@@ -17,6 +17,7 @@ MODES = ("gd", "pb")
 SCORE_MODES = ("max", "min")
 CANDIDATE_TRAINING = ("cached", "online")
 CHECKPOINT_POLICIES = ("memory", "disk")
+TRIALS = ("rollback", "shadow")
 MAX_SEED = 2**32 - 1
 MAX_CANDIDATES = 1024
 MAX_INIT_SCALE = 1e3
@@ -94,6 +95,16 @@ class Config:
     as it was when the growth began. Each try costs a growth cycle of the budget in which a
     plain model would keep training; with 1 retry, digits CNNs ended 0.3 points below the plain
     model (4 of 5 seeds)."""
+    trial: str = "rollback"
+    """What a growth trial is judged against (see :mod:`perforate.shadow`). "rollback": the best
+    model from before the growth; a growth that did not pay goes back to the model as it was when
+    it began, losing the epochs the plain model would have trained meanwhile (regret when that
+    model was still learning). "shadow": the un-grown model trains on beside the grown one on the
+    same batches (the loop calls ``grower.shadow_step`` after each step and passes
+    ``shadow_score=`` to ``step``); the grown model is kept only if its smoothed score beats the
+    shadow's over the same epochs, otherwise training continues from the shadow with its
+    optimizer state: a failed growth costs a second model's compute during the trial, never
+    accuracy."""
     dendrite_activation: str = "sigmoid"
     init_scale: float = 1.0
     """Scale of a new dendrite's weights relative to the layer's default initialisation."""
@@ -243,6 +254,7 @@ class Config:
         _number("min_correlation", self.min_correlation, 0.0)
         _choice("dendrite_activation", self.dendrite_activation, tuple(ACTIVATIONS))
         _choice("checkpoint_best", self.checkpoint_best, CHECKPOINT_POLICIES)
+        _choice("trial", self.trial, TRIALS)
         _int("patience", self.patience, 1)
         _int("max_dendrites", self.max_dendrites, 0)
         _int("max_growth_retries", self.max_growth_retries, 0)

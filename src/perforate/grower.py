@@ -58,6 +58,7 @@ from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, dir
 from .health import DivergenceCheck
 from .measure import count_parameters, flops_per_sample
 from .report import BASE_COLUMNS
+from .shadow import LossFn, ShadowRun
 from .training import gd, pb
 from .writer import RESUME_STEM, STATE_FORMAT, RunWriter, load_grower_state
 
@@ -255,9 +256,10 @@ class Grower:
         self.history: list[dict[str, Any]] = []
         self.best_version = 0
         """Counts changes of the best snapshot (a writer rewrites best files only when it moved)."""
-        self._best: dict[str, Any] | None = None  # ckpt.snapshot of the best model so far
+        self._best: dict[str, Any] | None = None  # snapshots.take of the best model so far
         self._trial: dict[str, Any] | None = None  # best snapshot of a growth cycle on trial
         self._before: dict[str, Any] | None = None  # snapshot of the model when growth began
+        self._shadow: ShadowRun | None = None  # the un-grown model training on (trial="shadow")
         self._example: torch.Tensor | None = None
         self._capture_handle = model.register_forward_pre_hook(self._capture_example)
         self._last_time = time.perf_counter()
@@ -292,6 +294,82 @@ class Grower:
         if self.state.phase == "dendrite":
             return self.config.candidate_lr_scale
         return self.config.growth_lr_scale if self.state.cycle == "growth" else 1.0
+
+    @property
+    def shadow_model(self) -> nn.Module | None:
+        """During a growth trial with ``Config.trial == "shadow"``: the un-grown model training
+        beside the grown one (train it with :meth:`shadow_step`, score it on validation and pass
+        ``shadow_score=`` to :meth:`step`); None otherwise."""
+        return self._shadow.model if self._shadow is not None else None
+
+    def shadow_step(self, loss_fn: LossFn) -> torch.Tensor | None:
+        """Train the shadow run on the batch just trained (``trial="shadow"``): call after each
+        optimizer step with ``loss_fn(model)`` computing that batch's loss, e.g.
+        ``grower.shadow_step(lambda m: F.cross_entropy(m(x), y))``. The grower zeroes the
+        shadow's gradients, back-propagates and steps its optimizer. Returns the loss, or None
+        (and does nothing) when no shadow is training."""
+        if self._shadow is None:
+            return None
+        return self._shadow.train_step(loss_fn)
+
+    def _start_shadow(self, score: float | None = None) -> None:
+        """At the start of a growth trial (trial="shadow"): the current model and its optimizer
+        and scheduler states go on training as the shadow. ``score``: this epoch's score, when
+        the grower has not yet stepped the scheduler for it (the shadow's scheduler then steps)."""
+        if self.config.trial != "shadow" or self._shadow is not None or self.state.phase != "neuron":
+            return
+        self._shadow = ShadowRun.start(self.model, self.optimizer, self.scheduler, self.optimizer_factory,
+                                       self.scheduler_factory, self.state.epoch, keep=self)
+        sched = self._shadow.scheduler
+        if score is not None and self.step_scheduler and sched is not None:
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(score)
+            else:
+                sched.step()
+        log.info("%sepoch %d: shadow: the un-grown model trains on beside the grown one; the grown "
+                 "model is kept only if it beats it", self._log_prefix, self.state.epoch)
+
+    def _take_shadow_score(self, shadow_score: Any) -> None:
+        """Record the shadow's score of this epoch; a new best single score of the shadow (the
+        accepted architecture, training on) becomes the best model."""
+        shadow, s, cfg = self._shadow, self.state, self.config
+        if shadow is None:
+            return
+        if shadow_score is None:
+            self._shadow = None
+            reason = ("trial='shadow' but step() got no shadow_score: the shadow run is dropped and "
+                      "this growth is judged as under trial='rollback'; while grower.shadow_model is "
+                      "not None, train it with grower.shadow_step and pass shadow_score=")
+            warnings.warn(reason, stacklevel=3)
+            self._record("shadow_dropped", reason)
+            return
+        try:
+            score = float(shadow_score)
+        except (TypeError, ValueError) as exc:
+            raise GrowthError(f"step() needs a number as shadow_score; got {shadow_score!r}") from exc
+        self.history[-1]["shadow_score"] = score
+        if shadow.record(score, cfg, s.epoch, self.step_scheduler) and cfg.better(score, s.best_score):
+            s.best_score, s.best_epoch = score, s.epoch
+            self._best = snapshots.take(shadow.model, self.config.snapshot_device)
+            self.best_version += 1
+        if shadow.smoothed is not None and cfg.better(shadow.smoothed, s.best_smoothed):
+            s.best_smoothed = shadow.smoothed
+
+    def _continue_from_shadow(self) -> str:
+        """After a growth that did not beat the shadow: the live model takes the shadow's weights,
+        optimizer and scheduler states, and trains on as the un-grown run would have."""
+        shadow, self._shadow, self._before = self._shadow, None, None
+        if shadow.steps == 0:
+            log.warning("%sshadow_step() was never called during the growth trial: the shadow did "
+                        "not train, so the growth was judged against a frozen model",
+                        self._log_prefix)
+        self._restore(ckpt.snapshot(shadow.model))  # transient: restored at once
+        self._start_cycle("continue")
+        shadow.hand_over(self.model, self.optimizer, self.scheduler)
+        self.state.window = list(shadow.window)
+        return (f"continued from the shadow run (the un-grown model trained beside it for "
+                f"{self.state.epoch - shadow.started} epochs, {shadow.steps} steps; its best "
+                f"smoothed {_fmt(shadow.best_smoothed)}), with its optimizer state")
 
     def _set_pools_aside(self) -> dict[str, nn.Module]:
         """A new grower starts in the neuron phase: candidate pools of an unfinished dendrite phase
@@ -425,6 +503,7 @@ class Grower:
             reason += "; the growth before it paid"
         if self.state.cycle != "growth":
             self._before = snapshots.take(self.model, self.config.snapshot_device)
+        self._start_shadow()
         decision = self._grow("grow", reason)
         if self.writer is not None:
             self.writer.between_epochs(self)
@@ -500,13 +579,14 @@ class Grower:
         """The current growth cycle beat the accepted model: smoothed and at its best epoch."""
         s, cfg = self.state, self.config
         return (s.cycle == "growth" and s.trial_score is not None
-                and cfg.better(s.cycle_best, s.cycle_from) and cfg.better(s.trial_score, s.best_score))
+                and cfg.better(s.cycle_best, s.cycle_from) and cfg.better(s.trial_score, s.best_score)
+                and (self._shadow is None or self._shadow.beaten_by(s.cycle_best, cfg)))
 
     def _accept_trial(self) -> None:
         s = self.state
         s.best_score, s.best_epoch, s.best_level = s.trial_score, s.trial_epoch, s.level
         s.best_smoothed = s.cycle_best
-        self._best, self._trial, self._before = self._trial, None, None
+        self._best, self._trial, self._before, self._shadow = self._trial, None, None, None
         self.best_version += 1
         s.trial_score, s.trial_epoch = None, -1
 
@@ -516,7 +596,7 @@ class Grower:
             self._accept_trial()
             reason += f"; the last growth paid (smoothed {_fmt(s.cycle_best)})"
         self._restore_best()
-        self._before = None
+        self._before = self._shadow = None
         for layer in self.layers.values():
             layer.candidate_pool = None
         s.done = True
@@ -545,12 +625,14 @@ class Grower:
             self.writer.flush(self)
 
     # ------------------------------------------------------------------ the epoch step
-    def step(self, val_score: float, **extra_scores: float) -> Decision:
+    def step(self, val_score: float, *, shadow_score: float | None = None,
+             **extra_scores: float) -> Decision:
         """Record one epoch's validation score (and any extra scores) and decide what happens next.
 
         A training score in the validation score's direction (``train_score=``, or
         ``train_acc=`` / ``train_loss=`` for a maximised / minimised score) lets the grower
-        tell over-fitting from under-fitting (``Config.overfit_gap``).
+        tell over-fitting from under-fitting (``Config.overfit_gap``). ``shadow_score``: the
+        validation score of :attr:`shadow_model` while it is not None (``Config.trial``).
         """
         try:
             score = float(val_score)
@@ -578,6 +660,7 @@ class Grower:
             problem = direction_problem([r["score"] for r in self.history], self.config)
             if problem:
                 warnings.warn(problem, ScoreDirectionWarning, stacklevel=2)
+        self._take_shadow_score(shadow_score)
         if s.phase == "dendrite":
             decision = self._dendrite_step(row)
         else:
@@ -647,6 +730,9 @@ class Grower:
                 s.failures += 1
                 notes.append(f"growth did not pay: smoothed best {_fmt(s.cycle_best)} vs "
                              f"{_fmt(s.cycle_from)} before it")
+                if self._shadow is not None:
+                    notes.append(f"shadow's smoothed best {_fmt(self._shadow.best_smoothed)}")
+                    notes.append(self._continue_from_shadow())
         elif s.cycle == "continue" and gained:
             s.failures = 0  # the best architecture had more to give: growth may be tried again
         blocked = self._growth_blocker()
@@ -655,6 +741,7 @@ class Grower:
             notes.append(f"{self._plateau_note()}: {event}{self._capacity_note()}")
             if s.cycle != "growth":  # a retry keeps the first growth's starting point
                 self._before = snapshots.take(self.model, self.config.snapshot_device)
+            self._start_shadow(self.history[-1]["score"] if self.history else None)
             self._restore_best()
             return self._grow(event, "; ".join(notes))
         notes.append(f"{self._plateau_note()}; no growth: {blocked}")
@@ -664,6 +751,10 @@ class Grower:
                                    "max_epochs=N (your loop's epoch count) to train on to your "
                                    "budget", self._log_prefix, s.epoch)
             return self._finish("; ".join(notes))
+        if failed and s.cycle == "continue":  # on from the shadow (trial="shadow")
+            reason = "; ".join(notes)
+            self._record("continue", reason)
+            return Decision(True, False, "neuron", "continue", improved, s.epoch, reason)
         if failed:  # back to where training was when growth began, and on from there
             self._resume_before_growth()
             notes.append("rolled back to the model as it was when growth began, training on")
@@ -869,6 +960,10 @@ class Grower:
             ckpt.check_snapshot(self.model, before, f"{source}'s model from before the growth")
         self._place_pools(state.phase)
         self.state = state
+        self._shadow = None
+        if self.config.trial == "shadow" and state.cycle == "growth":
+            log.info("%sthe shadow run of the growth trial is not saved with the grower state: this "
+                     "trial is judged as under trial='rollback'", self._log_prefix)
         if state.phase == "dendrite" and self.config.candidate_training == "cached":
             for layer in self.layers.values():  # the cached epoch starts again
                 if layer.candidate_pool is not None:

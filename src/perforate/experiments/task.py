@@ -205,10 +205,16 @@ class Task:
             return self.loss
         return F.cross_entropy if self.kind == "classification" else _mse_loss
 
-    def train_one(self, model: nn.Module, loader: Iterable,
-                  optimizer: torch.optim.Optimizer) -> tuple[float | None, float | None]:
-        """One training epoch: (mean training loss, training accuracy) when known."""
+    def train_one(self, model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                  shadow_step: Callable | None = None) -> tuple[float | None, float | None]:
+        """One training epoch: (mean training loss, training accuracy) when known.
+        ``shadow_step`` (a growth trial's :meth:`pf.Grower.shadow_step`, default loop only)
+        trains the un-grown shadow run on every batch after the model."""
         if self.train_epoch is not None:
+            if shadow_step is not None:
+                raise ExperimentError("Config(trial='shadow') trains the shadow run batch by batch, "
+                                      "which a custom train_epoch cannot do: use trial='rollback' "
+                                      "or the default training loop")
             model.train()
             loss = self.train_epoch(model, loader, optimizer)
             return (float(loss) if isinstance(loss, (int, float, torch.Tensor)) else None), None
@@ -221,6 +227,8 @@ class Task:
             loss = loss_fn(out, y)
             loss.backward()
             optimizer.step()
+            if shadow_step is not None:
+                shadow_step(lambda m, x=x, y=y: loss_fn(m(x), y))
             total += float(loss.detach()) * len(y)
             n += len(y)
             if count_correct:
@@ -320,6 +328,10 @@ def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
     from perforate.experiments.train import (TrainResult, _controller, _dendrites, _run_epochs,
                                              count_nonzero)
 
+    if config is not None and mode is not None and config.trial == "shadow" and task.train_epoch:
+        raise ExperimentError("Config(trial='shadow') trains the shadow run batch by batch, which "
+                              "a custom train_epoch cannot do: use trial='rollback' or the "
+                              "default training loop")
     monitored = {"score_mode": task.direction, "score_name": f"validation {task.metric_name}"}
     factory = task.optimizer or optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
     with torch.random.fork_rng(devices=[]):
@@ -330,8 +342,8 @@ def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
                                  early_stopping, restart_epochs, name)
         start = time.perf_counter()
 
-        def train_one(live, opt, _measure):
-            return (*task.train_one(live, train, opt), None)
+        def train_one(live, opt, _measure, shadow_step):
+            return (*task.train_one(live, train, opt, shadow_step), None)
 
         history, restarts, _ = _run_epochs(controller, train_one, lambda live: task.score(live, val),
                                            max_epochs, False, epoch_callback)

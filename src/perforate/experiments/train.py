@@ -150,11 +150,13 @@ class _Epochs:
         self.generator = torch.Generator().manual_seed(seed)
 
     def train(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-              measure_memory: bool) -> tuple[float, float | None, int | None]:
+              measure_memory: bool, shadow_step: Callable | None = None
+              ) -> tuple[float, float | None, int | None]:
         """One epoch: (mean training loss, training score, peak step bytes or None).
 
         With ``measure_memory`` the first step's peak memory is measured
-        (:func:`perforate.measure.peak_training_memory`).
+        (:func:`perforate.measure.peak_training_memory`). ``shadow_step`` (a growth trial's
+        shadow run, :meth:`perforate.Grower.shadow_step`) trains on every batch after the model.
         """
         model.train()
         n = len(self.y)
@@ -171,6 +173,9 @@ class _Epochs:
                 optimizer.step()
             if measured:
                 peak = memory.bytes
+            if shadow_step is not None:
+                xb, yb = self.x[idx], self.y[idx]
+                shadow_step(lambda m: task_loss(self.data, m(xb), yb))
             loss_sum += float(loss.detach()) * len(idx)
             correct += _batch_score(self.data, out.detach(), self.y[idx])
         score = 100.0 * correct / n if self.data.task == "classification" else None
@@ -263,7 +268,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
 
 
 def _run_epochs(controller: pf.Grower | EarlyStopper,
-                train_one: Callable[[nn.Module, torch.optim.Optimizer, bool],
+                train_one: Callable[[nn.Module, torch.optim.Optimizer, bool, Callable | None],
                                     tuple[float | None, float | None, int | None]],
                 validate: Callable[[nn.Module], tuple[float, float | None]], max_epochs: int,
                 by_loss: bool, epoch_callback: Callable[[int, float], None] | None
@@ -271,8 +276,10 @@ def _run_epochs(controller: pf.Grower | EarlyStopper,
     """Train until the controller is done or the budget is spent: (history, epochs at which a
     fresh optimizer was built, peak bytes of the measured training steps).
 
-    ``train_one(model, optimizer, measure_memory)`` trains one epoch and answers (mean training
-    loss, training score, peak step bytes), each possibly None; ``validate(model)`` answers the
+    ``train_one(model, optimizer, measure_memory, shadow_step)`` trains one epoch and answers
+    (mean training loss, training score, peak step bytes), each possibly None; during a growth
+    trial under ``Config(trial="shadow")`` ``shadow_step`` is :meth:`pf.Grower.shadow_step`, to be
+    called after every batch with that batch's loss closure (else None); ``validate(model)`` answers the
     validation (score, loss), the loss possibly None. The harness and a user's own task
     (:mod:`perforate.experiments.task`) both train through here."""
     history: list[dict] = []
@@ -282,18 +289,24 @@ def _run_epochs(controller: pf.Grower | EarlyStopper,
     for epoch in range(max_epochs):
         epoch_start = time.perf_counter()
         live, optimizer = controller.model, controller.optimizer
-        train_loss, train_score, step_bytes = train_one(live, optimizer, measure_memory)
+        shadow = getattr(controller, "shadow_model", None)  # a growth trial's un-grown run
+        shadow_step = controller.shadow_step if shadow is not None else None
+        train_loss, train_score, step_bytes = train_one(live, optimizer, measure_memory, shadow_step)
         peak_bytes = max(peak_bytes, step_bytes or 0)
         val, val_loss = validate(live)
+        shadow_scores = {}
+        if shadow is not None:
+            shadow_val, shadow_loss = validate(shadow)
+            shadow_scores["shadow_score"] = shadow_loss if by_loss else shadow_val
         row = {"epoch": epoch, "phase": controller.phase, "val_score": val, "val_loss": val_loss,
                "train_loss": train_loss, "train_score": train_score,
                "lr": optimizer.param_groups[0]["lr"], "params": pf.count_parameters(live),
                "dendrites": _dendrites(live)}
         if by_loss:  # the growth graph then shows losses, on one scale
-            decision = controller.step(val_loss, train_loss=train_loss)
+            decision = controller.step(val_loss, train_loss=train_loss, **shadow_scores)
         else:
             extra = {"train_acc": train_score} if train_score is not None else {}
-            decision = controller.step(val, **extra)
+            decision = controller.step(val, **extra, **shadow_scores)
         measure_memory = decision.restructured and not decision.done
         if measure_memory:
             restarts.append(epoch + 1)
