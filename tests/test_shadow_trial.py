@@ -176,3 +176,13 @@ def test_the_harness_trains_and_scores_the_shadow(tmp_path, mode, recwarn):
     scored = [row for row in rows if row.get("shadow_score")]
     assert scored  # the loop scored the shadow in the trial's epochs
     assert r.epochs == len(rows)
+
+
+def test_framework_callbacks_refuse_shadow_trials():
+    """Their frameworks own the training step: the shadow could not train on its batches."""
+    pytest.importorskip("lightning")
+    from perforate.integrations.lightning import DendriteCallback
+
+    with pytest.raises(pf.ConfigError, match="trial='shadow' is not supported by DendriteCallback"):
+        DendriteCallback(pf.Config(trial="shadow"))
+    DendriteCallback(pf.Config(trial="rollback"))

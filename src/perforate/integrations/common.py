@@ -14,10 +14,22 @@ import torch
 from torch import nn
 
 from ..checkpoint import apply_structure, structure
+from ..config import Config
 from ..convert import dendritic_layers
+from ..errors import ConfigError
 from ..grower import LR_SCALE_KEY
 
 _HOOK_ATTR = "_perforate_resize_hook"
+
+
+def refuse_shadow_trials(config: Config, integration: str) -> None:
+    """Raise ConfigError for ``Config.trial == "shadow"``: a framework's loop cannot train the
+    shadow run on its batches (it owns the step and the loss), so the integration would waste a
+    model copy and judge the growth as under rollback anyway."""
+    if config.trial == "shadow":
+        raise ConfigError(f"trial='shadow' is not supported by {integration}: the framework's "
+                          "training step cannot also train the shadow run; use trial='rollback', "
+                          "or a loop of your own that calls grower.shadow_step (see perforate.shadow)")
 
 
 def structure_from_state(model: nn.Module, state: Mapping[str, Any], prefix: str = "") -> dict[str, dict]:

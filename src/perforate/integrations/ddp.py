@@ -43,6 +43,7 @@ from torch import nn
 from ..config import Config
 from ..errors import GrowthError
 from ..grower import Decision, Grower, OptimizerFactory, SchedulerFactory
+from .common import refuse_shadow_trials
 
 
 def _require_process_group() -> None:
@@ -114,6 +115,8 @@ class DDPGrower:
                               "wrapper: it has to re-wrap the model after every growth step")
         if score_reduction not in ("mean", "src"):
             raise GrowthError(f"score_reduction must be 'mean' or 'src'; got {score_reduction!r}")
+        if config is not None:
+            refuse_shadow_trials(config, "DDPGrower")  # the shadow would not train in lockstep
         self.rank = dist.get_rank()
         self.src = src
         self.score_reduction = score_reduction

@@ -64,7 +64,7 @@ from ..errors import CheckpointError, ConfigError, GrowthError, require_extra
 from ..grower import Grower
 from ..measure import count_parameters
 from ..report import BASE_COLUMNS
-from .common import carry_schedule, install_resize_hook, resize_to_state
+from .common import carry_schedule, install_resize_hook, refuse_shadow_trials, resize_to_state
 from .ddp import broadcast_module_state, reduce_score
 
 pl = require_extra("lightning.pytorch", "lightning")
@@ -129,6 +129,7 @@ class DendriteCallback(pl.Callback):
             config = config.replace(score_name=monitor)
         if schedule not in ("continue", "restart"):
             raise ConfigError(f"schedule must be 'continue' or 'restart'; got {schedule!r}")
+        refuse_shadow_trials(config, "DendriteCallback")
         self.config = config
         self.monitor = monitor
         self.attribute = attribute

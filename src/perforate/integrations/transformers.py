@@ -72,7 +72,7 @@ from ..grower import Grower
 from ..measure import count_parameters
 from ..report import BASE_COLUMNS
 from ..writer import load_grower_state, save_grower_state
-from .common import carry_schedule, install_resize_hook, resize_to_state
+from .common import carry_schedule, install_resize_hook, refuse_shadow_trials, resize_to_state
 
 transformers = require_extra("transformers", "transformers")
 
@@ -136,6 +136,7 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         if greater is None:
             greater = not metric.endswith("loss")
         config = (config or Config()).replace(score_mode="max" if greater else "min")
+        refuse_shadow_trials(config, "DendriteTrainerCallback")
         if config.score_name == Config.score_name:  # the default: name the metric
             config = config.replace(score_name=self.metric_key)
         model = trainer.model
