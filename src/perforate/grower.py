@@ -18,6 +18,10 @@ Rules (both modes):
   With a budget, training then goes on from the model as it was when the growth began (not
   from the best epoch's snapshot, which may be many epochs older): a failed growth costs the
   budget only its own epochs.
+- With ``Config.trial = "shadow"`` (:mod:`perforate.shadow`) a growth is judged against the
+  un-grown model trained beside it on the same batches: it paid only if its best smoothed score
+  also beat the shadow's over the same epochs; one that did not continues from the shadow
+  (weights, optimizer and scheduler state), so a failed growth loses no training.
 - Without a budget, a plateau where growth cannot go on ends the run (early stopping): the best
   model is restored and ``Decision.done`` is True. With ``Config.max_epochs`` the best model
   keeps training (as a plain model given the budget would) until the budget is spent, and may
