@@ -188,10 +188,12 @@ def test_framework_callbacks_refuse_shadow_trials():
     DendriteCallback(pf.Config(trial="rollback"))
 
 
-@pytest.mark.parametrize("mode", ["gd", "pb"])
-def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode):
+@pytest.mark.filterwarnings("ignore::perforate.ScoreDirectionWarning")
+@pytest.mark.parametrize("mode, seed", [("gd", 0), ("pb", 0), ("gd", 2)])
+def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode, seed):
     """A growth made to fail (a huge growth_lr_scale throws the grown model out) leaves exactly
-    the plain run of the same budget: the same scores outside the trial and the same kept model."""
+    the plain run of the same budget: the same scores outside the trial and the same kept model,
+    also when the kept epoch is one of the shadow's (seed 2), with the shadow's validation score."""
     from perforate.experiments.datasets import load_dataset
     from perforate.experiments.train import train_model
 
@@ -199,9 +201,9 @@ def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode):
     data = load_dataset("spirals", seed=0)
     cfg = pf.Config(patience=2, smoothing=1, train_rise=float("inf"), overfit_gap=float("inf"),
                     trial="shadow", plots=False, growth_lr_scale=1000.0, max_epochs=16)
-    grown = train_model(data, "mlp", 8, mode=mode, config=cfg, max_epochs=16, batch_size=128)
+    grown = train_model(data, "mlp", 8, mode=mode, config=cfg, max_epochs=16, batch_size=128, seed=seed)
     plain = train_model(data, "mlp", 8, config=pf.Config(patience=2, smoothing=1), max_epochs=16,
-                        batch_size=128, early_stopping=False)
+                        batch_size=128, early_stopping=False, seed=seed)
     events = {h["epoch"]: h["event"] for h in grown.history if h["event"]}
     start, end = min(events), min(e for e, ev in events.items() if ev == "continue")
     assert events[start] in ("grow", "dendrite_start")
@@ -209,6 +211,7 @@ def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode):
     assert [grown.history[e]["val_score"] for e in outside] == [plain.history[e]["val_score"] for e in outside]
     assert grown.dendrites == 0 and grown.best_epoch == plain.best_epoch
     assert grown.test_score == plain.test_score and grown.val_score == plain.val_score
+    assert (start < grown.best_epoch <= end) == (seed == 2)  # seed 2 keeps a shadow epoch
     x = data.x_test[:64]
     with torch.no_grad():
         assert torch.equal(grown.model(x), plain.model.eval()(x))

@@ -258,9 +258,10 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
     model = controller.finish().eval()
     seconds = time.perf_counter() - start
     best_epoch = controller.state.best_epoch  # the first epoch always improves: it is set
+    val_score = _kept_val_score(history[best_epoch], controller.state.best_score, by_loss)
     test = evaluate(model, data, data.x_test.to(device), data.y_test.to(device))
     return TrainResult(
-        val_score=history[best_epoch]["val_score"], test_score=test, params=pf.count_parameters(model),
+        val_score=val_score, test_score=test, params=pf.count_parameters(model),
         nonzero_params=count_nonzero(model), flops_per_sample=pf.flops_per_sample(model, x_val[:8]),
         epochs=len(history), seconds=seconds, dendrites=_dendrites(model), history=history,
         peak_memory_mb=peak_bytes / 1e6 or None, model=model, restart_epochs=restarts,
@@ -302,6 +303,8 @@ def _run_epochs(controller: pf.Grower | EarlyStopper,
                "train_loss": train_loss, "train_score": train_score,
                "lr": optimizer.param_groups[0]["lr"], "params": pf.count_parameters(live),
                "dendrites": _dendrites(live)}
+        if shadow is not None:  # a growth trial's shadow run: its best epoch may be the one kept
+            row.update(shadow_val_score=shadow_val, shadow_val_loss=shadow_loss)
         if by_loss:  # the growth graph then shows losses, on one scale
             decision = controller.step(val_loss, train_loss=train_loss, **shadow_scores)
         else:
@@ -316,6 +319,17 @@ def _run_epochs(controller: pf.Grower | EarlyStopper,
         if decision.done:
             break
     return history, restarts, peak_bytes
+
+
+def _kept_val_score(row: dict, best: float | None, by_loss: bool) -> float:
+    """The validation score of the kept model at its epoch: the live model's, or the shadow run's
+    when the best epoch came from a growth trial's shadow (``Config.trial == "shadow"``)."""
+    if "shadow_val_score" in row:
+        shadow = row["shadow_val_loss"] if by_loss else row["shadow_val_score"]
+        live = row["val_loss"] if by_loss else row["val_score"]
+        if shadow == best and live != best:
+            return row["shadow_val_score"]
+    return row["val_score"]
 
 
 def _dendrites(model: nn.Module) -> int:
