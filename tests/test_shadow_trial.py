@@ -46,6 +46,7 @@ def test_the_grown_model_is_kept_when_it_beats_the_shadow():
     grower, out = drive(pf.Config(**CFG), scores, shadows)
     assert events(out)[:2] == [(4, "grow"), (8, "grow")]  # paid, then grows again
     assert "growth paid" in out[8][2]
+    assert "as the shadow run" in out[4][2]  # the decision says the trial has a shadow
     assert grower.state.best_level >= 1 and grower.best_score == 0.7 and grower.state.best_epoch == 6
     assert grower.shadow_model is None  # finished
 
@@ -215,3 +216,22 @@ def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode, see
     x = data.x_test[:64]
     with torch.no_grad():
         assert torch.equal(grown.model(x), plain.model.eval()(x))
+
+
+def test_the_scheduler_continues_from_the_shadows():
+    """After a failed trial the live scheduler holds the shadow's state (its epoch count), not a
+    fresh schedule's."""
+    cfg = pf.Config(**CFG)
+    sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    grower = pf.Grower(pf.perforate(make_model(), cfg), cfg, adam, sched)
+    scores = BASE + [0.45, 0.45]
+    for epoch, score in enumerate(scores):
+        train_a_little(grower)
+        grower.shadow_step(shadow_loss)
+        kw = {"shadow_score": 0.5} if grower.shadow_model is not None else {}
+        if kw:
+            shadow_epoch = grower._shadow.scheduler.last_epoch
+        d = grower.step(score, **kw)
+    assert d.event == "continue"
+    assert grower.scheduler.last_epoch == shadow_epoch + 1 == 7  # 7 epochs of one schedule
+    assert grower.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 2)

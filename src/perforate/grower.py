@@ -316,12 +316,13 @@ class Grower:
             return None
         return self._shadow.train_step(loss_fn)
 
-    def _start_shadow(self, score: float | None = None) -> None:
+    def _start_shadow(self, score: float | None = None) -> str:
         """At the start of a growth trial (trial="shadow"): the current model and its optimizer
         and scheduler states go on training as the shadow. ``score``: this epoch's score, when
-        the grower has not yet stepped the scheduler for it (the shadow's scheduler then steps)."""
+        the grower has not yet stepped the scheduler for it (the shadow's scheduler then steps).
+        Returns a note for the decision's reason ("" when no shadow started)."""
         if self.config.trial != "shadow" or self._shadow is not None or self.state.phase != "neuron":
-            return
+            return ""
         self._shadow = ShadowRun.start(self.model, self.optimizer, self.scheduler, self.optimizer_factory,
                                        self.scheduler_factory, self.state.epoch, keep=self)
         sched = self._shadow.scheduler
@@ -330,8 +331,8 @@ class Grower:
                 sched.step(score)
             else:
                 sched.step()
-        log.info("%sepoch %d: shadow: the un-grown model trains on beside the grown one; the grown "
-                 "model is kept only if it beats it", self._log_prefix, self.state.epoch)
+        return ("the un-grown model trains on beside it as the shadow run (trial='shadow'); the "
+                "grown model is kept only if it beats it")
 
     def _take_shadow_score(self, shadow_score: Any) -> None:
         """Record the shadow's score of this epoch; a new best single score of the shadow (the
@@ -507,8 +508,8 @@ class Grower:
             reason += "; the growth before it paid"
         if self.state.cycle != "growth":
             self._before = snapshots.take(self.model, self.config.snapshot_device)
-        self._start_shadow()
-        decision = self._grow("grow", reason)
+        shadow_note = self._start_shadow()
+        decision = self._grow("grow", f"{reason}; {shadow_note}" if shadow_note else reason)
         if self.writer is not None:
             self.writer.between_epochs(self)
         return decision
@@ -745,9 +746,9 @@ class Grower:
             notes.append(f"{self._plateau_note()}: {event}{self._capacity_note()}")
             if s.cycle != "growth":  # a retry keeps the first growth's starting point
                 self._before = snapshots.take(self.model, self.config.snapshot_device)
-            self._start_shadow(self.history[-1]["score"] if self.history else None)
+            shadow_note = self._start_shadow(self.history[-1]["score"] if self.history else None)
             self._restore_best()
-            return self._grow(event, "; ".join(notes))
+            return self._grow(event, "; ".join(notes + ([shadow_note] if shadow_note else [])))
         notes.append(f"{self._plateau_note()}; no growth: {blocked}")
         if not cfg.max_epochs:
             if self.budget_warning:
