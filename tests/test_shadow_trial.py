@@ -179,6 +179,30 @@ def test_the_harness_trains_and_scores_the_shadow(tmp_path, mode, recwarn):
     assert r.epochs == len(rows)
 
 
+def test_a_frontier_task_trains_and_scores_the_shadow_and_a_custom_loop_is_refused(tmp_path, recwarn):
+    """The frontier's one path (experiments.task.fit) trains the shadow in its default loop; a
+    user's own train_epoch cannot, and says so before training."""
+    import csv
+
+    from perforate.errors import ExperimentError
+    from perforate.experiments.task import Task, fit, harness_task
+
+    cfg = pf.Config(patience=1, smoothing=1, train_rise=float("inf"), overfit_gap=float("inf"),
+                    trial="shadow", plots=False)
+    task = harness_task("spirals", "mlp", batch_size=128)
+    r = fit(task, 8, 0, mode="gd", config=cfg, max_epochs=10, out_dir=tmp_path)
+    assert not [w for w in recwarn if "shadow" in str(w.message)]
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(row["event"] == "grow" for row in rows)
+    assert [row for row in rows if row.get("shadow_score")]
+    assert r.epochs == len(rows)
+    own_loop = Task(task.make_model, task.data, kind=task.kind,
+                    train_epoch=lambda model, loader, opt: 0.0)
+    with pytest.raises(ExperimentError, match="custom train_epoch"):
+        fit(own_loop, 8, 0, mode="gd", config=cfg, max_epochs=2)
+
+
 def test_framework_callbacks_refuse_shadow_trials():
     """Their frameworks own the training step: the shadow could not train on its batches."""
     pytest.importorskip("lightning")

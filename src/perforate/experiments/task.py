@@ -94,6 +94,11 @@ def _length(loader: Any) -> int | None:
         return None
 
 
+_SHADOW_NEEDS_DEFAULT_LOOP = ("Config(trial='shadow') trains the shadow run batch by batch, which a "
+                              "custom train_epoch cannot do: use trial='rollback' or the default "
+                              "training loop")
+
+
 @dataclass
 class Task:
     """A model factory with a width knob, the data, and optionally the loop (see the module)."""
@@ -212,9 +217,7 @@ class Task:
         trains the un-grown shadow run on every batch after the model."""
         if self.train_epoch is not None:
             if shadow_step is not None:
-                raise ExperimentError("Config(trial='shadow') trains the shadow run batch by batch, "
-                                      "which a custom train_epoch cannot do: use trial='rollback' "
-                                      "or the default training loop")
+                raise ExperimentError(_SHADOW_NEEDS_DEFAULT_LOOP)
             model.train()
             loss = self.train_epoch(model, loader, optimizer)
             return (float(loss) if isinstance(loss, (int, float, torch.Tensor)) else None), None
@@ -329,9 +332,7 @@ def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
                                              count_nonzero)
 
     if config is not None and mode is not None and config.trial == "shadow" and task.train_epoch:
-        raise ExperimentError("Config(trial='shadow') trains the shadow run batch by batch, which "
-                              "a custom train_epoch cannot do: use trial='rollback' or the "
-                              "default training loop")
+        raise ExperimentError(_SHADOW_NEEDS_DEFAULT_LOOP)
     monitored = {"score_mode": task.direction, "score_name": f"validation {task.metric_name}"}
     factory = task.optimizer or optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
     with torch.random.fork_rng(devices=[]):
