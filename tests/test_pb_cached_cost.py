@@ -96,3 +96,76 @@ def test_linear_layers_on_sequences_step_on_slices_and_flat_ones_on_the_whole_ep
     assert epoch.costly is costly
     taken = cached.fit([(pool, layer)], 100, 0.05, passes=10.0)[0]
     assert (taken <= 40) is costly  # 4 slices of one batch: 10 passes in 40 steps
+
+
+def _learnable_linear_epoch(steps, lr, flat_steps=None):
+    """A frozen flat Linear layer whose neurons' error is a sigmoid of another linear map of
+    the input (a candidate can learn it). Returns the chosen candidates' |correlation| and the
+    steps the fit took."""
+    g = torch.Generator().manual_seed(0)
+    layer = pf.dendritic_layers(pf.perforate(nn.Sequential(nn.Linear(8, 6)), pf.Config(mode="pb")))["0"]
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    teacher = torch.randn(6, 8, generator=g)
+    pb.start_dendrite_phase({"0": layer}, 2, torch.Generator().manual_seed(1), 0.9, cache_mb=64)
+    for _ in range(8):
+        x = torch.randn(32, 8, generator=g)
+        (layer(x) * torch.sigmoid(x @ teacher.T)).sum().backward()  # delta = the target
+    pool = layer.candidate_pool
+    taken = cached.fit([(pool, layer)], steps, lr, 10.0, flat_steps)[0]
+    return pool.layer_correlation(), taken
+
+
+def test_flat_layers_take_20_steps_by_default_and_reach_the_long_fits_correlation():
+    """The default schedule of flat layers (``candidate_steps="auto"``: 20 full-batch steps at
+    ``candidate_lr`` = 0.05) against the one before it (100 steps at 0.01): a fifth of the
+    steps, and the chosen candidates' correlation within 10 % of the long fit's (20 steps at
+    0.01 reach about 0.75 of it here)."""
+    from perforate.config import CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS
+
+    cfg = pf.Config()
+    assert (cfg.candidate_steps, cfg.candidate_lr) == ("auto", 0.05)
+    assert (CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS) == (20, 100)
+    long_fit, long_steps = _learnable_linear_epoch(100, 0.01)
+    short_fit, short_steps = _learnable_linear_epoch(CANDIDATE_SLICED_STEPS, cfg.candidate_lr,
+                                                     CANDIDATE_FLAT_STEPS)
+    assert short_steps == 20 and long_steps > 20
+    assert long_fit > 0.5
+    assert short_fit > 0.9 * long_fit
+    assert _learnable_linear_epoch(5, 0.05, 20)[1] == 5  # the steps stay the cap
+
+
+def test_the_default_grower_fit_gives_flat_layers_20_steps_and_an_explicit_count_to_all(monkeypatch):
+    """``Grower.step`` passes the default split (flat layers 20 full-batch steps, sliced ones
+    100) to the fit, and an explicit ``candidate_steps`` to every layer."""
+    calls = []
+    real = cached.fit
+    monkeypatch.setattr(cached, "fit", lambda *a: calls.append(a[1:]) or real(*a))
+    for steps, expected in (("auto", (100, 0.05, 10.0, 20)), (7, (7, 0.05, 10.0, None))):
+        torch.manual_seed(0)
+        cfg = pf.Config(mode="pb", candidate_steps=steps)
+        model = pf.perforate(nn.Sequential(nn.Linear(4, 3)), cfg)
+        grower = pf.Grower(model, cfg, optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-3))
+        grower.add_dendrites()
+        for _ in range(2):
+            F.mse_loss(model(torch.randn(8, 4)), torch.randn(8, 3)).backward()
+        decision = grower.step(0.5)
+        assert calls[-1] == expected
+    with pytest.raises(pf.ConfigError, match="candidate_steps"):
+        pf.Config(candidate_steps="many")
+        assert ("20 full-batch steps" in decision.reason) is (steps == "auto")
+
+
+def test_flat_steps_leave_sliced_layers_alone():
+    """``candidate_flat_steps`` caps flat layers only: a conv layer still steps on slices,
+    ``candidate_passes`` passes over its epoch in up to ``candidate_steps`` steps."""
+    g = torch.Generator().manual_seed(0)
+    layer = pf.dendritic_layers(pf.perforate(nn.Sequential(nn.Conv2d(2, 3, 3)), pf.Config(mode="pb")))["0"]
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    pb.start_dendrite_phase({"0": layer}, 1, torch.Generator().manual_seed(1), 0.9, cache_mb=64)
+    for _ in range(8):
+        (layer(torch.randn(4, 2, 6, 6, generator=g)) ** 2).sum().backward()
+    pool = layer.candidate_pool
+    taken = cached.fit([(pool, layer)], 100, 0.05, 10.0, flat_steps=20)[0]
+    assert taken > 20  # 8 slices (one per batch), 10 passes: up to 80 steps

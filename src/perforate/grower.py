@@ -55,7 +55,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import resuming, snapshots
 from .checks import check_fields, score_problem, show
-from .config import Config
+from .config import CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS, Config
 from .convert import dendritic_layers, perforate
 from .errors import CheckpointError, ConfigError, GrowthError
 from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, direction_problem
@@ -846,11 +846,15 @@ class Grower:
         s, cfg = self.state, self.config
         s.dendrite_epochs += 1
         if cfg.candidate_training == "cached":
-            pb.fit_cached(self.layers, cfg.candidate_steps, cfg.candidate_lr, cfg.candidate_passes)
+            auto = cfg.candidate_steps == "auto"  # 20 full-batch steps on flat layers, 100 on slices
+            pb.fit_cached(self.layers, CANDIDATE_SLICED_STEPS if auto else cfg.candidate_steps,
+                          cfg.candidate_lr, cfg.candidate_passes, CANDIDATE_FLAT_STEPS if auto else None)
             for name, layer in self.layers.items():
                 row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
-            return self._join(f"candidates trained on the cached epoch ({cfg.candidate_steps} "
-                              "full-batch steps at most), scored on the whole epoch")
+            steps = (f"{CANDIDATE_FLAT_STEPS} full-batch steps (flat layers) or {CANDIDATE_SLICED_STEPS}"
+                     if auto else f"{cfg.candidate_steps}")
+            return self._join(f"candidates trained on the cached epoch ({steps} steps at most), "
+                              "scored on the whole epoch")
         total = 0.0
         for name, layer in self.layers.items():
             pool = layer.candidate_pool

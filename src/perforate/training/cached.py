@@ -183,7 +183,8 @@ def _cast(obj, dtype: torch.dtype):
     return obj
 
 
-def fit(pools: list, steps: int, lr: float, passes: float = 0.0) -> list[int]:
+def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
+        flat_steps: int | None = None) -> list[int]:
     """Train and score the candidates of ``pools`` (``(pool, layer)`` pairs) on their cached
     epochs; returns the steps each took (0 where nothing was cached). The caches are emptied.
 
@@ -192,7 +193,9 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0) -> list[int]:
     recorded batch) takes each step on the next of
     ``ceil(steps / passes)`` slices of its cached epoch, so that its steps pass over the epoch
     about ``passes`` times (as minibatch steps); other layers, and ``passes=0``, take every
-    step on the whole epoch. The scores are always those of the whole epoch."""
+    step on the whole epoch. ``flat_steps``: a layer that is not costly (one row per sample,
+    e.g. a flat Linear layer, where a full-batch step is cheap) takes at most that many steps.
+    The scores are always those of the whole epoch."""
     epochs: list[CachedEpoch | None] = []
     for pool, layer in pools:
         entries = [e for e in pool.cache or () if e["delta"] is not None]
@@ -202,6 +205,8 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0) -> list[int]:
             epochs[-1].split(math.ceil(steps / passes))
             # fewer slices than asked (one per recorded batch at most): fewer steps, same passes
             epochs[-1].max_steps = min(steps, max(1, round(passes * len(epochs[-1].chunks))))
+        elif entries and flat_steps is not None and not epochs[-1].costly:
+            epochs[-1].max_steps = min(steps, flat_steps)
         del entries  # stacked, the batches' own tensors can go before the next layer stacks
     active = [e for e in epochs if e is not None and e.params]
     taken = {id(e): 0 for e in active}
