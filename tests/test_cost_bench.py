@@ -76,3 +76,25 @@ def test_reference_figure_times_the_three_arms_on_one_loop():
     assert set(seconds) == {"plain", "perforate", "perforatedai"} and min(seconds.values()) > 0
     assert figure["median"] == seconds["perforatedai"] / seconds["perforate"]
     assert figure["perforatedai_version"] == "3.2.9"
+
+
+def test_cost_bench_reports_the_speed_issues_rows_against_their_targets():
+    """Every row of the second speed issue's table is a figure with its own target: the pb
+    phase per growth (stacked Linear: the cached case, <= 3 plain epochs; conv + BN blocks,
+    LSTM, attention), a whole epoch after one growth (<= 1.3), export at batch 256 (<= 1.3)."""
+    from perforate.experiments.cost import CASE_TARGETS, run_cost
+
+    data = run_cost(quick=True)
+    assert data["pb_phase_ratio"]["cached (default)"]["target"] == 3.0
+    assert data["pb_phase_ratio"]["online"]["target"] == 1.5
+    families = data["pb_phase_per_growth"]
+    assert len(families) == 3 and any("blocks=" in name for name in families)
+    assert any("lstm" in name for name in families) and any("attention" in name for name in families)
+    for entry in [*families.values(), data["grown_epoch_ratio"]]:
+        assert ENTRY_KEYS <= entry.keys() and entry["median"] > 0
+        assert entry["met"] == (entry["median"] <= entry["target"])
+    assert {e["target"] for e in families.values()} == {3.0}
+    assert all(e["layers"] > 0 for e in families.values())  # the families' layers were wrapped
+    assert data["grown_epoch_ratio"]["target"] == 1.3 and data["grown_epoch_ratio"]["dendrites"] > 0
+    assert CASE_TARGETS[("export_latency_ratio", "batch=256")] == 1.3
+    assert data["export_latency_ratio"]["batch=1"]["target"] == 1.5

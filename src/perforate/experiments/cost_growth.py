@@ -80,7 +80,8 @@ def _families(quick: bool, data) -> dict[str, tuple[nn.Module, Any, dict, int]]:
         spec = data
     else:
         seq = _data(torch.randn(seq_n, steps, generator=g), torch.randint(0, 10, (seq_n,), generator=g))
-        spec = SimpleNamespace(input_shape=(steps,), num_classes=10, task="classification")
+        spec = SimpleNamespace(name="synthetic", input_shape=(steps,), num_classes=10, out_features=10,
+                               task="classification")
     torch.manual_seed(0)
     return {
         "ResNet-18-style conv+BN blocks (blocks=)": (ResNet18ish(width), images, {"blocks": [ConvBN]}, 64),
