@@ -273,3 +273,13 @@ def test_ray_sweep_pairs_baselines_resumes_and_reports(tmp_path):
     optuna_keys = set(TrialRecord(0, "COMPLETE", {}).to_dict())
     assert all(set(json.loads(line)) == optuna_keys
                for line in (out / "trials.jsonl").read_text().splitlines())
+
+
+def test_candidate_steps_sweeps_as_an_integer_or_auto():
+    """``Config.candidate_steps`` defaults to "auto" (issue 26) but is an integer parameter: an
+    integer range sweeps, a float range is refused, and "auto" is one of its values."""
+    space = space_from_dict({**TINY, "parameters": {"candidate_steps": {"min": 10, "max": 40}}})
+    assert space.parameters[0].distribution == "int_uniform"
+    with pytest.raises(ConfigError, match="candidate_steps is an integer"):
+        space_from_dict({**TINY, "parameters": {"candidate_steps": {"min": 10.0, "max": 40.0}}})
+    space_from_dict({**TINY, "parameters": {"candidate_steps": {"values": ["auto", 20]}}})

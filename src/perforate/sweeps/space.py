@@ -420,7 +420,7 @@ def _ranged(name: str, dist: str, raw: dict[str, Any], where: str) -> Parameter:
 def _value_type(name: str) -> type | None:
     if name in MODEL_PARAMETERS:
         return MODEL_PARAMETERS[name]
-    if name == "width":
+    if name in ("width", "candidate_steps"):  # candidate_steps: an int, or "auto" (its default)
         return int
     default = Config().to_dict()[name]
     return type(default)
