@@ -98,7 +98,7 @@ def test_linear_layers_on_sequences_step_on_slices_and_flat_ones_on_the_whole_ep
     assert (taken <= 40) is costly  # 4 slices of one batch: 10 passes in 40 steps
 
 
-def _learnable_linear_epoch(steps, lr, flat_steps=None):
+def _learnable_linear_epoch(steps, lr, flat_steps=None, flat_lr=None):
     """A frozen flat Linear layer whose neurons' error is a sigmoid of another linear map of
     the input (a candidate can learn it). Returns the chosen candidates' |correlation| and the
     steps the fit took."""
@@ -112,23 +112,24 @@ def _learnable_linear_epoch(steps, lr, flat_steps=None):
         x = torch.randn(32, 8, generator=g)
         (layer(x) * torch.sigmoid(x @ teacher.T)).sum().backward()  # delta = the target
     pool = layer.candidate_pool
-    taken = cached.fit([(pool, layer)], steps, lr, 10.0, flat_steps)[0]
+    taken = cached.fit([(pool, layer)], steps, lr, 10.0, flat_steps, flat_lr)[0]
     return pool.layer_correlation(), taken
 
 
 def test_flat_layers_take_20_steps_by_default_and_reach_the_long_fits_correlation():
     """The default schedule of flat layers (``candidate_steps="auto"``: 20 full-batch steps at
-    ``candidate_lr`` = 0.05) against the one before it (100 steps at 0.01): a fifth of the
+    5 x ``candidate_lr`` = 0.05) against the one before it (100 steps at 0.01): a fifth of the
     steps, and the chosen candidates' correlation within 10 % of the long fit's (20 steps at
     0.01 reach about 0.75 of it here)."""
-    from perforate.config import CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS
+    from perforate.config import CANDIDATE_FLAT_LR_SCALE, CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS
 
     cfg = pf.Config()
-    assert (cfg.candidate_steps, cfg.candidate_lr) == ("auto", 0.05)
-    assert (CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS) == (20, 100)
+    assert (cfg.candidate_steps, cfg.candidate_lr) == ("auto", 0.01)
+    assert (CANDIDATE_FLAT_STEPS, CANDIDATE_FLAT_LR_SCALE, CANDIDATE_SLICED_STEPS) == (20, 5.0, 100)
     long_fit, long_steps = _learnable_linear_epoch(100, 0.01)
     short_fit, short_steps = _learnable_linear_epoch(CANDIDATE_SLICED_STEPS, cfg.candidate_lr,
-                                                     CANDIDATE_FLAT_STEPS)
+                                                     CANDIDATE_FLAT_STEPS,
+                                                     cfg.candidate_lr * CANDIDATE_FLAT_LR_SCALE)
     assert short_steps == 20 and long_steps > 20
     assert long_fit > 0.5
     assert short_fit > 0.9 * long_fit
@@ -136,12 +137,13 @@ def test_flat_layers_take_20_steps_by_default_and_reach_the_long_fits_correlatio
 
 
 def test_the_default_grower_fit_gives_flat_layers_20_steps_and_an_explicit_count_to_all(monkeypatch):
-    """``Grower.step`` passes the default split (flat layers 20 full-batch steps, sliced ones
-    100) to the fit, and an explicit ``candidate_steps`` to every layer."""
+    """``Grower.step`` passes the default split (flat layers 20 full-batch steps at 5 x the
+    rate, sliced ones 100 at the rate) to the fit, and an explicit ``candidate_steps`` (at
+    ``candidate_lr``) to every layer."""
     calls = []
     real = cached.fit
     monkeypatch.setattr(cached, "fit", lambda *a: calls.append(a[1:]) or real(*a))
-    for steps, expected in (("auto", (100, 0.05, 10.0, 20)), (7, (7, 0.05, 10.0, None))):
+    for steps, expected in (("auto", (100, 0.01, 10.0, 20, 0.05)), (7, (7, 0.01, 10.0, None, None))):
         torch.manual_seed(0)
         cfg = pf.Config(mode="pb", candidate_steps=steps)
         model = pf.perforate(nn.Sequential(nn.Linear(4, 3)), cfg)
@@ -150,7 +152,7 @@ def test_the_default_grower_fit_gives_flat_layers_20_steps_and_an_explicit_count
         for _ in range(2):
             F.mse_loss(model(torch.randn(8, 4)), torch.randn(8, 3)).backward()
         decision = grower.step(0.5)
-        assert calls[-1] == expected
+        assert calls[-1][:4] == expected[:4] and calls[-1][4] == pytest.approx(expected[4])
     with pytest.raises(pf.ConfigError, match="candidate_steps"):
         pf.Config(candidate_steps="many")
         assert ("20 full-batch steps" in decision.reason) is (steps == "auto")
@@ -169,3 +171,27 @@ def test_flat_steps_leave_sliced_layers_alone():
     pool = layer.candidate_pool
     taken = cached.fit([(pool, layer)], 100, 0.05, 10.0, flat_steps=20)[0]
     assert taken > 20  # 8 slices (one per batch), 10 passes: up to 80 steps
+
+
+def test_flat_lr_moves_flat_layers_only():
+    """``flat_lr`` is the Adam rate of flat layers; a conv layer fitted in the same call keeps
+    ``lr``: its candidates' first step is the same with and without ``flat_lr``."""
+    def first_step(flat_lr):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        model = pf.perforate(nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(12, 2)), pf.Config(mode="pb"))
+        layers = pf.dendritic_layers(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        pb.start_dendrite_phase(layers, 1, torch.Generator().manual_seed(1), 0.9, cache_mb=64)
+        for _ in range(4):
+            (model(torch.randn(4, 2, 4, 4, generator=g)) ** 2).sum().backward()
+        before = {n: l.candidate_pool.weight.detach().clone() for n, l in layers.items()}
+        cached.fit([(l.candidate_pool, l) for l in layers.values()], 1, 0.01, 10.0, 20, flat_lr)
+        return {n: (l.candidate_pool.best_weight if hasattr(l.candidate_pool, "best_weight")
+                    else l.candidate_pool.weight).detach() - before[n] for n, l in layers.items()}
+
+    base, fast = first_step(None), first_step(0.05)
+    torch.testing.assert_close(fast["0"], base["0"])  # the conv layer: same rate
+    # Adam's first step is lr * sign-like: the flat layer's moves 5 times as far
+    torch.testing.assert_close(fast["2"], 5 * base["2"], rtol=1e-4, atol=1e-7)

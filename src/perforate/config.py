@@ -21,9 +21,11 @@ TRIALS = ("rollback", "shadow")
 MAX_SEED = 2**32 - 1
 MAX_CANDIDATES = 1024
 CANDIDATE_FLAT_STEPS = 20
-"""Cached pb fit, ``candidate_steps=None``: full-batch steps of flat layers."""
+"""Cached pb fit, ``candidate_steps="auto"``: full-batch steps of flat layers..."""
+CANDIDATE_FLAT_LR_SCALE = 5.0
+"""... at this multiple of ``candidate_lr``."""
 CANDIDATE_SLICED_STEPS = 100
-"""Cached pb fit, ``candidate_steps=None``: steps of layers that step on slices of the epoch."""
+"""Cached pb fit, ``candidate_steps="auto"``: steps of layers that step on slices of the epoch."""
 MAX_INIT_SCALE = 1e3
 """New dendrite weights are ``init_scale`` times the layer's default bound: larger ones overflow
 half-precision activations and saturate every dendrite activation."""
@@ -140,13 +142,13 @@ class Config:
     candidates train by minibatch steps of the user's optimizer for up to
     ``dendrite_max_epochs`` epochs, scored by a running average of minibatch covariances."""
     candidate_steps: int | str = "auto"
-    """Steps of cached candidate training (fewer when the objective stops rising). "auto": 20
-    full-batch steps for flat layers (one row per sample, e.g. stacked Linear layers; each step
-    a pass over the cached epoch) and 100 for layers that step on slices of the epoch
-    (``candidate_passes``). 20 full-batch steps at ``candidate_lr=0.05`` reach about 90 % of
-    the correlation of 100 at 0.01 at a fifth of the cost, with the same accuracy after growth
-    (docs/benchmarks.md). An int: that many steps for every layer."""
-    candidate_lr: float = 0.05
+    """Steps of cached candidate training (fewer when the objective stops rising). "auto": flat
+    layers (one row per sample, e.g. stacked Linear layers; each step a pass over the cached
+    epoch) take 20 full-batch steps at 5 x ``candidate_lr``, layers that step on slices of the
+    epoch (``candidate_passes``) 100 steps at ``candidate_lr``. 20 steps at 0.05 reach about
+    90 % of the correlation of 100 at 0.01 at a fifth of the cost, with the same accuracy after
+    growth (docs/benchmarks.md). An int: that many steps at ``candidate_lr`` for every layer."""
+    candidate_lr: float = 0.01
     """Adam learning rate of cached candidate training."""
     candidate_passes: float = 10.0
     """Cached training of layers whose step costs like the layer's own epoch (convolutions,

@@ -55,7 +55,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import resuming, snapshots
 from .checks import check_fields, score_problem, show
-from .config import CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS, Config
+from .config import CANDIDATE_FLAT_LR_SCALE, CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS, Config
 from .convert import dendritic_layers, perforate
 from .errors import CheckpointError, ConfigError, GrowthError
 from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, direction_problem
@@ -846,9 +846,10 @@ class Grower:
         s, cfg = self.state, self.config
         s.dendrite_epochs += 1
         if cfg.candidate_training == "cached":
-            auto = cfg.candidate_steps == "auto"  # 20 full-batch steps on flat layers, 100 on slices
+            auto = cfg.candidate_steps == "auto"  # flat layers: 20 full-batch steps at 5 x lr
             pb.fit_cached(self.layers, CANDIDATE_SLICED_STEPS if auto else cfg.candidate_steps,
-                          cfg.candidate_lr, cfg.candidate_passes, CANDIDATE_FLAT_STEPS if auto else None)
+                          cfg.candidate_lr, cfg.candidate_passes, CANDIDATE_FLAT_STEPS if auto else None,
+                          cfg.candidate_lr * CANDIDATE_FLAT_LR_SCALE if auto else None)
             for name, layer in self.layers.items():
                 row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
             steps = (f"{CANDIDATE_FLAT_STEPS} full-batch steps (flat layers) or {CANDIDATE_SLICED_STEPS}"

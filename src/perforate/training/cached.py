@@ -77,7 +77,8 @@ class CachedEpoch:
         (convolutions, Linear layers on sequences) or one call per recorded batch."""
         self.chunks = [(self.calls, 0, rows_total)]
         self.running: torch.Tensor | None = None  # sliced steps: running mean of cov [P, C]
-        self.max_steps: int | None = None  # sliced steps: the budget of ``passes``
+        self.max_steps: int | None = None  # sliced steps: the budget of ``passes``; flat: flat_steps
+        self.lr: float | None = None  # flat layers: their own Adam rate (``fit``'s flat_lr)
         cascade = pool.cascade
         self.cascade = cascade if cascade is not None and cascade.requires_grad else None
         self.units = [p for p in pool.trainable_parameters() if p.requires_grad and p is not cascade]
@@ -184,7 +185,7 @@ def _cast(obj, dtype: torch.dtype):
 
 
 def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
-        flat_steps: int | None = None) -> list[int]:
+        flat_steps: int | None = None, flat_lr: float | None = None) -> list[int]:
     """Train and score the candidates of ``pools`` (``(pool, layer)`` pairs) on their cached
     epochs; returns the steps each took (0 where nothing was cached). The caches are emptied.
 
@@ -194,8 +195,8 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
     ``ceil(steps / passes)`` slices of its cached epoch, so that its steps pass over the epoch
     about ``passes`` times (as minibatch steps); other layers, and ``passes=0``, take every
     step on the whole epoch. ``flat_steps``: a layer that is not costly (one row per sample,
-    e.g. a flat Linear layer, where a full-batch step is cheap) takes at most that many steps.
-    The scores are always those of the whole epoch."""
+    e.g. a flat Linear layer, where a full-batch step is cheap) takes at most that many steps,
+    at ``flat_lr`` where given. The scores are always those of the whole epoch."""
     epochs: list[CachedEpoch | None] = []
     for pool, layer in pools:
         entries = [e for e in pool.cache or () if e["delta"] is not None]
@@ -205,14 +206,17 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
             epochs[-1].split(math.ceil(steps / passes))
             # fewer slices than asked (one per recorded batch at most): fewer steps, same passes
             epochs[-1].max_steps = min(steps, max(1, round(passes * len(epochs[-1].chunks))))
-        elif entries and flat_steps is not None and not epochs[-1].costly:
-            epochs[-1].max_steps = min(steps, flat_steps)
+        elif entries and not epochs[-1].costly:
+            if flat_steps is not None:
+                epochs[-1].max_steps = min(steps, flat_steps)
+            if flat_lr is not None:
+                epochs[-1].lr = flat_lr
         del entries  # stacked, the batches' own tensors can go before the next layer stacks
     active = [e for e in epochs if e is not None and e.params]
     taken = {id(e): 0 for e in active}
     last: dict[int, float] = {}
     if steps and active:
-        optimizer = _adam([p for e in active for p in e.params], lr)
+        optimizer = _adam([{"params": e.params, "lr": lr if e.lr is None else e.lr} for e in active], lr)
         window = {id(e): 0.0 for e in active if len(e.chunks) > 1}  # sliced: objectives summed
         for step in range(1, steps + 1):
             chunks = [e.chunks[(step - 1) % len(e.chunks)] for e in active]
@@ -265,11 +269,14 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
     return [0 if e is None else taken.get(id(e), 0) for e in epochs]
 
 
-def _adam(params: list, lr: float) -> torch.optim.Adam:
-    """Adam for cached training: torch's fused kernel where it has one (a step is then one op
-    instead of a dozen per tensor, which shows on small layers)."""
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+def _adam(groups: list[dict], lr: float) -> torch.optim.Adam:
+    """Adam for cached training (parameter groups, each with its rate): torch's fused kernel
+    where it has one (a step is then one op instead of a dozen per tensor, which shows on small
+    layers)."""
+    groups = [g for g in groups if g["params"]]
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for g in groups for p in g["params"])
+    return torch.optim.Adam(groups, lr=lr, fused=fused or None)
 
 
 def _rank_mean(t: torch.Tensor) -> torch.Tensor:
