@@ -1,6 +1,7 @@
 """perforate: open, fast dendritic optimization (Perforated Backpropagation) for PyTorch."""
 from .checkpoint import load, read_checkpoint_meta, save
 from .config import Config
+from .connectivity import restrict as restrict_inputs
 from .convert import dendritic_layers, perforate
 from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError, GrowthError,
                      MissingExtraError, PerforateError, RunLockedError, WrapError)
@@ -20,5 +21,5 @@ __all__ = [
     "MissingExtraError", "PerforateError", "PerforateWarning", "RunLockedError", "ScoreDirectionWarning",
     "StaleOptimizerWarning", "WrapError", "count_parameters", "dendritic_layers",
     "export", "flops_per_sample", "load", "parameter_breakdown", "peak_training_memory",
-    "perforate", "read_checkpoint_meta", "remaining_error_reduction", "save",
+    "perforate", "read_checkpoint_meta", "remaining_error_reduction", "restrict_inputs", "save",
 ]

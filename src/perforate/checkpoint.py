@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from . import connectivity
 from .activations import ACTIVATIONS
 from .checks import fits, show
 from .convert import dendritic_layers
@@ -30,8 +31,9 @@ FORMAT = "perforate/1"
 DOC_KEY, DIGEST_KEY = "perforate", "perforate_sha256"
 """Safetensors metadata entries: the JSON document, and the digest of it and the tensors."""
 _SPEC_TYPES = {"kind": str | None, "num_dendrites": int, "activation": str, "neuron_axis": int,
-               "perforated": bool, "init_scale": float, "frozen": bool, "candidates": int}
-_SPEC_OPTIONAL = ("kind", "frozen", "candidates")  # files from older versions lack them
+               "perforated": bool, "init_scale": float, "frozen": bool, "candidates": int,
+               "inputs": int, "input_choice": str}
+_SPEC_OPTIONAL = ("kind", "frozen", "candidates", "inputs", "input_choice")  # older files lack them
 
 log = logging.getLogger("perforate")
 
@@ -51,6 +53,8 @@ def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
             "init_scale": layer.init_scale,
             "frozen": layer.dendrites_frozen,
             "candidates": pool.num_candidates if pool is not None else 0,
+            "inputs": layer.inputs,
+            "input_choice": layer.input_choice,
         }
     return out
 
@@ -65,7 +69,8 @@ def check_structure(struct: Any, source: Any = "the checkpoint") -> dict[str, di
     allowed = {"kind": lambda v: v is None or v in kinds.KINDS,  # beyond the type in _SPEC_TYPES
                "activation": lambda v: v in ACTIVATIONS,
                "init_scale": lambda v: 0 < v < float("inf"),
-               "num_dendrites": lambda v: v >= 0, "candidates": lambda v: v >= 0}
+               "num_dendrites": lambda v: v >= 0, "candidates": lambda v: v >= 0,
+               "inputs": lambda v: v >= 0, "input_choice": lambda v: v in connectivity.CHOICES}
     for name, spec in struct.items():
         if not isinstance(spec, dict):
             raise CheckpointError(f"{source}: layer {show(name)} has settings {show(spec)}, not a mapping")
@@ -151,7 +156,9 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
                 try:
                     layer = DendriticLayer(module, activation=spec["activation"],
                                            neuron_axis=spec["neuron_axis"], perforated=spec["perforated"],
-                                           init_scale=spec["init_scale"], kind=spec.get("kind"), name=name)
+                                           init_scale=spec["init_scale"], kind=spec.get("kind"), name=name,
+                                           inputs=spec.get("inputs", 0),
+                                           input_choice=spec.get("input_choice", "local"))
                 except WrapError as exc:
                     raise CheckpointError(f"{source}: layer {show(name)} cannot be rebuilt as saved "
                                           f"({exc}); pass a fresh instance of the saved architecture") from exc
@@ -159,6 +166,11 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
                     model = layer
                 else:
                     replace_module(model, module, layer)
+        if (layer.inputs, layer.input_choice) != (spec.get("inputs", 0), spec.get("input_choice", "local")):
+            raise CheckpointError(
+                f"{source}: layer {show(name)} reads {spec.get('inputs', 0) or 'all'} inputs per "
+                f"dendrite ({spec.get('input_choice', 'local')}) but this model's layer reads "
+                f"{layer.inputs or 'all'} ({layer.input_choice}); pass an un-wrapped base model")
         if state is not None:
             _check_sizes(layer, name, spec, state, source)
         layer.set_num_dendrites(spec["num_dendrites"])

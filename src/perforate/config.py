@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ SCORE_MODES = ("max", "min")
 CANDIDATE_TRAINING = ("cached", "online")
 CHECKPOINT_POLICIES = ("memory", "disk")
 TRIALS = ("rollback", "shadow")
+INPUT_CHOICES = ("local", "random")
 MAX_SEED = 2**32 - 1
 MAX_CANDIDATES = 1024
 CANDIDATE_FLAT_STEPS = 20
@@ -126,6 +128,20 @@ class Config:
     parameters, and a wrapped tied head no longer saves with ``save_pretrained``."""
     neuron_axis: dict[str, int] = field(default_factory=dict)
     """Per-layer override of the output's neuron axis: {module-name glob: axis}."""
+    dendrite_inputs: int | dict[str, int] = 0
+    """Restricted-input dendrites: how many inputs each dendrite (each row of it: one per
+    neuron) reads; 0 reads all (a dendrite is then a full copy of the layer's input weights).
+    An int applies to every wrapped layer, a {module-name glob: count} mapping to the layers it
+    matches (others read all). The inputs are the features of a Linear's last axis (a
+    sequence's features, or positions of a flattened 1-D signal) or the input channels of an
+    ungrouped convolution; attention projections are Linears and take it too. Recurrent, graph
+    and block layers cannot (their dendrites are module copies): a count there raises
+    :class:`pf.WrapError`. The masks are fixed at growth, saved with the model, and counted
+    honestly by ``pf.count_parameters`` / ``pf.flops_per_sample``. See
+    :mod:`perforate.connectivity`."""
+    dendrite_input_choice: str = "local"
+    """How a restricted dendrite's inputs are chosen: "local", a window of neighbouring inputs
+    at a random start, or "random", a random subset; both drawn from ``seed``."""
     seed: int = 0
     """Seeds every new dendrite (a local generator; global RNG is untouched); 0 to 2**32 - 1."""
     snapshot_device: str = "auto"
@@ -250,6 +266,14 @@ class Config:
             raise ConfigError("neuron_axis must map module-name glob patterns to an int "
                               f"axis, e.g. {{'encoder.*': -1}}; got {show(self.neuron_axis)}")
         _choice("mode", self.mode, MODES)
+        _choice("dendrite_input_choice", self.dendrite_input_choice, INPUT_CHOICES)
+        counts = self.dendrite_inputs if isinstance(self.dendrite_inputs, dict) else {"*": self.dendrite_inputs}
+        for pattern, count in counts.items():
+            if not isinstance(pattern, str) or isinstance(count, bool) or not isinstance(count, int) \
+                    or count < 0:
+                raise ConfigError("dendrite_inputs must be an integer >= 0 (0: all inputs) or a "
+                                  "mapping of module-name globs to such integers, e.g. "
+                                  f"{{'fc1': 8}}; got {show(self.dendrite_inputs)}")
         _choice("candidate_training", self.candidate_training, CANDIDATE_TRAINING)
         _choice("snapshot_device", self.snapshot_device, ("auto", "model", "cpu", "disk"))
         _int("smoothing", self.smoothing, 1)
@@ -290,6 +314,15 @@ class Config:
             raise ConfigError(f"score_name must be a non-empty string such as 'validation loss'; "
                               f"got {show(self.score_name)}")
         check_fields(self, ConfigError)  # every field, those without bounds above too
+
+    def inputs_for(self, name: str) -> int:
+        """The inputs each dendrite of layer ``name`` reads (0: all), from ``dendrite_inputs``."""
+        if not isinstance(self.dendrite_inputs, dict):
+            return self.dendrite_inputs
+        for pattern, count in self.dendrite_inputs.items():
+            if fnmatchcase(name, pattern):
+                return count
+        return 0
 
     def better(self, score: float, reference: float | None) -> bool:
         """True when ``score`` improves on ``reference`` by more than both thresholds.

@@ -52,6 +52,8 @@ def make_layer(module: nn.Module, config: Config, neuron_axis: int | None = None
         init_scale=config.init_scale,
         kind=kind,
         name=name,
+        inputs=config.inputs_for(name),
+        input_choice=config.dendrite_input_choice,
     )
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import activations
+from . import activations, connectivity
 from .errors import bypass_error
 
 
@@ -53,7 +53,10 @@ class ExportedDendriticLayer(nn.Module):
         self.stacked = None
         self.units = None
         with torch.no_grad():
-            weight = None if layer.dendrite_weight is None else layer.dendrite_weight.detach()
+            weight = None if layer.dendrite_weight is None else layer.dendrite_weight_used().detach()
+            # restricted inputs: the masked weights are fused as zeros (stored dense); the
+            # stacked module keeps the mask as a buffer so pf.count_parameters stays honest
+            mask = layer._buffers.get("dendrite_weight_mask")
             bias = None if layer.dendrite_bias is None else layer.dendrite_bias.detach()
             if adapter.stacked and adapter.units_per_call(layer.main):
                 self.main_in_stack = fold_main and adapter.foldable(layer.main)
@@ -62,6 +65,10 @@ class ExportedDendriticLayer(nn.Module):
                     if bias is not None:
                         bias = torch.cat([layer.main.bias.detach(), bias])
                 self.stacked = adapter.widened(layer.main, weight, bias)
+                if mask is not None:
+                    if self.main_in_stack:
+                        mask = torch.cat([mask.new_ones(c, mask.shape[1]), mask])
+                    self.stacked.register_buffer("weight_mask", connectivity.shaped(mask, weight.ndim))
             elif adapter.stacked:  # grouped convolution: one plain copy per dendrite
                 self.units = nn.ModuleList()
                 for i in range(k):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import activations, kinds
+from . import activations, connectivity, kinds
 from .errors import WrapError, bypass_error
 from .kinds.base import first_parameter
 
@@ -48,6 +48,9 @@ class DendriticLayer(nn.Module):
         perforated: detach the dendrites' input so no error flows back through them
             (Perforated Backpropagation). ``gd`` mode uses False.
         init_scale: scale of new dendrite weights relative to the default initialisation.
+        inputs: inputs each dendrite row reads (0: all of them; see :mod:`perforate.connectivity`);
+            Linear and ungrouped convolutions (input channels) only.
+        input_choice: how those inputs are chosen, ``"local"`` (a window) or ``"random"``.
         kind: the kind's name (see :mod:`perforate.kinds`); found from ``main`` when None.
         name: the module's name in its model, for error messages.
     """
@@ -61,6 +64,8 @@ class DendriticLayer(nn.Module):
         init_scale: float = 1.0,
         kind: str | None = None,
         name: str = "",
+        inputs: int = 0,
+        input_choice: str = "local",
     ) -> None:
         super().__init__()
         if isinstance(main, DendriticLayer):
@@ -80,6 +85,11 @@ class DendriticLayer(nn.Module):
         self.neuron_axis = int(adapter.resolve_axis(main, neuron_axis))
         self.channels = int(adapter.channels(main))
         self.has_bias = isinstance(getattr(main, "bias", None), torch.Tensor)
+        self.inputs = int(inputs)
+        self.input_choice = input_choice if self.inputs else "local"
+        if self.inputs:
+            connectivity.check_reads(self.inputs, connectivity.input_size(main) if adapter.stacked
+                                     else None, input_choice, f"layer {name or type(main).__name__}")
         self._num_dendrites = 0
         # registered now, so that the parameters keep this order however the layer grew (a
         # layer grown one dendrite at a time and one rebuilt from a checkpoint list them alike)
@@ -89,6 +99,8 @@ class DendriticLayer(nn.Module):
         self.output_weight: nn.Parameter | None  # [K, C], starts at zero
         for key in ("dendrite_weight", "dendrite_bias", "cascade_weight", "output_weight"):
             self.register_parameter(key, None)
+        # restricted inputs: [K*C, inputs] bool, which inputs each dendrite row reads
+        self.register_buffer("dendrite_weight_mask", None)
         self.dendrite_blocks = None if adapter.stacked else nn.ModuleList()  # copies kinds
         self.candidate_pool: nn.Module | None = None  # set during a pb dendrite phase
         self._dendrites_frozen = False
@@ -108,8 +120,9 @@ class DendriticLayer(nn.Module):
         return self._dendrites_frozen
 
     def extra_repr(self) -> str:
+        inputs = f", inputs={self.inputs} ({self.input_choice})" if self.inputs else ""
         return (f"kind={self.kind}, channels={self.channels}, dendrites={self._num_dendrites}, "
-                f"activation={self.activation}, perforated={self.perforated}")
+                f"activation={self.activation}, perforated={self.perforated}{inputs}")
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -179,6 +192,11 @@ class DendriticLayer(nn.Module):
         self._num_dendrites = 0
         if k > 0:
             self.add_dendrites(k, units=self.adapter.placeholder_units(self, k))
+
+    def dendrite_weight_used(self) -> torch.Tensor | None:
+        """The stacked dendrite weight as the forward uses it: masked where inputs are restricted."""
+        w, mask = self._parameters["dendrite_weight"], self._buffers.get("dendrite_weight_mask")
+        return w if mask is None or w is None else w * connectivity.shaped(mask, w.ndim)
 
     def dendrite_parameters(self) -> list[nn.Parameter]:
         """Weights of the dendrites themselves (not the output weights v)."""

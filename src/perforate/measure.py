@@ -28,26 +28,36 @@ def _inference_parameters(model: nn.Module):
             yield p
 
 
+def _sizes(model: nn.Module, params) -> list[tuple[nn.Parameter, int]]:
+    """``(parameter, entries that exist)``: a masked parameter (restricted inputs, a pruned
+    weight; see :mod:`perforate.connectivity`) counts only the connections its mask keeps."""
+    from .connectivity import existing, masked_parameters
+
+    masked = masked_parameters(model)
+    return [(p, existing(p, masked[id(p)][2]) if id(p) in masked else p.numel()) for p in params]
+
+
 def count_parameters(model: nn.Module) -> int:
-    """Every parameter inference needs (tied weights counted once, training-only pools not at all)."""
-    return sum(p.numel() for p in _inference_parameters(model))
+    """Every parameter inference needs (tied weights counted once, training-only pools not at
+    all, masked-out connections of restricted or pruned weights not at all)."""
+    return sum(n for _, n in _sizes(model, _inference_parameters(model)))
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     """Counts of all, trainable, frozen and dendrite parameters (inference parameters only)."""
     from .convert import dendritic_layers
 
-    params = list(_inference_parameters(model))
+    sizes = _sizes(model, _inference_parameters(model))
     dendrite_ids = set()
     for layer in dendritic_layers(model).values():
         for p in (*layer.dendrite_parameters(), layer.output_weight):
             if p is not None:
                 dendrite_ids.add(id(p))
     return {
-        "total": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-        "frozen": sum(p.numel() for p in params if not p.requires_grad),
-        "dendrite": sum(p.numel() for p in params if id(p) in dendrite_ids),
+        "total": sum(n for _, n in sizes),
+        "trainable": sum(n for p, n in sizes if p.requires_grad),
+        "frozen": sum(n for p, n in sizes if not p.requires_grad),
+        "dendrite": sum(n for p, n in sizes if id(p) in dendrite_ids),
     }
 
 
@@ -55,16 +65,57 @@ def flops_per_sample(model: nn.Module, example: torch.Tensor) -> float:
     """Forward FLOPs per sample counted by ``torch.utils.flop_counter.FlopCounterMode``.
 
     ``example`` is a batch; its first dimension is the batch size. FlopCounterMode counts
-    matmuls and convolutions (the dominant cost), not element-wise operations.
+    matmuls and convolutions (the dominant cost), not element-wise operations. Masked-out
+    connections (restricted inputs, pruned weights: :mod:`perforate.connectivity`) are not
+    counted: 2 FLOPs per missing connection and output position are taken off.
     """
     was_training = model.training
     model.eval()
+    skipped = [0.0]
+    handles = [m.register_forward_hook(_skip_counter(m, p, mask, skipped))
+               for m, p, mask in _masked_ops(model)]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(example)
     finally:
+        for h in handles:
+            h.remove()
         model.train(was_training)
-    return counter.get_total_flops() / max(1, example.shape[0])
+    return (counter.get_total_flops() - skipped[0]) / max(1, example.shape[0])
+
+
+def _masked_ops(model: nn.Module):
+    """``(module, weight, mask)`` for each masked weight an inference forward uses; the module
+    is the one whose output shows the positions the weight runs at (an exported layer's
+    stacked Linear is called as a function: its layer stands for it)."""
+    from .connectivity import masked_parameters
+    from .exported import ExportedDendriticLayer
+    from .training.pb import CandidatePool
+
+    stacks = {id(m.stacked): m for m in model.modules()
+              if isinstance(m, ExportedDendriticLayer) and m.stacked is not None}
+    for module, p, mask in masked_parameters(model).values():
+        if not isinstance(module, CandidatePool):  # training only
+            yield stacks.get(id(module), module), p, mask
+
+
+def _skip_counter(module: nn.Module, p: torch.Tensor, mask: torch.Tensor, skipped: list):
+    """A forward hook adding the FLOPs of ``p``'s masked-out connections to ``skipped[0]``."""
+    from .exported import ExportedDendriticLayer
+    from .layers import DendriticLayer
+
+    from .connectivity import existing
+
+    zeros = p.numel() - existing(p, mask)
+    # the output channels the module returns: a dendritic layer's neurons (its dendrites run at
+    # the positions of its output), else the weight's rows
+    layer = isinstance(module, (DendriticLayer, ExportedDendriticLayer))
+    channels = module.channels if layer else p.shape[0]
+
+    def count(_module, _inputs, out):
+        if isinstance(out, torch.Tensor) and out.numel() and zeros:
+            skipped[0] += 2.0 * zeros * (out.numel() / channels)
+    return count
 
 
 def remaining_error_reduction(base_accuracy: float, new_accuracy: float) -> float:

@@ -196,6 +196,8 @@ def linear_forward(layer, x: torch.Tensor) -> torch.Tensor | None:
     own, main_params = layer._parameters, main._parameters
     weight, bias = main_params["weight"], main_params.get("bias")
     d_weight, d_bias, v = own["dendrite_weight"], own.get("dendrite_bias"), own["output_weight"]
+    if layer._buffers.get("dendrite_weight_mask") is not None:  # restricted inputs
+        d_weight = layer.dendrite_weight_used()
     if v.shape[0] == 1 and x.numel() // max(x.shape[-1], 1) * v.shape[1] < _NODE_PAYS:
         z = F.linear(x.detach() if layer.perforated else x, d_weight, d_bias)
         y = F.linear(x, weight, bias)
@@ -228,6 +230,6 @@ def join_forward(layer, x: torch.Tensor) -> torch.Tensor | None:
         return None
     main = layer._modules["main"]
     y = main(x)
-    z = layer.adapter.wide(main, x.detach() if layer.perforated else x, own["dendrite_weight"],
+    z = layer.adapter.wide(main, x.detach() if layer.perforated else x, layer.dendrite_weight_used(),
                            own.get("dendrite_bias"))
     return DendriticJoin.apply(y, z, own.get("cascade_weight"), v, act, layer.adapter.axis(layer, z.dim()))

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from .. import connectivity
+from ..errors import WrapError
 from .base import Kind
 
 
@@ -64,6 +66,10 @@ class StackedKind(Kind):
         if layer.has_bias:
             b = (torch.rand(n * c, generator=generator, dtype=torch.float32) * 2 - 1) * bound
             b = b.to(device=weight.device, dtype=layer.main.bias.dtype)
+        if layer.inputs:  # restricted inputs: the rows' masks, drawn after the weights
+            mask = connectivity.input_mask(n * c, weight.shape[1], layer.inputs, layer.input_choice,
+                                           generator).to(weight.device)
+            return w * connectivity.shaped(mask, w.ndim), b, mask
         return w, b
 
     def placeholder_units(self, layer, n):
@@ -71,10 +77,18 @@ class StackedKind(Kind):
         c = layer.channels
         w = _like(torch.zeros((n * c, *weight.shape[1:]), dtype=weight.dtype), weight)
         b = torch.zeros(n * c, device=weight.device, dtype=weight.dtype) if layer.has_bias else None
+        if layer.inputs:
+            return w, b, torch.zeros(n * c, weight.shape[1], dtype=torch.bool, device=weight.device)
         return w, b
 
     def append_units(self, layer, units):
-        w, b = units
+        w, b, mask = _unpack(units)
+        if (mask is not None) != bool(layer.inputs):
+            raise WrapError(f"layer {layer.path!r}: restricted-input layers take units with a "
+                            "connectivity mask, others without one")
+        if mask is not None:
+            old_m = layer.dendrite_weight_mask
+            layer.dendrite_weight_mask = mask if old_m is None else torch.cat([old_m, mask])
         old_w = layer.dendrite_weight
         layer.dendrite_weight = nn.Parameter(w if old_w is None else torch.cat([old_w.detach(), w]))
         if layer.has_bias:
@@ -83,6 +97,7 @@ class StackedKind(Kind):
 
     def clear_units(self, layer):
         layer.dendrite_weight = layer.dendrite_bias = None
+        layer.dendrite_weight_mask = None
 
     def unit_parameters(self, layer):
         return [p for p in (layer.dendrite_weight, layer.dendrite_bias) if p is not None]
@@ -92,18 +107,20 @@ class StackedKind(Kind):
         return main.weight.numel() + (bias.numel() if isinstance(bias, torch.Tensor) else 0)
 
     def preactivations(self, layer, x, args, kwargs):
-        return self.run(layer.main, x, layer.dendrite_weight, layer.dendrite_bias,
+        return self.run(layer.main, x, layer.dendrite_weight_used(), layer.dendrite_bias,
                         layer.num_dendrites, layer.channels, lambda ndim: self.axis(layer, ndim))
 
     def reference_preactivations(self, layer, x, args, kwargs):
         c = layer.channels
-        return [self.wide(layer.main, x, layer.dendrite_weight[k * c:(k + 1) * c],
+        weight = layer.dendrite_weight_used()
+        return [self.wide(layer.main, x, weight[k * c:(k + 1) * c],
                           layer.dendrite_bias[k * c:(k + 1) * c] if layer.has_bias else None)
                 for k in range(layer.num_dendrites)]
 
     # ------------------------------------------------------------------ pb candidates
     def init_pool(self, pool, layer, units):
-        w, b = units
+        w, b, mask = _unpack(units)
+        pool.register_buffer("weight_mask", mask)  # restricted inputs: [P*C, inputs]
         pool.weight = nn.Parameter(w)
         pool.bias = nn.Parameter(b) if b is not None else None
         pool.register_buffer("best_weight", w.detach().clone())
@@ -111,11 +128,14 @@ class StackedKind(Kind):
 
     def pool_preactivations(self, pool, layer, x, args, kwargs):
         p, c = pool.num_candidates, layer.channels
+        weight = pool.weight
+        if pool.weight_mask is not None:
+            weight = weight * connectivity.shaped(pool.weight_mask, weight.ndim)
         if self.units_per_call(layer.main):
-            z = self.wide(layer.main, x, pool.weight, pool.bias)
+            z = self.wide(layer.main, x, weight, pool.bias)
             axis = self.axis(layer, z.ndim)
             return z.unflatten(axis, (p, c)), axis
-        zs = self.run(layer.main, x, pool.weight, pool.bias, p, c, lambda ndim: self.axis(layer, ndim))
+        zs = self.run(layer.main, x, weight, pool.bias, p, c, lambda ndim: self.axis(layer, ndim))
         axis = self.axis(layer, zs[0].ndim)
         return torch.stack(zs, axis), axis
 
@@ -135,6 +155,8 @@ class StackedKind(Kind):
         rows = winners * c + torch.arange(c, device=winners.device)
         w = pool.best_weight[rows].clone()
         b = pool.best_bias[rows].clone() if pool.bias is not None else None
+        if pool.weight_mask is not None:
+            return w, b, pool.weight_mask[rows].clone()
         return w, b
 
 
@@ -145,3 +167,9 @@ def _like(t: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
             reference.is_contiguous(memory_format=torch.channels_last):
         t = t.contiguous(memory_format=torch.channels_last)
     return t
+
+
+def _unpack(units) -> tuple:
+    """``(weight, bias, mask)`` from stacked units ``(weight, bias)`` or ``(weight, bias, mask)``
+    (restricted inputs: the rows' ``[rows, inputs]`` connectivity)."""
+    return (*units, None) if len(units) == 2 else tuple(units)
