@@ -1,5 +1,6 @@
 """`perforate bench frontier`: the frontier arithmetic, a tiny end-to-end run, and the reference arm."""
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -7,6 +8,7 @@ from typer.testing import CliRunner
 from perforate.errors import ExperimentError
 from perforate.experiments.cli import app
 from perforate.experiments.frontier import FrontierProtocol, derive, frontier_at, pareto
+from perforate.experiments import frontier_report
 from perforate.experiments.frontier_cli import parse_variant
 
 
@@ -92,3 +94,57 @@ def test_the_reference_arm_sits_beside_ours_in_perforate_bench(tmp_path):
     runs = {r["arm"]: r for r in doc["runs"]}
     assert set(runs) == {"baseline", "reference"} and runs["reference"]["epochs"] == 3
     assert any(c["arm"] == "reference" and c["reference"] == "baseline" for c in doc["comparisons"])
+
+
+def test_plain_controls_are_ladders_and_the_best_one_is_named():
+    """Sparse plain ladders (arms plain-*) are not dendritic points; each dendritic point is read
+    against every ladder and the envelope of all of them."""
+    runs = [run("plain", 4, 0, 100, 50.0), run("plain", 8, 0, 400, 60.0),
+            run("plain-local", 4, 0, 80, 58.0), run("plain-local", 8, 0, 300, 66.0),
+            run("gd-local", 4, 0, 200, 57.0)]
+    stats = derive(runs)
+    assert set(stats["controls"]) == {"plain-local"}
+    (point,) = stats["points"]  # the control is a ladder, not a point
+    assert point["arm"] == "gd-local"
+    assert point["distance"]["mean"] == pytest.approx(2.0)  # dense frontier at 200: 55
+    # local frontier at 200: 58 + (66 - 58) * log(200/80) / log(300/80)
+    local = 58 + 8 * (math.log(200 / 80) / math.log(300 / 80))
+    assert point["against"]["plain-local"]["distance"]["mean"] == pytest.approx(57.0 - local)
+    assert point["distance_best"]["mean"] == pytest.approx(57.0 - local)  # local beats dense here
+    assert point["best_plain"] == "plain-local" and point["above_best"] == 0
+    cp = {c["width"]: c for c in stats["control_points"]}
+    dense_at_300 = 50 + 10 * math.log(300 / 100) / math.log(400 / 100)
+    assert cp[8]["distance"]["mean"] == pytest.approx(66.0 - dense_at_300)
+    doc = {"protocol": {"control_inputs": 8, "model": "mlp"}, "frontier": stats}
+    lines = frontier_report.verdict(doc)
+    assert any("Best plain control: `plain-local`" in line for line in lines)
+    assert any(line.startswith("Sparsity, not dendrites") for line in lines)
+
+
+def test_bad_controls_are_refused():
+    with pytest.raises(ExperimentError, match="local-x6"):
+        FrontierProtocol(controls=["strided"])
+    with pytest.raises(ExperimentError, match="local-x6"):
+        FrontierProtocol(controls=["local-x0"])
+
+
+def test_tiny_frontier_with_plain_controls_end_to_end(tmp_path):
+    out = tmp_path / "frontier"
+    args = ["bench", "frontier", "--dataset", "wine", "--widths", "2,8", "--grow-widths", "2",
+            "--arms", "gd-local", "--variant",
+            "gd-local=gd,dendrite_inputs=4,dendrite_input_choice=local,include=1",
+            "--controls", "local,random-x2", "--control-inputs", "4", "--seeds", "1", "--epochs", "3",
+            "--patience", "1", "--batch-size", "32", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    ids = {r["run_id"]: r for r in doc["runs"]}
+    assert set(ids) == {"plain-w2-s0", "plain-w8-s0", "plain-local-w2-s0", "plain-local-w8-s0",
+                        "plain-random-x2-w2-s0", "plain-random-x2-w8-s0", "gd-local-w2-s0"}
+    # wine has 13 features: a width-8 local control reads 4 of them per first-layer unit
+    dense, local = ids["plain-w8-s0"], ids["plain-local-w8-s0"]
+    assert dense["params"] - local["params"] == 8 * (13 - 4)
+    assert ids["plain-random-x2-w8-s0"]["params"] == 16 * 4 + 16 + 16 * 8 + 8 + 8 * 3 + 3
+    report = (out / "report.md").read_text()
+    assert "Plain control `plain-local`" in report and "Best plain control" in report
+    assert "against every plain ladder" in report and "--controls local,random-x2" in report

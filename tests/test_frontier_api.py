@@ -273,3 +273,33 @@ def test_the_width_matched_control_trains_the_grown_models_size_epochs_and_resta
     assert "control-gd" not in result.verdict  # the headline judges dendritic arms only
     # the search: nearest count, ties to the narrower width
     assert [matching_width(task, n, start=2) for n in (73, 78, 79, 5000)] == [7, 7, 8, 500]
+
+
+def test_plain_sparse_controls_on_your_model_restrict_its_first_layer(tmp_path):
+    """controls=["local"] on a user's factory: arm plain-local is the same model with its first
+    Linear reading 3 of its 6 inputs per unit (pf.restrict_inputs), a ladder beside the dense
+    one; each dendritic point is read against both and the report names the best control."""
+    result = dendrites_vs_width(mlp, make_loaders(), widths=[2, 8], grow_widths=[2], arms=["gd"],
+                                controls=["local"], control_inputs=3, out=tmp_path, **QUICK)
+    params = {r["run_id"]: r["params"] for r in result.doc["runs"]}
+    assert set(params) == {"plain-w2-s0", "plain-w8-s0", "plain-local-w2-s0", "plain-local-w8-s0",
+                           "gd-w2-s0"}
+    assert params["plain-w8-s0"] - params["plain-local-w8-s0"] == 8 * (6 - 3)
+    assert set(result.doc["frontier"]["controls"]) == {"plain-local"}
+    (row,) = result.distances.to_dict("records")  # the control is a ladder, not a point
+    assert row["arm"] == "gd" and row["best_plain"] in ("plain", "plain-local")
+    assert math.isfinite(row["distance_best"])
+    assert "Best plain sparse control: `plain-local`" in result.verdict
+    assert "## Plain control `plain-local`" in result.report.read_text()
+
+
+def test_a_plain_control_your_model_cannot_take_is_refused_before_any_training(tmp_path):
+    with pytest.raises(ExperimentError, match="control_inputs"):  # at w=2 no layer reads more than 6
+        dendrites_vs_width(lambda w: nn.Sequential(nn.Linear(6, w), nn.ReLU(), nn.Linear(w, 3)),
+                           make_loaders(),
+                           widths=[2, 8], grow_widths=[2], arms=["gd"], controls=["local"],
+                           control_inputs=6, out=tmp_path, **QUICK)
+    with pytest.raises(ExperimentError, match="-x2"):  # widening is the harness MLP's
+        dendrites_vs_width(mlp, make_loaders(), widths=[2, 8], grow_widths=[2], arms=["gd"],
+                           controls=["local-x2"], control_inputs=3, out=tmp_path, **QUICK)
+    assert not (tmp_path / "results.json").exists()

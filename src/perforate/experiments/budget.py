@@ -1,7 +1,9 @@
 """Cost sense for a frontier: how many runs, about how long, and what a time cap drops.
 
 The estimate comes from one timed epoch (validation included) of the narrowest and the widest
-plain model, taken as linear in the parameter count between them. A dendritic run is costed as
+plain model, taken as linear in the parameter count between them. A plain sparse control
+(``plain-<choice>``) is costed as the dense model of its width (``-xN``: N times its
+parameters). A dendritic run is costed as
 a plain model of twice its starting width's parameters (a dendrite of the default shape copies
 its layer's input weights), the reference arm as three times that (its graphs). Every run is
 costed at its full epoch budget, so runs that stop early make the total an upper bound.
@@ -58,6 +60,9 @@ class Costs:
         params = self.params[width]
         if arm == "plain":
             return self.epoch_seconds(params) * epochs
+        if arm.startswith("plain-"):  # a sparse control: a dense model's compute (-xN: N times)
+            _, _, expand = arm.partition("-x")
+            return self.epoch_seconds(params * (int(expand) if expand.isdigit() else 1)) * epochs
         seconds = self.epoch_seconds(_DENDRITIC_SCALE * params) * epochs
         return seconds * (_REFERENCE_SLOWDOWN if arm == "reference" else 1.0)
 

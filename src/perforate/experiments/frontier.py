@@ -18,6 +18,15 @@ run of its starting width are paired.
   a plateau (``patience`` epochs without a smoothed gain) and dendritic runs at a plateau where
   growth cannot go on.
 
+Plain *controls* (``controls``) are more ladders beside the dense one, arms ``plain-<choice>``
+(not to be confused with ``control-<arm>``, the width-matched control of a grown arm): the same
+model with its first input-reading layer restricted to ``control_inputs`` inputs per unit, local
+windows or random subsets (the mask mechanism of restricted-input dendrites on a plain layer:
+``models.build_sparse_model`` for a harness task, :func:`pf.restrict_inputs` on a user's model),
+so a reader sees whether dendrites or sparsity bought a gain. Each dendritic point is also read
+against every control's frontier and against the best plain frontier of all ladders together
+(``distance_best``, counted in non-zero parameters).
+
 Results go to ``out/results.json`` (schema ``perforate-frontier/1``) after every run; a
 restarted bench skips finished runs.
 
@@ -56,6 +65,18 @@ DEFAULT_VARIANTS = {"gd": {"mode": "gd"}, "pb": {"mode": "pb"}}
 REFERENCE = "reference"
 CONTROL = "control-"
 """``control-<arm>``: the width-matched control of a dendritic arm's runs."""
+PLAIN = "plain"
+CONTROL_CHOICES = ("local", "random")
+
+
+def parse_control(name: str) -> tuple[str, int]:
+    """A plain sparse control's name, ``CHOICE`` or ``CHOICE-xN`` (``local``, ``random``,
+    ``local-x6``: a first layer ``N`` times as wide) -> (choice, expand); ExperimentError else."""
+    choice, _, expand = name.partition("-x")
+    if choice not in CONTROL_CHOICES or (expand and not (expand.isdigit() and int(expand) >= 1)):
+        raise ExperimentError(f"a plain control is local, random, or either with -xN (a first "
+                              f"layer N times as wide), e.g. local-x6; got {name!r}")
+    return choice, int(expand or 1)
 
 
 @dataclass
@@ -90,6 +111,13 @@ class FrontierProtocol:
     """Which way the score improves: "max" or "min"."""
     custom_arms: list[str] = field(default_factory=list)
     """Arms trained by a caller's function (``run_frontier(arms=...)``), by name."""
+    controls: list[str] = field(default_factory=list)
+    """Plain sparse ladders beside the dense one (see :func:`parse_control`); arm
+    ``plain-NAME`` (distinct from ``control-<arm>``, the width-matched control)."""
+    control_inputs: int = 8
+    """Inputs each unit of a sparse control's restricted layer reads."""
+    control_widths: list[int] | None = None
+    """The sparse controls' ladder of widths (default: ``widths``)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -112,6 +140,13 @@ class FrontierProtocol:
         check_stopping(self.stopping)
         if self.direction not in ("max", "min"):
             raise ExperimentError(f"direction must be 'max' or 'min'; got {self.direction!r}")
+        for name in self.controls:
+            parse_control(name)
+        positive_int("control_inputs", self.control_inputs)
+        if self.control_widths is not None and (not self.control_widths or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.control_widths)):
+            raise ExperimentError(f"control_widths must be a non-empty list of integers >= 1; got "
+                                  f"{self.control_widths!r}")
         for arm in self.arms:
             grown = arm[len(CONTROL):] if arm.startswith(CONTROL) else None
             if grown is not None and grown in self.variants:
@@ -146,6 +181,11 @@ class FrontierProtocol:
     def starts_of_reference(self) -> list[int]:
         return self.grow_widths if self.reference_widths is None else self.reference_widths
 
+    @property
+    def ladder_of_controls(self) -> list[float]:
+        """The widths of the sparse controls' ladders."""
+        return self.widths if self.control_widths is None else self.control_widths
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -158,7 +198,7 @@ class FrontierProtocol:
         """The settings two runs must share for their results to be pooled."""
         d = self.to_dict()
         for name in ("widths", "grow_widths", "arms", "seeds", "reference_widths", "run_outputs",
-                     "custom_arms"):
+                     "custom_arms", "controls", "control_widths"):
             d.pop(name)
         d["variants"] = {k: v for k, v in self.variants.items() if k in self.arms}
         for name, default in (("metric", ""), ("direction", "max")):  # as files before them
@@ -181,10 +221,13 @@ class FrontierRun:
 
 
 def plan_frontier(p: FrontierProtocol) -> list[FrontierRun]:
-    """Seed by seed: the plain ladder, then each dendritic arm from each starting width."""
+    """Seed by seed: the plain ladder, the sparse controls' ladders, then each dendritic arm
+    from each starting width."""
     runs = []
     for seed in p.seeds:
         runs += [FrontierRun("plain", w, seed) for w in p.widths]
+        for control in p.controls:
+            runs += [FrontierRun(f"{PLAIN}-{control}", w, seed) for w in p.ladder_of_controls]
         for arm in p.arms:
             starts = p.starts_of_reference if arm == REFERENCE else p.grow_widths
             runs += [FrontierRun(arm, w, seed) for w in starts]
@@ -271,13 +314,59 @@ def _control(run: ArmRun):
                    max_epochs=grown["epochs"], restart_epochs=grown["restart_epochs"])
 
 
+def sparse_model(task: Task, width: float, seed: int, inputs: int, choice: str = "local",
+                 expand: int = 1) -> torch.nn.Module:
+    """The plain sparse control's model: ``task``'s model at ``width`` whose first layer that
+    reads more than ``inputs`` inputs (a Linear's features, an ungrouped convolution's input
+    channels) reads only ``inputs`` of them per unit, a local window or a random subset drawn
+    from ``seed``. A harness task builds it with ``models.build_sparse_model`` (``expand``
+    widens an MLP's first layer); a user's model gets :func:`pf.restrict_inputs` on that layer
+    (``expand`` must be 1). Initialised as ``fit`` initialises the plain run of that seed."""
+    from perforate.connectivity import input_size
+
+    if task.harness is not None:
+        from perforate.experiments.datasets import load_dataset
+        from perforate.experiments.models import build_sparse_model
+
+        dataset, model = task.harness
+        return build_sparse_model(model, load_dataset(dataset, seed=seed), int(width), inputs,
+                                  choice, seed=seed, expand=expand)
+    if expand != 1:
+        raise ExperimentError(f"a plain control with -x{expand} widens the harness MLP's first "
+                              "layer; on your own model use local or random (no -xN), or widen "
+                              "your factory's first layer yourself")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # as fit() builds the plain run of this seed
+        model = task.build(width, seed)
+    layer = next((m for m in model.modules() if (input_size(m) or 0) > inputs), None)
+    if layer is None:
+        raise ExperimentError(f"the plain control cannot restrict {task.model_name} at width "
+                              f"{width!r}: it has no Linear or ungrouped convolution reading more "
+                              f"than {inputs} inputs; lower control_inputs (--control-inputs) or "
+                              "leave the controls out")
+    pf.restrict_inputs(layer, inputs, choice, torch.Generator().manual_seed(seed))
+    return model
+
+
+def _sparse_plain(run: ArmRun):
+    """A plain sparse control (``plain-<choice>``): the plain arm on :func:`sparse_model`."""
+    p = run.protocol
+    choice, expand = parse_control(run.spec.arm[len(PLAIN) + 1:])
+    model = sparse_model(run.task, run.width, run.seed, p.control_inputs, choice, expand)
+    return run.fit(model=model, config=p.stopper_config(), early_stopping=p.stopping == "patience")
+
+
 def arm_function(p: FrontierProtocol, arm: str, arms: Mapping[str, ArmFn] | None = None) -> ArmFn:
-    """How ``arm`` trains: a caller's function, plain, reference, a dendritic variant, or the
-    width-matched control of one (``control-<variant>``)."""
+    """How ``arm`` trains: a caller's function, plain, a plain sparse control
+    (``plain-<choice>``), reference, a dendritic variant, or the width-matched control of one
+    (``control-<variant>``)."""
     if arms and arm in arms:
         return arms[arm]
     if arm == "plain":
         return _plain
+    if arm.startswith(f"{PLAIN}-"):
+        parse_control(arm[len(PLAIN) + 1:])
+        return _sparse_plain
     if arm == REFERENCE:
         return _reference
     if arm in p.variants:
@@ -330,25 +419,102 @@ def _key(width: float) -> str:
     return f"{width:g}" if isinstance(width, float) else str(width)
 
 
+def _ladder(by_seed: dict[int, dict[float, dict]]) -> dict[str, dict]:
+    """Mean ± std over seeds of each width's test score, parameters and FLOPs."""
+    ladder = {}
+    for width in sorted({w for by_width in by_seed.values() for w in by_width}):
+        rows = [by_width[width] for by_width in by_seed.values() if width in by_width]
+        ladder[_key(width)] = {m: res.mean_std([r[m] for r in rows])
+                              for m in ("test_score", "params", "flops_per_sample")}
+    return ladder
+
+
+def _against(r: dict[str, Any], ladders: dict[str, dict[int, dict[float, dict]]],
+             maximize: bool = True) -> dict[str, dict]:
+    """Run ``r``'s signed distance (positive is better) to each ladder of its seed with at least
+    2 widths, at equal parameters and equal FLOPs, and to the envelope of all of them
+    (``best``). A sparse control's ladder counts only where it reaches down to ``r``'s parameter
+    count (its frontier is not extended below its narrowest width); the dense ladder always
+    counts. Costs that were not counted (FLOPs of some models) are left out."""
+    sign = 1.0 if maximize else -1.0
+    out: dict[str, dict] = {}
+    pooled: dict[str, list] = {"params": [], "flops_per_sample": []}
+
+    def distance(pts: list) -> dict[str, float]:
+        return {cost: sign * (r["test_score"] - frontier_at(pareto(p, maximize), r[cost]))
+                for cost, p in pts.items() if r.get(cost) is not None and len(p) >= 2}
+
+    for name, by_seed in ladders.items():
+        rows = list(by_seed.get(r["seed"], {}).values())
+        if len(rows) < 2 or (name != PLAIN and min(q["params"] for q in rows) > r["params"]):
+            continue
+        pts = {cost: [(q[cost], q["test_score"]) for q in rows if q.get(cost) is not None]
+               for cost in pooled}
+        for cost in pooled:
+            pooled[cost] += pts[cost]
+        out[name] = distance(pts)
+    if out:
+        out["best"] = distance(pooled)
+    return out
+
+
+def _control_summary(rows: list[dict[str, Any]], ladders, maximize: bool = True) -> dict[str, Any]:
+    """Distances of runs ``rows`` to each plain ladder and to all of them, mean ± std over
+    seeds, and the plain ladder whose frontier lies best at their parameters."""
+    per = [_against(r, ladders, maximize) for r in rows]
+    names = [n for n in ladders if all(n in d for d in per)]  # ladders that reach this size
+    summary = {n: {"distance": res.mean_std([d[n].get("params") for d in per]),
+                   "distance_flops": res.mean_std([d[n].get("flops_per_sample") for d in per])}
+               for n in names}
+    best_plain = None
+    if names:  # the ladder whose frontier is best here: the smallest distance to it
+        best_plain = min(names, key=lambda n: summary[n]["distance"]["mean"])
+    best = {}
+    if per and all("best" in d for d in per):
+        dist = [d["best"].get("params") for d in per]
+        dist_f = [d["best"].get("flops_per_sample") for d in per]
+        best = {"distance_best": res.mean_std(dist),
+                "above_best": sum(x > 0 for x in dist if x is not None),
+                "distance_best_flops": res.mean_std(dist_f),
+                "above_best_flops": sum(x > 0 for x in dist_f if x is not None)}
+    return {"against": summary, "best_plain": best_plain, **best}
+
+
 def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
     """The plain ladder (mean ± std per width) and, per dendritic (arm, width), its distance to
     the same seed's plain frontier at equal parameters and FLOPs and its gain over its width.
 
     Distances and gains are signed so that positive is better: score minus frontier when the
     score is maximised, frontier minus score when it is minimised (``maximize=False``). FLOPs
-    distances are left out (NaN) for runs whose FLOPs could not be counted."""
+    distances are left out (NaN) for runs whose FLOPs could not be counted.
+
+    With plain sparse controls (arms ``plain-*``): their ladders (``controls``), each control
+    width's distance to the dense frontier (``control_points``), and each point's distance to
+    every ladder (``against``), to the envelope of all (``distance_best``) and the ladder that
+    is best at its parameters (``best_plain``)."""
     sign = 1.0 if maximize else -1.0
-    plain: dict[int, dict[int, dict]] = {}
+    ladders: dict[str, dict[int, dict[float, dict]]] = {}
     for r in runs:
-        if r["arm"] == "plain":
-            plain.setdefault(r["seed"], {})[r["width"]] = r
-    ladder = {}
-    for width in sorted({w for by_width in plain.values() for w in by_width}):
-        rows = [by_width[width] for by_width in plain.values() if width in by_width]
-        ladder[_key(width)] = {m: res.mean_std([r[m] for r in rows])
-                              for m in ("test_score", "params", "flops_per_sample")}
+        if r["arm"] == PLAIN or r["arm"].startswith(f"{PLAIN}-"):
+            ladders.setdefault(r["arm"], {}).setdefault(r["seed"], {})[r["width"]] = r
+    plain = ladders.get(PLAIN, {})
+    ladder = _ladder(plain)
+    controls = {arm: _ladder(by_seed) for arm, by_seed in ladders.items() if arm != PLAIN}
+    control_points = []
+    for arm in controls:
+        for width in sorted({w for by_width in ladders[arm].values() for w in by_width}):
+            rows = [by_width[width] for s, by_width in ladders[arm].items()
+                    if width in by_width and len(plain.get(s, {})) >= 2]
+            if rows:
+                dist = [_against(r, {PLAIN: plain}, maximize)[PLAIN] for r in rows]
+                control_points.append({
+                    "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
+                    **{m: res.mean_std([r[m] for r in rows]) for m in ("test_score", "params", "flops_per_sample")},
+                    "distance": res.mean_std([d.get("params") for d in dist]),
+                    "above": sum(d.get("params", 0) > 0 for d in dist),
+                    "distance_flops": res.mean_std([d.get("flops_per_sample") for d in dist])})
     points = []
-    for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] != "plain"}):
+    for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] not in ladders}):
         rows = [r for r in runs if r["arm"] == arm and r["width"] == width and len(plain.get(r["seed"], {})) >= 2]
         if not rows:
             continue
@@ -380,7 +546,12 @@ def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
                      for r in rows if r["seed"] in grown]
             points[-1]["grown_minus_control"] = res.mean_std(diffs) if diffs else None
             points[-1]["control_width"] = res.mean_std([r.get("control_width") for r in rows])
-    return {"ladder": ladder, "points": points}
+        if controls:
+            points[-1].update(_control_summary(rows, ladders, maximize))
+    out = {"ladder": ladder, "points": points}
+    if controls:
+        out.update(controls=controls, control_points=control_points)
+    return out
 
 
 # ---------------------------------------------------------------------------- running
@@ -397,7 +568,7 @@ def open_frontier(out: Path, protocol: FrontierProtocol, command: str) -> dict[s
         raise ExperimentError(f"{out} holds frontier results of a different protocol (differs in "
                               f"{', '.join(diff)}); use the same options to resume, or a fresh --out")
     merged = protocol.to_dict()
-    for name in ("widths", "grow_widths", "arms", "seeds"):
+    for name in ("widths", "grow_widths", "arms", "seeds", "controls"):
         merged[name] = saved_list = list(getattr(saved, name))
         saved_list += [x for x in getattr(protocol, name) if x not in saved_list]
     merged["variants"] = {**saved.variants, **protocol.variants}
@@ -510,11 +681,15 @@ def prepare_frontier(protocol: FrontierProtocol, out: str | Path, command: str =
                                   "perforatedai==3.2.9 matplotlib pandas pyyaml safetensors requests")
     for arm in protocol.arms:
         arm_function(protocol, arm, arms)
+    for control in protocol.controls:  # a model the control cannot restrict: refused now
+        choice, expand = parse_control(control)
+        for width in sorted(set(protocol.ladder_of_controls)):
+            sparse_model(task, width, protocol.seeds[0], protocol.control_inputs, choice, expand)
     if max_minutes is not None:
         finite_number("max_minutes", max_minutes, minimum=0.0, strict=True)
     out = res.prepare_out_dir(out)
     widths = sorted(set(protocol.widths) | set(protocol.grow_widths)
-                    | set(protocol.reference_widths or []))
+                    | set(protocol.reference_widths or []) | set(protocol.ladder_of_controls if protocol.controls else []))
     params = parameter_counts(task, widths)
     doc = open_frontier(out, protocol, command)
     if task.harness is None:

@@ -167,6 +167,14 @@ def frontier_command(
                                                    "dendritic arm (variants override it).")] = None,
     run_outputs: Annotated[bool, typer.Option("--run-outputs", help="Keep each dendritic run's "
                                               "history.csv, summary.json and growth.png.")] = False,
+    controls: Annotated[Optional[str], typer.Option(
+        help="Plain sparse ladders beside the dense one: local, random, or either with -xN (a first "
+             "layer N times as wide, harness MLP only), e.g. local,random,local-x6 (arms "
+             "plain-NAME; not the width-matched control-ARM).")] = None,
+    control_inputs: Annotated[int, typer.Option(min=1, help="Inputs each unit of a sparse "
+                                                "control's first layer reads.")] = 8,
+    control_widths: Annotated[Optional[str], typer.Option(
+        help="The sparse controls' widths (default: --widths).")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
     out: Annotated[Path, typer.Option(help="Results folder; a restarted bench skips finished runs.")]
     = Path("perforate-frontier"),
@@ -198,7 +206,10 @@ def frontier_command(
             seeds=list(range(seeds)), max_epochs=epochs, patience=patience, stopping=stopping, lr=lr,
             batch_size=batch_size, weight_decay=weight_decay,
             config=pf.Config.load(config).to_dict() if config else {}, run_outputs=run_outputs,
-            metric=task.metric_name if task else "", direction=task.direction if task else "max")
+            metric=task.metric_name if task else "", direction=task.direction if task else "max",
+            controls=[c.strip() for c in (controls or "").split(",") if c.strip()],
+            control_inputs=control_inputs,
+            control_widths=_ints(control_widths, "--control-widths") if control_widths else None)
         user = dict(data=data, train=train, evaluate=evaluate, metric=metric, direction=direction,
                     kind=kind if task and kind != "classification" else None)
         argv = _command_line(dataset=None if task else dataset, model=model, **user,
@@ -207,7 +218,9 @@ def frontier_command(
                              seeds=seeds, epochs=epochs, patience=patience, stopping=stopping,
                              lr=f"{lr:g}", batch_size=batch_size,
                              weight_decay=f"{weight_decay:g}" if weight_decay else None,
-                             config=config,
+                             config=config, controls=controls,
+                             control_inputs=control_inputs if controls else None,
+                             control_widths=control_widths,
                              max_minutes=f"{max_minutes:g}" if max_minutes else None, out=out)
         start = time.perf_counter()
         doc, report = _run_and_render(protocol, out, argv, threads, task, max_minutes)

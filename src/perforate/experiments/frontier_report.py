@@ -17,8 +17,9 @@ from perforate.files import write_text
 
 _MARKERS = {"gd": ("tab:orange", "s"), "pb": ("tab:green", "^"), REFERENCE: ("tab:red", "D")}
 _EXTRA = [("tab:purple", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "h"),
-          ("tab:cyan", "<"), ("tab:gray", ">")]
-COSTS = {"params": "parameters", "flops_per_sample": "FLOPs per sample"}
+          ("navy", "<"), ("gold", ">"), ("tab:cyan", "<"), ("tab:gray", ">")]
+COSTS = {"params": "non-zero parameters", "flops_per_sample": "FLOPs per sample"}
+_CONTROL_COLORS = ["tab:cyan", "tab:gray", "black", "darkgoldenrod"]
 
 
 def score_label(doc: dict[str, Any]) -> str:
@@ -80,6 +81,16 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     for w, x, y in zip(ladder, xs, ys):
         ax.annotate(f"w{w}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
                     color="tab:blue")
+    for i, (arm, rows) in enumerate(f.get("controls", {}).items()):  # sparse plain ladders
+        color = _CONTROL_COLORS[i % len(_CONTROL_COLORS)]
+        ws = [w for w in rows if rows[w][cost]["mean"] is not None
+              and math.isfinite(rows[w][cost]["mean"])]
+        cx = [rows[w][cost]["mean"] for w in ws]
+        cy = [rows[w]["test_score"]["mean"] for w in ws]
+        ax.errorbar(cx, cy, yerr=[rows[w]["test_score"]["std"] for w in ws], fmt="o", mfc="none",
+                    color=color, capsize=2, label=f"{arm}, by width ({p.get('control_inputs', 8)} "
+                    "inputs per unit of the first layer)")
+        ax.plot(cx, cy, "--", color=color, alpha=0.6)
     extra = [a for a in dict.fromkeys(pt["arm"] for pt in f["points"]) if a not in _MARKERS]
     seen = set()
     for pt in f["points"]:
@@ -87,7 +98,10 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
         x, y = pt[cost]["mean"], pt["test_score"]["mean"]
         if x is None or not math.isfinite(x):  # FLOPs that could not be counted
             continue
-        label = None if pt["arm"] in seen else f"{pt['arm']} (grown from a narrow width)"
+        how = ("dendrites built in from the start" if pt["arm"].startswith("prebuilt")  # benchmarks/issue20
+               else "plain, width-matched to its grown arm" if pt["arm"].startswith(CONTROL)
+               else "grown from a narrow width")
+        label = None if pt["arm"] in seen else f"{pt['arm']} ({how})"
         seen.add(pt["arm"])
         ax.errorbar(x, y, xerr=pt[cost]["std"], yerr=pt["test_score"]["std"], fmt=marker,
                     color=color, capsize=3, label=label, alpha=0.9)
@@ -112,12 +126,18 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
 
 
 def headline(doc: dict[str, Any]) -> str:
-    """The verdict in one sentence: did dendrites beat, match or lose to width at equal
-    parameters (and FLOPs), by how much ± the spread over how many seeds, or too few to tell.
+    """The verdict: did dendrites beat, match or lose to width at equal parameters (and FLOPs),
+    by how much ± the spread over how many seeds, or too few to tell.
 
     It judges the best dendritic setting: "beat" when its mean distance to the plain frontier is
     more than two standard errors above zero, "lost" when more than two below, "matched"
-    otherwise; one seed cannot tell."""
+    otherwise; one seed cannot tell. When plain sparse controls ran (``plain-<choice>``), a
+    second sentence names the best of them and says whether dendrites add to sparsity."""
+    sparsity = _sparsity(doc)
+    return _width_headline(doc) + (f" {sparsity['sentence']}" if sparsity else "")
+
+
+def _width_headline(doc: dict[str, Any]) -> str:
     points, p = _grown(doc), doc["protocol"]
     if not points:
         return "No dendritic run has finished yet: nothing to compare with width."
@@ -151,13 +171,100 @@ def headline(doc: dict[str, Any]) -> str:
     return text + "."
 
 
+def _clear(d: dict[str, float], above: int, doc: dict[str, Any]) -> bool:
+    """A distance clearly above zero: ≥ 1 point with most seeds above (percent scores), or more
+    than two standard errors above zero (a user's metric, 2 seeds or more)."""
+    n = d["n"]
+    if not n or not math.isfinite(d["mean"]):
+        return False
+    if _percent(doc):
+        return d["mean"] >= 1.0 and above > n / 2
+    return n >= 2 and d["mean"] - 2 * d["std"] / math.sqrt(n) > 0
+
+
+def _sparsity(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """What the plain sparse controls (``plain-<choice>``) say, or None when none ran: the
+    best control and its best width against the dense frontier, the best dendritic point
+    against the best plain frontier (dense and sparse ladders together), the conclusion."""
+    f = doc["frontier"]
+    cps = [cp for cp in f.get("control_points") or [] if cp["distance"]["n"]]
+    if not cps:
+        return None
+    # read where the dense ladder has points: past its widest width its frontier is only extended flat
+    widest = max((row["params"]["mean"] for row in f["ladder"].values()), default=0)
+    cps = [cp for cp in cps if cp["params"]["mean"] <= widest] or cps
+    by_arm: dict[str, list] = {}
+    for cp in cps:
+        by_arm.setdefault(cp["arm"], []).append(cp)
+    best_arm = max(by_arm, key=lambda a: max(cp["distance"]["mean"] for cp in by_arm[a]))
+    top = max(by_arm[best_arm], key=lambda cp: cp["distance"]["mean"])
+    unit = _unit(doc)
+    pts = [pt for pt in _grown(doc) if pt.get("distance_best", {}).get("n")]
+    best = max(pts, key=lambda pt: pt["distance_best"]["mean"]) if pts else None
+    wins = [pt for pt in pts if _clear(pt["distance_best"], pt["above_best"], doc)]
+    sparse_gain = _clear(top["distance"], top["above"], doc)
+    if best is None:
+        conclusion = None
+    elif wins:
+        conclusion = "dendrites add to sparsity"
+    elif sparse_gain:
+        conclusion = "sparsity, not dendrites"
+    else:
+        conclusion = "neither sparse plain layers nor dendrites beat the plain frontiers clearly"
+    sentence = (f"Best plain sparse control: `{best_arm}` (width {top['width']}: "
+                f"{_pm(top['distance'], sign=True)} {unit} from the dense plain frontier)")
+    if best is not None:
+        sentence += (f"; against the best plain frontier (dense and sparse ladders together) the "
+                     f"best dendritic setting, `{best['arm']}` from width {best['width']}, lies "
+                     f"{_pm(best['distance_best'], sign=True)} {unit}: {conclusion}")
+    return {"arm": best_arm, "top": top, "best": best, "wins": wins, "conclusion": conclusion,
+            "sentence": sentence + "."}
+
+
+def control_verdict(doc: dict[str, Any]) -> list[str]:
+    """Plain sentences about the plain sparse controls: the best one, and whether any dendritic
+    point beats the best plain frontier (dense and sparse ladders together)."""
+    s = _sparsity(doc)
+    if s is None:
+        return []
+    top, best, unit = s["top"], s["best"], _unit(doc)
+    lines = [f"Best plain control: `{s['arm']}` (a plain model whose first layer reads "
+             f"{doc['protocol'].get('control_inputs', 8)} inputs per unit); at width {top['width']} "
+             f"({_count(top['params']['mean'])} non-zero parameters) it lies "
+             f"{_pm(top['distance'], sign=True)} {unit} from the dense plain frontier "
+             f"({top['above']} of {top['distance']['n']} seeds above)."]
+    if best is None:
+        return lines
+    n = best["distance_best"]["n"]
+    by = "1 point or more" if _percent(doc) else "more than two standard errors"
+    lines.append(f"Against the best plain frontier (dense and sparse ladders together), the best "
+                 f"dendritic point is `{best['arm']}` from width {best['width']}: "
+                 f"{_pm(best['distance_best'], sign=True)} {unit} at equal non-zero parameters "
+                 f"({best['above_best']} of {n} seeds above), "
+                 f"{_pm(best['distance_best_flops'], sign=True)} at equal FLOPs; the plain ladder "
+                 f"best at its size is `{best['best_plain']}`.")
+    if s["wins"]:
+        lines.append("Dendrites add to sparsity: " + ", ".join(
+            f"{pt['arm']} w{pt['width']} ({_pm(pt['distance_best'], sign=True)})" for pt in s["wins"])
+            + f" lie {by} above every plain ladder.")
+    elif s["conclusion"] == "sparsity, not dendrites":
+        lines.append(f"Sparsity, not dendrites: the restricted plain control beats the dense "
+                     f"ladder by {by}, and no dendritic setting lies {by} above the best plain "
+                     "frontier.")
+    else:
+        lines.append(f"Neither restricted plain layers nor dendrites lie {by} above the best "
+                     "plain frontier.")
+    return lines
+
+
 def verdict(doc: dict[str, Any]) -> list[str]:
     """Plain sentences: the headline, the best point against the frontier, no regret per arm,
-    and each grown arm against its width-matched control."""
+    each grown arm against its width-matched control (``control-<arm>``), and the plain sparse
+    controls (``plain-<choice>``) when they ran."""
     points = _grown(doc)
     if not points:
-        return [headline(doc)]
-    return _verdict(doc, points) + _controls(doc)
+        return [headline(doc)] + control_verdict(doc)
+    return _verdict(doc, points) + _controls(doc) + control_verdict(doc)
 
 
 def _grown(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -256,6 +363,18 @@ def render_frontier(out: str | Path) -> Path:
     for w, row in f["ladder"].items():
         lines.append(f"| {w} | {_count(row['params']['mean'])} | {_count(row['flops_per_sample']['mean'])} "
                      f"| {_pm(row['test_score'])} (n={row['test_score']['n']}) |")
+    unit = _unit(doc)
+    for arm, rows in f.get("controls", {}).items():
+        lines += ["", f"## Plain control `{arm}` ({p.get('control_inputs', 8)} inputs per "
+                  "unit of the first layer; distance to the dense frontier, paired by seed)", "",
+                  f"| width | non-zero params | FLOPs/sample | {score} | distance (equal params) | "
+                  "distance (equal FLOPs) |", "|---|---|---|---|---|---|"]
+        for cp in (cp for cp in f.get("control_points", []) if cp["arm"] == arm):
+            lines.append(f"| {cp['width']} | {_count(cp['params']['mean'])} | "
+                         f"{_count(cp['flops_per_sample']['mean'])} | {_pm(cp['test_score'])} "
+                         f"(n={cp['test_score']['n']}) | {_pm(cp['distance'], sign=True)} "
+                         f"({cp['above']}/{cp['distance']['n']} above) | "
+                         f"{_pm(cp['distance_flops'], sign=True)} |")
     lines += ["", "## Dendritic points", "",
               f"| arm | from width | dendrites/layer | params | {score} | distance to plain frontier "
               "(equal params) | seeds above | distance (equal FLOPs) | gain over its width "
@@ -268,6 +387,21 @@ def render_frontier(out: str | Path) -> Path:
             f"| {_pm(pt['test_score'])} | {_pm(pt['distance'], sign=True)} | {pt['above']}/{n} "
             f"| {_pm(pt['distance_flops'], sign=True)} ({pt['above_flops']}/{n} above) | {gain} "
             f"| {pt['epochs']['mean']:.0f} |")
+    if f.get("controls"):
+        lines += ["", f"## Dendritic points against every plain ladder ({unit}, positive is better)",
+                  "", "| arm | from width | " + " | ".join(
+                      f"distance to `{a}`" for a in ["plain", *f["controls"]])
+                  + " | distance to the best plain frontier (equal params / equal FLOPs) | best ladder |",
+                  "|---|---|" + "---|" * (len(f["controls"]) + 3)]
+        for pt in f["points"]:
+            if "against" not in pt:
+                continue
+            cells = [_pm(pt["against"][a]["distance"], sign=True) if a in pt["against"] else "–"
+                     for a in ["plain", *f["controls"]]]
+            best = (f"{_pm(pt['distance_best'], sign=True)} ({pt['above_best']}/{pt['distance_best']['n']} "
+                    f"above) / {_pm(pt['distance_best_flops'], sign=True)}") if "distance_best" in pt else "–"
+            lines.append(f"| {pt['arm']} | {pt['width']} | " + " | ".join(cells)
+                         + f" | {best} | `{pt['best_plain']}` |")
     variants = {a: v for a, v in p["variants"].items() if a in p["arms"]}
     if variants or p.get("config"):
         lines += ["", "Arms: " + "; ".join(f"`{a}` = {v}" for a, v in variants.items())

@@ -45,6 +45,7 @@ __all__ = [
     "TransformerNet",
     "ModelSpec",
     "build_model",
+    "build_sparse_model",
     "compatible_models",
     "model_names",
     "width_for_params",
@@ -289,3 +290,40 @@ def width_for_params(
         if target_params - below <= _param_count(spec, data, lo) - target_params:
             return lo - 1
     return lo
+
+
+def build_sparse_model(name: str, data: DatasetSplits, width: int, inputs: int, choice: str = "local",
+                       seed: int = 0, expand: int = 1) -> nn.Module:
+    """Reference model ``name`` whose first layer that reads more than ``inputs`` ordered inputs
+    (an MLP's first Linear: the input's features; a convolution: its input channels) reads only
+    ``inputs`` of them per unit: a local window or a random subset (``pf.restrict_inputs``,
+    drawn from ``seed``). The plain sparse control of restricted-input dendrites.
+
+    ``expand`` (``mlp`` only) widens that layer to ``expand * width`` units, the rest keep
+    ``width``: a wide sparse layer, then dense ones. Initialised deterministically by ``seed``;
+    the global torch RNG state is left as it was.
+    """
+    import perforate as pf
+    from perforate.connectivity import input_size
+
+    spec = _spec_for(name, data)
+    _check_width(width)
+    if isinstance(expand, bool) or not isinstance(expand, int) or expand < 1:
+        raise ExperimentError(f"expand must be a positive integer; got {expand!r}")
+    if expand != 1 and name != "mlp":
+        raise ExperimentError(f"expand widens an MLP's first layer; model {name!r} takes expand=1")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if expand == 1:
+            model = spec.build(tuple(data.input_shape), data.out_features, width)
+        else:
+            wide = expand * width
+            model = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(data.input_shape), wide), nn.ReLU(),
+                                  nn.Linear(wide, width), nn.ReLU(), nn.Linear(width, data.out_features))
+    layer = next((m for m in model.modules() if (input_size(m) or 0) > inputs), None)
+    if layer is None:
+        raise ExperimentError(f"model {name!r} at width {width} has no Linear or ungrouped "
+                              f"convolution reading more than {inputs} inputs to restrict; "
+                              "choose fewer inputs or a wider model")
+    pf.restrict_inputs(layer, inputs, choice, torch.Generator().manual_seed(seed))
+    return model

@@ -79,7 +79,9 @@ class FrontierResult:
     def distances(self) -> pandas.DataFrame:
         """Per dendritic arm and starting width: its distance to the plain frontier at equal
         parameters and FLOPs (mean, std over seeds; positive is better than width), seeds
-        above, and its gain over the plain model it grew from."""
+        above, and its gain over the plain model it grew from; with plain sparse controls also
+        its distance to the best plain frontier of all ladders (``distance_best``) and the
+        ladder best at its size (``best_plain``)."""
         import pandas as pd
 
         rows = []
@@ -92,9 +94,15 @@ class FrontierResult:
                          "gain": gain["mean"], "gain_std": gain["std"],
                          "params": pt["params"]["mean"], "dendrites": pt["dendrites"]["mean"],
                          "test_score": pt["test_score"]["mean"]})
-        return pd.DataFrame(rows, columns=["arm", "width", "seeds", "distance", "distance_std",
-                                           "above", "distance_flops", "distance_flops_std",
-                                           "gain", "gain_std", "params", "dendrites", "test_score"])
+            if "distance_best" in pt:
+                rows[-1].update(distance_best=pt["distance_best"]["mean"],
+                                distance_best_std=pt["distance_best"]["std"],
+                                best_plain=pt["best_plain"])
+        columns = ["arm", "width", "seeds", "distance", "distance_std", "above", "distance_flops",
+                   "distance_flops_std", "gain", "gain_std", "params", "dendrites", "test_score"]
+        if "controls" in self.doc["frontier"]:
+            columns += ["distance_best", "distance_best_std", "best_plain"]
+        return pd.DataFrame(rows, columns=columns)
 
     def __str__(self) -> str:
         return f"{self.verdict}\nreport: {self.report}"
@@ -123,7 +131,8 @@ def dendrites_vs_width(
     example_input: Callable[[Any], Any] | None = None,
     variants: Mapping[str, Mapping[str, Any]] | None = None,
     config: Mapping[str, Any] | None = None, custom_arms: Mapping[str, ArmFn] | None = None,
-    max_minutes: float | None = None, out: str | Path = "perforate-frontier",
+    controls: Sequence[str] = (), control_inputs: int = 8,
+    control_widths: Sequence[int] | None = None, max_minutes: float | None = None, out: str | Path = "perforate-frontier",
     progress: bool = True, name: str = "",
 ) -> FrontierResult:
     """Plain ``make_model(width)`` at every width against dendrites grown from ``grow_widths``.
@@ -150,6 +159,11 @@ def dendrites_vs_width(
         variants: more dendritic arms, ``{name: {"mode": "pb", <Config field>: value}}``.
         config: :class:`perforate.Config` overrides for every dendritic arm.
         custom_arms: ``{name: fn}`` arms trained by ``fn(run: ArmRun) -> TrainResult``.
+        controls: plain sparse ladders, ``"local"`` or ``"random"`` (arms ``plain-local``...):
+            your model with its first layer reading more than ``control_inputs`` inputs
+            restricted to ``control_inputs`` per unit (:func:`perforate.restrict_inputs`), at
+            ``control_widths`` (default: ``widths``); a model without such a Linear or
+            convolution is refused before any training.
         max_minutes: a time cap: widths and seeds are dropped in a stated order to fit
             (:mod:`perforate.experiments.budget`), and no run starts once it is spent.
         out: the results folder (``results.json``, ``report.md``, PNGs, ``runs/``).
@@ -171,7 +185,9 @@ def dendrites_vs_width(
         grow_widths=list(grow_widths) if grow_widths is not None else widths[:2], arms=list(arms),
         variants=all_variants, seeds=seeds, max_epochs=epochs, patience=patience,
         stopping=stopping, lr=lr, config=dict(config or {}), metric=task.metric_name,
-        direction=task.direction, custom_arms=list(custom_arms or {}))
+        direction=task.direction, custom_arms=list(custom_arms or {}), controls=list(controls),
+        control_inputs=control_inputs,
+        control_widths=list(control_widths) if control_widths is not None else None)
     command = f"dendrites_vs_width({task.model_name}, {task.data_name}, ...)"
     plan = prepare_frontier(protocol, out, command, task=task, arms=custom_arms,
                             max_minutes=max_minutes)
