@@ -176,15 +176,23 @@ def test_sparse_plain_layers_count_only_their_connections():
     assert pf.count_parameters(lin) == 6 * 3 + 6
     assert pf.flops_per_sample(lin, torch.randn(4, 10)) == 2 * 6 * 3
     x = torch.randn(4, 10)
-    dense = F.linear(x, lin.weight_orig * lin.weight_mask, lin.bias)
-    torch.testing.assert_close(lin(x), dense)
+    original = lin.parametrizations.weight.original
+    mask = lin.parametrizations.weight[0].mask
+    assert (mask.sum(1) == 3).all() and (original.detach()[~mask] == 0).all()
+    torch.testing.assert_close(lin(x), F.linear(x, original * mask, lin.bias))
     conv = pf.restrict_inputs(nn.Conv1d(8, 4, 3), 2, "random", torch.Generator().manual_seed(0))
     assert pf.count_parameters(conv) == 4 * 2 * 3 + 4
     assert pf.flops_per_sample(conv, torch.randn(2, 8, 10)) == 2 * 8 * 4 * 2 * 3
     opt = torch.optim.Adam(conv.parameters(), lr=0.1)
     conv(torch.randn(2, 8, 10)).sum().backward()
     opt.step()
-    assert (conv.weight_orig.detach()[conv.weight_mask == 0] == 0).all()
+    original = conv.parametrizations.weight.original.detach()
+    assert (original * ~conv.parametrizations.weight[0].mask == 0).all()
+    assert (original != 0).sum() == 4 * 2 * 3
+    # a layer pruned with torch.nn.utils.prune is not restricted: it counts as before (dense)
+    from torch.nn.utils import prune
+    pruned = prune.l1_unstructured(nn.Linear(10, 6), "weight", amount=0.5)
+    assert pf.count_parameters(pruned) == 66
 
 
 def test_random_masks_come_from_the_seed():

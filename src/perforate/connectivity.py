@@ -2,9 +2,11 @@
 
 A mask is a boolean tensor beside a weight; the weight used is ``weight * mask``, so the
 connections that do not exist stay zero through training (their gradient is zero) and cost no
-parameters or FLOPs in :mod:`perforate.measure`. The convention is the one
-``torch.nn.utils.prune`` uses: the mask of parameter ``P`` is the buffer ``P_mask`` on the same
-module (``weight_orig`` is masked by ``weight_mask``), so pruned layers count alike.
+parameters or FLOPs in :mod:`perforate.measure`. Two forms: the mask of a parameter ``P`` is
+the buffer ``P_mask`` on the same module (a DendriticLayer's ``dendrite_weight_mask``, an
+exported layer's ``weight_mask``), or, on a plain layer, an :class:`InputMask` parametrization
+of its weight (``torch.nn.utils.parametrize``), which :func:`restrict` registers. Weights pruned
+with ``torch.nn.utils.prune`` are not restricted inputs and count as before (dense).
 
 Each row (output channel) reads ``reads`` of ``inputs`` ordered inputs (the features of a
 Linear's last axis, or the input channels of a convolution):
@@ -71,46 +73,60 @@ def shaped(mask: torch.Tensor, weight_ndim: int) -> torch.Tensor:
     return mask.reshape(*mask.shape, *([1] * (weight_ndim - 2)))
 
 
+class InputMask(nn.Module):
+    """A parametrization ``weight * mask`` (``torch.nn.utils.parametrize``): the restricted
+    inputs of a plain layer. ``mask`` is a boolean buffer ``[rows, inputs, 1, ...]``."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
 def restrict(module: nn.Module, reads: int, choice: str = "local",
              generator: torch.Generator | None = None) -> nn.Module:
     """Make a plain Linear or ConvNd read only ``reads`` inputs per output row, in place.
 
-    Uses ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` trains, ``weight_mask`` is
-    the saved buffer); the masked weights are zeroed now, so the layer's output changes. A
-    sparse plain layer: the control for dendrites with the same restriction.
+    Registers an :class:`InputMask` parametrization on ``module.weight`` (the trained tensor is
+    ``module.parametrizations.weight.original``; the mask is a buffer, saved in the state
+    dict); the masked weights are zeroed now, so the layer's output changes. A sparse plain
+    layer: the control for dendrites with the same restriction. Returns ``module``.
     """
-    from torch.nn.utils import prune
+    from torch.nn.utils import parametrize
 
     check_reads(reads, input_size(module), choice, type(module).__name__)
     weight = module.weight
-    mask = input_mask(weight.shape[0], weight.shape[1], reads, choice, generator)
-    mask = shaped(mask, weight.ndim).expand_as(weight).to(device=weight.device, dtype=weight.dtype)
-    prune.custom_from_mask(module, "weight", mask.contiguous())
+    mask = input_mask(weight.shape[0], weight.shape[1], reads, choice, generator).to(weight.device)
+    mask = shaped(mask, weight.ndim)
     with torch.no_grad():
-        module.weight_orig.mul_(module.weight_mask)
+        weight.mul_(mask)
+    parametrize.register_parametrization(module, "weight", InputMask(mask))
     return module
 
 
 def mask_for(module: nn.Module, name: str) -> torch.Tensor | None:
-    """The connectivity mask of ``module``'s parameter ``name`` (``P_mask``, or for a pruned
-    ``weight_orig`` its ``weight_mask``), or None."""
-    buffers = module._buffers
-    mask = buffers.get(name + "_mask")
-    if mask is None and name.endswith("_orig"):
-        mask = buffers.get(name[:-5] + "_mask")
-    return mask
+    """The connectivity mask of ``module``'s own parameter ``name`` (the buffer ``name_mask``), or None."""
+    return module._buffers.get(name + "_mask")
 
 
 def masked_parameters(model: nn.Module) -> dict[int, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
-    """``{id(parameter): (module, parameter, mask)}`` for every masked parameter of ``model``."""
+    """``{id(parameter): (module, parameter, mask)}`` for every masked parameter of ``model``;
+    the module is the layer whose forward uses it."""
+    from torch.nn.utils import parametrize
+
     out = {}
     for module in model.modules():
         for name, p in module._parameters.items():
-            if p is None:
-                continue
-            mask = mask_for(module, name)
+            mask = mask_for(module, name) if p is not None else None
             if mask is not None and mask.numel():
                 out[id(p)] = (module, p, mask)
+        if parametrize.is_parametrized(module):
+            for plist in module.parametrizations.values():
+                masks = [m.mask for m in plist if isinstance(m, InputMask)]
+                if masks and hasattr(plist, "original"):
+                    out[id(plist.original)] = (module, plist.original, masks[0])
     return out
 
 

@@ -29,8 +29,8 @@ def _inference_parameters(model: nn.Module):
 
 
 def _sizes(model: nn.Module, params) -> list[tuple[nn.Parameter, int]]:
-    """``(parameter, entries that exist)``: a masked parameter (restricted inputs, a pruned
-    weight; see :mod:`perforate.connectivity`) counts only the connections its mask keeps."""
+    """``(parameter, entries that exist)``: a parameter with restricted inputs (see
+    :mod:`perforate.connectivity`) counts only the connections its mask keeps."""
     from .connectivity import existing, masked_parameters
 
     masked = masked_parameters(model)
@@ -39,7 +39,7 @@ def _sizes(model: nn.Module, params) -> list[tuple[nn.Parameter, int]]:
 
 def count_parameters(model: nn.Module) -> int:
     """Every parameter inference needs (tied weights counted once, training-only pools not at
-    all, masked-out connections of restricted or pruned weights not at all)."""
+    all, masked-out connections of restricted-input weights not at all)."""
     return sum(n for _, n in _sizes(model, _inference_parameters(model)))
 
 
@@ -66,8 +66,7 @@ def flops_per_sample(model: nn.Module, example: torch.Tensor) -> float:
 
     ``example`` is a batch; its first dimension is the batch size. FlopCounterMode counts
     matmuls and convolutions (the dominant cost), not element-wise operations. Masked-out
-    connections (restricted inputs, pruned weights: :mod:`perforate.connectivity`) are not
-    counted: 2 FLOPs per missing connection and output position are taken off.
+    connections of restricted inputs (:mod:`perforate.connectivity`) are not counted: 2 FLOPs per missing connection and output position are taken off.
     """
     was_training = model.training
     model.eval()
