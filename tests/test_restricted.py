@@ -253,3 +253,32 @@ def test_bad_restrictions_raise_errors_that_say_what_to_change():
         pf.restrict_inputs(nn.Linear(10, 2), 0)
     with pytest.raises(pf.WrapError, match="ungrouped"):
         pf.restrict_inputs(nn.LSTM(3, 3), 2)
+
+
+def test_grower_state_keeps_the_masks_of_dendrites_and_live_candidates():
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 10), torch.randn(128, 3)
+    cfg = pf.Config(mode="pb", candidates=3, dendrite_inputs={"0": 4}, dendrite_input_choice="random",
+                    smoothing=1, patience=100)
+    model = pf.perforate(_mlp(), cfg)
+    grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
+
+    def epoch():
+        for i in range(0, 128, 32):
+            grower.optimizer.zero_grad()
+            F.mse_loss(model(x[i:i + 32]), y[i:i + 32]).backward()
+            grower.optimizer.step()
+
+    grower.add_dendrites()
+    epoch()
+    grower.step(0.2)  # joined
+    epoch()
+    grower.step(0.3)
+    grower.add_dendrites()  # a second dendrite phase: the pool is live
+    other = pf.perforate(_mlp(seed=1), cfg)
+    restored = pf.Grower(other, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
+    restored.load_state_dict(grower.state_dict())
+    a, b = pf.dendritic_layers(model)["0"], pf.dendritic_layers(restored.model)["0"]
+    assert b.num_dendrites == 1 and torch.equal(a.dendrite_weight_mask, b.dendrite_weight_mask)
+    assert torch.equal(a.candidate_pool.weight_mask, b.candidate_pool.weight_mask)
+    torch.testing.assert_close(restored.model(x), model(x), rtol=0, atol=0)
