@@ -98,6 +98,12 @@ class Config:
     """What the score is, e.g. "validation accuracy %" or "validation loss": the growth graph's
     axis and the log lines name it."""
     max_dendrites: int = 4
+    """Most dendrites a layer grows. Kept at 4 for restricted-input dendrites
+    (``dendrite_inputs``) too, although each costs only ``dendrite_inputs / fan_in`` of a dense
+    one: growth adds one dendrite per layer per growth cycle (a plateau of ``patience`` epochs,
+    then the trial), so the epoch budget, not this cap, is what binds; in the restricted
+    frontier runs (``results/restricted.md``) no run reached it. Raise it with a budget that
+    holds more cycles."""
     max_growth_retries: int = 0
     """Fresh re-tries of a growth step that did not pay, before training goes on from the model
     as it was when the growth began. Each try costs a growth cycle of the budget in which a
