@@ -103,9 +103,12 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
                else "grown from a narrow width")
         label = None if pt["arm"] in seen else f"{pt['arm']} ({how})"
         seen.add(pt["arm"])
-        ax.errorbar(x, y, xerr=pt[cost]["std"], yerr=pt["test_score"]["std"], fmt=marker,
-                    color=color, capsize=3, label=label, alpha=0.9)
         start = ladder.get(_key(pt["width"]))
+        left = pt[cost]["std"]
+        if start is not None and not pt["arm"].startswith(CONTROL):  # never smaller than its start
+            left = max(0.0, min(left, x - start[cost]["mean"]))
+        ax.errorbar(x, y, xerr=[[left], [pt[cost]["std"]]], yerr=pt["test_score"]["std"], fmt=marker,
+                    color=color, capsize=3, label=label, alpha=0.9)
         if start is not None:
             ax.annotate("", (x, y), (start[cost]["mean"], start["test_score"]["mean"]),
                         arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.4, "lw": 0.8})
@@ -117,7 +120,8 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
                  f"{COSTS[cost]}\n{spread}, "
                  f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
-                 "arrows: from the plain width a dendritic model grew from", fontsize=10)
+                 "arrows: from the plain width a dendritic model grew from; horizontal bars: "
+                 "its size's spread over seeds", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right" if _maximize(doc) else "upper right")
     fig.tight_layout()
