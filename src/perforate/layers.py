@@ -89,7 +89,8 @@ class DendriticLayer(nn.Module):
         self.input_choice = input_choice if self.inputs else "local"
         if self.inputs:
             connectivity.check_reads(self.inputs, connectivity.input_size(main) if adapter.stacked
-                                     else None, input_choice, f"layer {name or type(main).__name__}")
+                                     else None, input_choice,
+                                     f"dendrite_inputs for layer {name or type(main).__name__}")
         self._num_dendrites = 0
         # registered now, so that the parameters keep this order however the layer grew (a
         # layer grown one dendrite at a time and one rebuilt from a checkpoint list them alike)
