@@ -116,7 +116,7 @@ def test_the_monitored_validation_loss_drives_growth():
     # no epoch counts as an improvement: a plateau after one epoch, so the callback grows
     cfg = pf.Config(patience=1, smoothing=1, max_dendrites=1, improvement_threshold=10.0,
                     train_rise=float("inf"), overfit_gap=float("inf"), plots=False)
-    dendrites = DendriteCallback(cfg)
+    dendrites = DendriteCallback(cfg, budget=False)  # the no-budget rule: grow at the first plateau
     tabular.fit(train=train, validation=valid, callbacks=[dendrites])
     history = dendrites.grower.history
     assert history[1]["event"] == "grow" and history[2]["dendrites"] == 1

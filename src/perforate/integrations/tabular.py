@@ -47,14 +47,16 @@ class DendriteCallback(_LightningCallback, pl.Callback):
         monitor: the logged validation metric that drives growth (``valid_loss``, or e.g.
             ``valid_accuracy`` with ``mode="max"``).
         mode: "min" or "max" for ``monitor``.
-        out_dir, blocks, schedule, log_prefix: as for the Lightning callback.
+        out_dir, blocks, schedule, log_prefix, budget: as for the Lightning callback (``budget``:
+            the trainer's ``max_epochs`` is the grower's budget when ``config`` has none).
     """
 
     def __init__(self, config: Config | None = None, monitor: str = "valid_loss", mode: str = "min",
                  out_dir: str | Path | None = None, blocks: Sequence[Any] = (),
-                 schedule: str = "continue", log_prefix: str = "perforate/") -> None:
+                 schedule: str = "continue", log_prefix: str = "perforate/",
+                 budget: bool = True) -> None:
         super().__init__(config, monitor=monitor, mode=mode, out_dir=out_dir, blocks=blocks,
-                         schedule=schedule, log_prefix=log_prefix)
+                         schedule=schedule, log_prefix=log_prefix, budget=budget)
 
     def _after_restructure(self, trainer) -> None:
         super()._after_restructure(trainer)
