@@ -120,8 +120,8 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
                  f"{COSTS[cost]}\n{spread}, "
                  f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
-                 "arrows: from the plain width a dendritic model grew from; horizontal bars: "
-                 "its size's spread over seeds", fontsize=10)
+                 "arrows: from the plain width a dendritic model grew from"
+                 + ("; horizontal bars: its size's spread over seeds" if n > 1 else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right" if _maximize(doc) else "upper right")
     fig.tight_layout()
