@@ -242,6 +242,27 @@ def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode, see
         assert torch.equal(grown.model(x), plain.model.eval()(x))
 
 
+@pytest.mark.filterwarnings("ignore::perforate.ScoreDirectionWarning")
+def test_a_frontier_run_kept_from_the_shadow_reports_the_shadows_validation_score():
+    """The frontier's path (experiments.task.fit): failed growths whose kept epoch is one of the
+    shadow's (seed 3: the second trial's last epoch) give the plain run, validation score included
+    (it reported the grown model's)."""
+    from perforate.experiments.task import fit, harness_task
+
+    torch.set_num_threads(1)
+    task = harness_task("spirals", "mlp", batch_size=128)
+    cfg = pf.Config(patience=2, smoothing=1, train_rise=float("inf"), overfit_gap=float("inf"),
+                    trial="shadow", plots=False, growth_lr_scale=1000.0, max_epochs=16)
+    grown = fit(task, 8, 3, mode="gd", config=cfg, max_epochs=16)
+    plain = fit(task, 8, 3, config=pf.Config(patience=2, smoothing=1), max_epochs=16, early_stopping=False)
+    events = [(h["epoch"], h["event"]) for h in grown.history if h["event"] in ("grow", "continue")]
+    assert any(a == "grow" and b == "continue" and e0 < grown.best_epoch <= e1
+               for (e0, a), (e1, b) in zip(events, events[1:]))  # kept inside a failed trial
+    assert grown.dendrites == 0 and grown.best_epoch == plain.best_epoch
+    assert grown.history[grown.best_epoch]["val_score"] != plain.val_score  # the grown model's
+    assert grown.test_score == plain.test_score and grown.val_score == plain.val_score
+
+
 def test_the_scheduler_continues_from_the_shadows():
     """After a failed trial the live scheduler holds the shadow's state (its epoch count), not a
     fresh schedule's."""

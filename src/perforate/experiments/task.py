@@ -328,8 +328,8 @@ def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
     Either way the best validation epoch is kept, judged by ``Config.better`` in the task's
     direction. ``optimizer`` (default: the task's, else Adam 1e-3) builds every optimizer.
     """
-    from perforate.experiments.train import (TrainResult, _controller, _dendrites, _run_epochs,
-                                             count_nonzero)
+    from perforate.experiments.train import (TrainResult, _controller, _dendrites, _kept_val_score,
+                                             _run_epochs, count_nonzero)
 
     if config is not None and mode is not None and config.trial == "shadow" and task.train_epoch:
         raise ExperimentError(_SHADOW_NEEDS_DEFAULT_LOOP)
@@ -353,7 +353,8 @@ def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
         test_score = task.score(model, test)[0]
         best_epoch = controller.state.best_epoch
         return TrainResult(
-            val_score=history[best_epoch]["val_score"], test_score=test_score,
+            val_score=_kept_val_score(history[best_epoch], controller.state.best_score, False),
+            test_score=test_score,
             params=pf.count_parameters(model), nonzero_params=count_nonzero(model),
             flops_per_sample=task.flops(model, val), epochs=len(history), seconds=seconds,
             dendrites=_dendrites(model), history=history, peak_memory_mb=None, model=model,
