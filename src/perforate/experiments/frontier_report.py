@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from perforate.experiments import results as res
 from perforate.experiments.frontier import (CONTROL, REFERENCE, _key, load_frontier, pareto,
                                             save_frontier)
 from perforate.experiments.render import _count, _pm
@@ -161,13 +162,7 @@ def _width_headline(doc: dict[str, Any]) -> str:
     if n < 2:
         return (f"Too few seeds to tell {on}: {setting} is {where}; one seed cannot separate "
                 "dendrites from noise, run 3 or more.")
-    se = d["std"] / math.sqrt(n)
-    if d["mean"] - 2 * se > 0:
-        word = "beat"
-    elif d["mean"] + 2 * se < 0:
-        word = "lost to"
-    else:
-        word = "matched"
+    word = {1: "beat", -1: "lost to", 0: "matched"}[res.clear_sign(d["mean"], d["std"], n)]
     clear = " (no clear difference)" if word == "matched" else ""
     text = f"Dendrites {word} width{clear} at equal parameters {on}: {setting}, {where}"
     if n < 3:

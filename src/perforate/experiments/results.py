@@ -140,6 +140,13 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
 
 
+def clear_sign(mean: float, std: float, n: int) -> int:
+    """+1 / -1 when ``mean`` is more than two standard errors (``std / sqrt(n)``) above / below
+    zero, else 0: the rule every "better / worse / no clear difference" verdict uses."""
+    se = std / math.sqrt(n)
+    return 1 if mean - 2 * se > 0 else -1 if mean + 2 * se < 0 else 0
+
+
 def rer(base: float, new: float) -> float:
     """Remaining error reduction, scores in percent (see ``pf.remaining_error_reduction``)."""
     import perforate as pf
@@ -195,13 +202,8 @@ def paired(arm: str, ref: str, fraction: str, pairs: list[tuple[float, float]]) 
         verdict = ("higher" if diffs[0] > 0 else "lower" if diffs[0] < 0 else "equal") + \
             " (one seed: not conclusive)"
     else:
-        se = stats["std"] / math.sqrt(n)
-        if stats["mean"] - 2 * se > 0:
-            verdict = "better"
-        elif stats["mean"] + 2 * se < 0:
-            verdict = "worse"
-        else:
-            verdict = "no clear difference"
+        verdict = {1: "better", -1: "worse", 0: "no clear difference"}[
+            clear_sign(stats["mean"], stats["std"], n)]
     return {"arm": arm, "reference": ref, "fraction": fraction, "diff_mean": stats["mean"],
             "diff_std": stats["std"], "n": n, "wins": wins, "losses": losses,
             "ties": n - wins - losses, "verdict": verdict}

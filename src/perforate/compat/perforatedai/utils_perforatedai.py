@@ -152,8 +152,8 @@ def from_hf_pretrained(net: nn.Module, repo_id: str | Path, force_download: bool
     """
     folder = _local_repo(str(repo_id))
     if force_download:
-        GPA.pc.note("force_download", "UPA.from_hf_pretrained(force_download=True): perforate "
-                    f"downloads nothing and reads the local copy in {folder}")
+        GPA.pc.note("force_download", "UPA.from_hf_pretrained: force_download is ignored, perforate "
+                    f"fetches nothing and reads the local copy in {folder}")
     config_file = folder / "config.json"
     if config_file.is_file():
         try:
