@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -99,6 +99,29 @@ def perforate(model: nn.Module, config: Config | None = None, *,
     (:func:`output_heads`, e.g. ``lm_head``) unless ``config.output_head`` is True.
     """
     config = config or Config()
+    _check_wrappable(model, blocks)
+
+    def selected(name: str) -> bool:
+        return _matches(name, config.include) and not _matches(name, config.exclude)
+
+    heads = {} if config.output_head else output_heads(model)
+    model = openers.open_selected(model, selected)
+    targets = _targets(model, config, blocks, selected, heads)
+    wrapped: dict[int, DendriticLayer] = {}
+    for name, module, is_block in targets:
+        kind = kinds.block_kind(module).name if is_block and kinds.kind_of(module) is None else None
+        if name == "":
+            return make_layer(module, config, _axis_override(name, config), name, kind)
+        if id(module) not in wrapped:
+            wrapped[id(module)] = make_layer(module, config, _axis_override(name, config), name, kind)
+            replace_module(model, module, wrapped[id(module)])
+    openers.guard(model)
+    return model
+
+
+def _check_wrappable(model: nn.Module, blocks: Sequence[BlockSpec]) -> None:
+    """Raises :class:`WrapError` unless ``model`` is an ``nn.Module`` without dendrites and
+    ``blocks`` holds globs and classes only."""
     if not isinstance(model, nn.Module):
         raise WrapError(f"perforate expects a torch.nn.Module; got {type(model).__name__}")
     if dendritic_layers(model):
@@ -108,12 +131,15 @@ def perforate(model: nn.Module, config: Config | None = None, *,
         if not isinstance(spec, (str, type)):
             raise WrapError(f"blocks entries must be module-name globs or module classes; got {spec!r}")
 
-    def selected(name: str) -> bool:
-        return _matches(name, config.include) and not _matches(name, config.exclude)
 
-    heads = {} if config.output_head else output_heads(model)
+def _targets(model: nn.Module, config: Config, blocks: Sequence[BlockSpec],
+             selected: Callable[[str], bool],
+             heads: dict[str, nn.Module]) -> list[tuple[str, nn.Module, bool]]:
+    """The modules of ``model`` to wrap, as ``(name, module, is_block)`` in module order: the
+    selected trainable layers of a known kind and the declared blocks, not the output
+    ``heads``, and none inside another target (stacked kinds aside); raises
+    :class:`WrapError` when there is none."""
     head_ids = {id(m) for m in heads.values()}
-    model = openers.open_selected(model, selected)
     targets: list[tuple[str, nn.Module, bool]] = []
     skip_prefixes: list[str] = []
     for name, module in model.named_modules(remove_duplicate=False):
@@ -135,13 +161,4 @@ def perforate(model: nn.Module, config: Config | None = None, *,
             f"RNN/attention projection matching include={config.include} and not "
             f"exclude={config.exclude}{left_out}; check those patterns against "
             "[name for name, _ in model.named_modules()], or declare blocks=[...]")
-    wrapped: dict[int, DendriticLayer] = {}
-    for name, module, is_block in targets:
-        kind = kinds.block_kind(module).name if is_block and kinds.kind_of(module) is None else None
-        if name == "":
-            return make_layer(module, config, _axis_override(name, config), name, kind)
-        if id(module) not in wrapped:
-            wrapped[id(module)] = make_layer(module, config, _axis_override(name, config), name, kind)
-            replace_module(model, module, wrapped[id(module)])
-    openers.guard(model)
-    return model
+    return targets

@@ -35,12 +35,11 @@ class ExportedDendriticLayer(nn.Module):
 
     def __init__(self, layer: nn.Module, share: bool = False, fold_main: bool = True) -> None:
         super().__init__()
-        adapter = layer.adapter
         own = (lambda m: m) if share else copy.deepcopy
         self.kind = layer.kind
-        self.adapter = adapter  # a stateless kind, shared by every layer of the kind
-        self.channels = c = layer.channels
-        self.num_dendrites = k = layer.num_dendrites
+        self.adapter = layer.adapter  # a stateless kind, shared by every layer of the kind
+        self.channels = layer.channels
+        self.num_dendrites = layer.num_dendrites
         self.activation = layer.activation
         self.neuron_axis = layer.neuron_axis
         self.path = layer.path
@@ -53,47 +52,58 @@ class ExportedDendriticLayer(nn.Module):
         self.stacked = None
         self.units = None
         with torch.no_grad():
-            weight = None if layer.dendrite_weight is None else layer.dendrite_weight_used().detach()
-            # restricted inputs: the masked weights are fused as zeros (stored dense); the
-            # stacked module keeps the mask as a buffer so pf.count_parameters stays honest
-            mask = layer._buffers.get("dendrite_weight_mask")
-            bias = None if layer.dendrite_bias is None else layer.dendrite_bias.detach()
-            if adapter.stacked and adapter.units_per_call(layer.main):
-                self.main_in_stack = fold_main and adapter.foldable(layer.main)
-                if self.main_in_stack:
-                    weight = torch.cat([layer.main.weight.detach(), weight])
-                    if bias is not None:
-                        bias = torch.cat([layer.main.bias.detach(), bias])
-                self.stacked = adapter.widened(layer.main, weight, bias)
-                if mask is not None:
-                    if self.main_in_stack:
-                        mask = torch.cat([mask.new_ones(c, mask.shape[1]), mask])
-                    self.stacked.register_buffer("weight_mask", connectivity.shaped(mask, weight.ndim))
-            elif adapter.stacked:  # grouped convolution: one plain copy per dendrite
-                self.units = nn.ModuleList()
-                for i in range(k):
-                    unit = copy.deepcopy(layer.main)
-                    unit.weight.copy_(weight[i * c:(i + 1) * c])
-                    if bias is not None:
-                        unit.bias.copy_(bias[i * c:(i + 1) * c])
-                    self.units.append(unit)
-            else:
-                self.units = own(layer.dendrite_blocks)
+            self._take_dendrites(layer, own, fold_main)
             if not self.main_in_stack:
                 self.main = own(layer.main)
-            cascade = layer.cascade_weight.detach().clone() if layer.cascade_weight is not None \
-                else layer.output_weight.detach().new_zeros(0, c)
-            # Per-channel weights are stored already shaped to broadcast against the output
-            # ([R, C, 1, ...]) where the output's rank is known: one op fewer per call.
-            self.trailing = None
-            ones: list[int] = []
-            if adapter.stacked:
-                self.trailing = layer.main.weight.ndim - 2
-                ones = [1] * self.trailing
-                cascade = cascade.reshape(*cascade.shape, *ones)
-            self.cascade_weight = nn.Parameter(cascade, requires_grad=False)
-            self.output_weight = nn.Parameter(layer.output_weight.detach().clone().reshape(k, c, *ones),
-                                              requires_grad=False)
+            self._take_output_weights(layer)
+
+    def _take_dendrites(self, layer: nn.Module, own, fold_main: bool) -> None:
+        """Sets ``stacked`` (the dendrites' weights, with the main layer's in front where it
+        folds: ``main_in_stack``) or ``units`` (one module per dendrite) from ``layer``."""
+        adapter, c, k = layer.adapter, self.channels, self.num_dendrites
+        weight = None if layer.dendrite_weight is None else layer.dendrite_weight_used().detach()
+        # restricted inputs: the masked weights are fused as zeros (stored dense); the
+        # stacked module keeps the mask as a buffer so pf.count_parameters stays honest
+        mask = layer._buffers.get("dendrite_weight_mask")
+        bias = None if layer.dendrite_bias is None else layer.dendrite_bias.detach()
+        if adapter.stacked and adapter.units_per_call(layer.main):
+            self.main_in_stack = fold_main and adapter.foldable(layer.main)
+            if self.main_in_stack:
+                weight = torch.cat([layer.main.weight.detach(), weight])
+                if bias is not None:
+                    bias = torch.cat([layer.main.bias.detach(), bias])
+            self.stacked = adapter.widened(layer.main, weight, bias)
+            if mask is not None:
+                if self.main_in_stack:
+                    mask = torch.cat([mask.new_ones(c, mask.shape[1]), mask])
+                self.stacked.register_buffer("weight_mask", connectivity.shaped(mask, weight.ndim))
+        elif adapter.stacked:  # grouped convolution: one plain copy per dendrite
+            self.units = nn.ModuleList()
+            for i in range(k):
+                unit = copy.deepcopy(layer.main)
+                unit.weight.copy_(weight[i * c:(i + 1) * c])
+                if bias is not None:
+                    unit.bias.copy_(bias[i * c:(i + 1) * c])
+                self.units.append(unit)
+        else:
+            self.units = own(layer.dendrite_blocks)
+
+    def _take_output_weights(self, layer: nn.Module) -> None:
+        """Sets ``cascade_weight``, ``output_weight`` and ``trailing`` from ``layer``."""
+        c, k = self.channels, self.num_dendrites
+        cascade = layer.cascade_weight.detach().clone() if layer.cascade_weight is not None \
+            else layer.output_weight.detach().new_zeros(0, c)
+        # Per-channel weights are stored already shaped to broadcast against the output
+        # ([R, C, 1, ...]) where the output's rank is known: one op fewer per call.
+        self.trailing = None
+        ones: list[int] = []
+        if layer.adapter.stacked:
+            self.trailing = layer.main.weight.ndim - 2
+            ones = [1] * self.trailing
+            cascade = cascade.reshape(*cascade.shape, *ones)
+        self.cascade_weight = nn.Parameter(cascade, requires_grad=False)
+        self.output_weight = nn.Parameter(layer.output_weight.detach().clone().reshape(k, c, *ones),
+                                          requires_grad=False)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -64,6 +64,48 @@ def _label(column: str) -> str:
     return column.replace("_", " ")
 
 
+def _plot_scores(ax, history: list[dict[str, Any]], extra_cols: list[str], score_label: str,
+                 final_params: int | None, best_epoch: int | None) -> None:
+    """The score per epoch on ``ax``, the ``extra_cols`` scores beside it, and a star on the
+    best (or kept) model's epoch."""
+    ax.plot([row["epoch"] for row in history], [row["score"] for row in history],
+            label=score_label, color="C0", lw=1.8)
+    for i, col in enumerate(extra_cols):
+        pts = [(row["epoch"], row[col]) for row in history if isinstance(row.get(col), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts), label=_label(col), color=f"C{i + 2}", lw=1, alpha=0.8)
+    best = [row for row in history if row["epoch"] == best_epoch]
+    if best:
+        ax.plot([best[-1]["epoch"]], [best[-1]["score"]], "*", color="C0", ms=11, mec="black",
+                mew=0.6, label="kept model" if final_params is not None else "best so far")
+
+
+def _plot_params(ax, history: list[dict[str, Any]], final_params: int | None) -> None:
+    """The parameter count as a step line on ``ax``, its last value written at its end."""
+    from matplotlib.ticker import FuncFormatter
+
+    xs, ys = _params_after_decisions(history, final_params)
+    ax.step(xs, ys, where="post", color="C1", label="parameters")
+    high = ys[-1] > (min(ys) + max(ys)) / 2  # the label goes below a high line, above a low one
+    ax.annotate(f"{'kept ' if final_params is not None else ''}{ys[-1]:,}", (xs[-1], ys[-1]),
+                textcoords="offset points", xytext=(-6, -4 if high else 4), ha="right",
+                va="top" if high else "bottom", fontsize=8, color="C1")
+    ax.set_ylabel("parameters")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+
+
+def _plot_correlations(ax, history: list[dict[str, Any]], correlation_cols: list[str]) -> None:
+    """The candidates' correlation per layer (``corr/<layer>`` columns) on ``ax``."""
+    epochs = [row["epoch"] for row in history]
+    for i, col in enumerate(correlation_cols):
+        # NaN outside dendrite phases breaks the line between phases
+        values = [row[col] if isinstance(row.get(col), (int, float)) else float("nan")
+                  for row in history]
+        ax.plot(epochs, values, marker=".", lw=1, label=f"layer {col[5:]}", color=f"C{i % 10}")
+    ax.set_ylabel("candidate |corr|")
+    ax.legend(fontsize=6, ncol=2, loc="best")
+
+
 def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
                 score_label: str = "validation score", final_params: int | None = None,
                 best_epoch: int | None = None) -> Any:
@@ -79,7 +121,6 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
     correlation_cols = sorted({k for row in history for k in row if k.startswith("corr/")})
     extra_cols = sorted({k for row in history for k in row
@@ -90,37 +131,13 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
     FigureCanvasAgg(fig)
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [1.6] + [1] * (panels - 1)})[:, 0]
-    epochs = [row["epoch"] for row in history]
-    ax = axes[0]
-    ax.plot(epochs, [row["score"] for row in history], label=score_label, color="C0", lw=1.8)
-    for i, col in enumerate(extra_cols):
-        pts = [(row["epoch"], row[col]) for row in history if isinstance(row.get(col), (int, float))]
-        if pts:
-            ax.plot(*zip(*pts), label=_label(col), color=f"C{i + 2}", lw=1, alpha=0.8)
-    best = [row for row in history if row["epoch"] == best_epoch]
-    if best:
-        ax.plot([best[-1]["epoch"]], [best[-1]["score"]], "*", color="C0", ms=11, mec="black",
-                mew=0.6, label="kept model" if final_params is not None else "best so far")
+    _plot_scores(axes[0], history, extra_cols, score_label, final_params, best_epoch)
     _mark_decisions(axes, history)
-    ax.set_ylabel(score_label)
-    ax.set_title(title or "dendritic growth")
-    xs, ys = _params_after_decisions(history, final_params)
-    axes[1].step(xs, ys, where="post", color="C1", label="parameters")
-    high = ys[-1] > (min(ys) + max(ys)) / 2  # the label goes below a high line, above a low one
-    axes[1].annotate(f"{'kept ' if final_params is not None else ''}{ys[-1]:,}", (xs[-1], ys[-1]),
-                     textcoords="offset points", xytext=(-6, -4 if high else 4), ha="right",
-                     va="top" if high else "bottom", fontsize=8, color="C1")
-    axes[1].set_ylabel("parameters")
-    axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    axes[0].set_ylabel(score_label)
+    axes[0].set_title(title or "dendritic growth")
+    _plot_params(axes[1], history, final_params)
     if correlation_cols:
-        for i, col in enumerate(correlation_cols):
-            # NaN outside dendrite phases breaks the line between phases
-            values = [row[col] if isinstance(row.get(col), (int, float)) else float("nan")
-                      for row in history]
-            axes[2].plot(epochs, values, marker=".", lw=1, label=f"layer {col[5:]}",
-                         color=f"C{i % 10}")
-        axes[2].set_ylabel("candidate |corr|")
-        axes[2].legend(fontsize=6, ncol=2, loc="best")
+        _plot_correlations(axes[2], history, correlation_cols)
     axes[-1].set_xlabel("epoch")
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -56,20 +56,33 @@ class ProjectedMultiheadAttention(nn.MultiheadAttention):
             query, key, value = (t.unsqueeze(1) for t in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        tgt_len, bsz, embed_dim = query.shape
-        key_padding_mask = F._canonical_mask(
-            mask=key_padding_mask, mask_name="key_padding_mask",
-            other_type=F._none_or_dtype(attn_mask), other_name="attn_mask", target_type=query.dtype)
-        if is_causal and attn_mask is None:
-            raise RuntimeError("Need attn_mask if specifying the is_causal hint (as for "
-                               "nn.MultiheadAttention); use nn.Transformer.generate_square_subsequent_mask")
-        if is_causal and key_padding_mask is None and not need_weights:
-            attn_mask = None  # scaled_dot_product_attention applies the causal mask itself
+        tgt_len, bsz, _ = query.shape
+        key_padding_mask, attn_mask, is_causal = _canonical_masks(
+            query, key_padding_mask, attn_mask, need_weights, is_causal)
+        q, k, v, attn_mask, key_padding_mask = self._heads(query, key, value, attn_mask, key_padding_mask)
+        src_len = k.shape[1]
+        if key_padding_mask is not None:
+            key_padding_mask = (key_padding_mask.view(bsz, 1, 1, src_len).expand(-1, self.num_heads, -1, -1)
+                                .reshape(bsz * self.num_heads, 1, src_len))
+            attn_mask = key_padding_mask if attn_mask is None else attn_mask + key_padding_mask
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = self._attend_weighted(q, k, v, attn_mask, bsz, dropout_p, average_attn_weights)
         else:
-            attn_mask = F._canonical_mask(mask=attn_mask, mask_name="attn_mask", other_type=None,
-                                          other_name="", target_type=query.dtype, check_other=False)
-            if key_padding_mask is not None:
-                is_causal = False
+            out, weights = self._attend_fused(q, k, v, attn_mask, bsz, dropout_p, is_causal), None
+        out = self.out_proj(out).view(tgt_len, bsz, -1)
+        if not is_batched:
+            out = out.squeeze(1)
+            weights = None if weights is None else weights.squeeze(0)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+    def _heads(self, query, key, value, attn_mask, key_padding_mask):
+        """The projections of ``query``, ``key`` and ``value`` (sequence first) as
+        ``(batch * heads, length, head_dim)``, with ``bias_k``/``bias_v`` and ``add_zero_attn``'s
+        extra key position applied (and padded into the masks)."""
+        tgt_len, bsz, _ = query.shape
         heads, head_dim = self.num_heads, self.head_dim
         q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
         if attn_mask is not None and attn_mask.dim() == 2:
@@ -87,39 +100,55 @@ class ProjectedMultiheadAttention(nn.MultiheadAttention):
             k, v = torch.cat([k, zeros], 1), torch.cat([v, zeros], 1)
             attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, 1))
             key_padding_mask = None if key_padding_mask is None else F.pad(key_padding_mask, (0, 1))
-        src_len = k.shape[1]
-        if key_padding_mask is not None:
-            key_padding_mask = (key_padding_mask.view(bsz, 1, 1, src_len).expand(-1, heads, -1, -1)
-                                .reshape(bsz * heads, 1, src_len))
-            attn_mask = key_padding_mask if attn_mask is None else attn_mask + key_padding_mask
-        dropout_p = self.dropout if self.training else 0.0
-        if need_weights:
-            scores = torch.bmm(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1))
-            if attn_mask is not None:
-                scores = scores + attn_mask
-            weights = torch.softmax(scores, dim=-1)
-            if dropout_p > 0.0:
-                weights = F.dropout(weights, p=dropout_p)
-            out = torch.bmm(weights, v).transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
-            weights = weights.view(bsz, heads, tgt_len, src_len)
-            if average_attn_weights:
-                weights = weights.mean(dim=1)
-        else:
-            if attn_mask is not None:
-                attn_mask = attn_mask.unsqueeze(0) if attn_mask.size(0) == 1 else \
-                    attn_mask.view(bsz, heads, -1, src_len)
-            out = F.scaled_dot_product_attention(
-                q.view(bsz, heads, tgt_len, head_dim), k.view(bsz, heads, src_len, head_dim),
-                v.view(bsz, heads, src_len, head_dim), attn_mask, dropout_p, is_causal)
-            out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, embed_dim)
-            weights = None
-        out = self.out_proj(out).view(tgt_len, bsz, -1)
-        if not is_batched:
-            out = out.squeeze(1)
-            weights = None if weights is None else weights.squeeze(0)
-        elif self.batch_first:
-            out = out.transpose(0, 1)
+        return q, k, v, attn_mask, key_padding_mask
+
+    def _attend_weighted(self, q, k, v, attn_mask, bsz, dropout_p, average_attn_weights):
+        """Attention written out (``need_weights=True``): the output as ``(tgt_len * batch,
+        embed_dim)`` and the attention weights as ``nn.MultiheadAttention`` returns them."""
+        _, tgt_len, head_dim = q.shape
+        scores = torch.bmm(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1))
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        weights = torch.softmax(scores, dim=-1)
+        if dropout_p > 0.0:
+            weights = F.dropout(weights, p=dropout_p)
+        out = torch.bmm(weights, v).transpose(0, 1).reshape(tgt_len * bsz, self.embed_dim)
+        weights = weights.view(bsz, self.num_heads, tgt_len, k.shape[1])
+        if average_attn_weights:
+            weights = weights.mean(dim=1)
         return out, weights
+
+    def _attend_fused(self, q, k, v, attn_mask, bsz, dropout_p, is_causal):
+        """Attention by ``scaled_dot_product_attention`` (no weights asked for): the output as
+        ``(batch * tgt_len, embed_dim)``."""
+        _, tgt_len, head_dim = q.shape
+        heads, src_len = self.num_heads, k.shape[1]
+        if attn_mask is not None:
+            attn_mask = attn_mask.unsqueeze(0) if attn_mask.size(0) == 1 else \
+                attn_mask.view(bsz, heads, -1, src_len)
+        out = F.scaled_dot_product_attention(
+            q.view(bsz, heads, tgt_len, head_dim), k.view(bsz, heads, src_len, head_dim),
+            v.view(bsz, heads, src_len, head_dim), attn_mask, dropout_p, is_causal)
+        return out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, self.embed_dim)
+
+
+def _canonical_masks(query, key_padding_mask, attn_mask, need_weights: bool, is_causal: bool):
+    """``key_padding_mask`` and ``attn_mask`` in ``query``'s float dtype (as
+    ``nn.MultiheadAttention`` makes them), and ``is_causal`` as the fused kernel may take it."""
+    key_padding_mask = F._canonical_mask(
+        mask=key_padding_mask, mask_name="key_padding_mask",
+        other_type=F._none_or_dtype(attn_mask), other_name="attn_mask", target_type=query.dtype)
+    if is_causal and attn_mask is None:
+        raise RuntimeError("Need attn_mask if specifying the is_causal hint (as for "
+                           "nn.MultiheadAttention); use nn.Transformer.generate_square_subsequent_mask")
+    if is_causal and key_padding_mask is None and not need_weights:
+        attn_mask = None  # scaled_dot_product_attention applies the causal mask itself
+    else:
+        attn_mask = F._canonical_mask(mask=attn_mask, mask_name="attn_mask", other_type=None,
+                                      other_name="", target_type=query.dtype, check_other=False)
+        if key_padding_mask is not None:
+            is_causal = False
+    return key_padding_mask, attn_mask, is_causal
 
 
 class OrdinaryPathEncoderLayer(nn.TransformerEncoderLayer):

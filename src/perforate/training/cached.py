@@ -197,6 +197,19 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
     step on the whole epoch. ``flat_steps``: a layer that is not costly (one row per sample,
     e.g. a flat Linear layer, where a full-batch step is cheap) takes at most that many steps,
     at ``flat_lr`` where given. The scores are always those of the whole epoch."""
+    epochs = _cached_epochs(pools, steps, passes, flat_steps, flat_lr)
+    active = [e for e in epochs if e is not None and e.params]
+    taken = _train(active, steps, lr) if steps and active else {}
+    for e in epochs:
+        if e is not None:
+            e.score()
+    return [0 if e is None else taken.get(id(e), 0) for e in epochs]
+
+
+def _cached_epochs(pools: list, steps: int, passes: float, flat_steps: int | None,
+                   flat_lr: float | None) -> list[CachedEpoch | None]:
+    """Each pool's cached epoch (``None`` where nothing was cached) with its share of the
+    schedule (slices, step cap, rate: see :func:`fit`); the pools' caches are emptied."""
     epochs: list[CachedEpoch | None] = []
     for pool, layer in pools:
         entries = [e for e in pool.cache or () if e["delta"] is not None]
@@ -212,61 +225,79 @@ def fit(pools: list, steps: int, lr: float, passes: float = 0.0,
             if flat_lr is not None:
                 epochs[-1].lr = flat_lr
         del entries  # stacked, the batches' own tensors can go before the next layer stacks
-    active = [e for e in epochs if e is not None and e.params]
+    return epochs
+
+
+def _train(active: list[CachedEpoch], steps: int, lr: float) -> dict[int, int]:
+    """Up to ``steps`` Adam steps on the candidates of ``active`` (epochs with parameters), each
+    epoch leaving when its objective stops rising or its steps are spent; returns the steps each
+    took, by ``id``."""
     taken = {id(e): 0 for e in active}
     last: dict[int, float] = {}
-    if steps and active:
-        optimizer = _adam([{"params": e.params, "lr": lr if e.lr is None else e.lr} for e in active], lr)
-        window = {id(e): 0.0 for e in active if len(e.chunks) > 1}  # sliced: objectives summed
-        for step in range(1, steps + 1):
-            chunks = [e.chunks[(step - 1) % len(e.chunks)] for e in active]
-            with torch.enable_grad():
-                zs = [e.unit_preactivations(calls) if e.units else None
-                      for e, (calls, _, _) in zip(active, chunks)]
-            with torch.no_grad():
-                out = [e.gradients(z.detach() if e.units else e.unit_preactivations(calls), slice(r0, r1))
-                       for e, z, (calls, r0, r1) in zip(active, zs, chunks)]
-                for e, (_, _, cov), (_, r0, r1) in zip(active, out, chunks):
-                    if id(e) in window:  # over a window of slices: steps on one slice are noisy
-                        window[id(e)] = window[id(e)] + cov.abs().sum() / (r1 - r0)
-            trained = [(z, dz) for e, z, (dz, _, _) in zip(active, zs, out) if e.units]
-            # autograd.grad, not backward(): a DistributedDataParallel wrapper's hooks on
-            # these parameters must not fire outside its forward
-            grads = iter(torch.autograd.grad([z for z, _ in trained],
-                                             [p for e in active for p in e.units],
-                                             [dz for _, dz in trained]) if trained else ())
-            for e, (_, dcascade, _) in zip(active, out):
-                for p in e.units:
-                    p.grad = _rank_mean(next(grads))  # ranks fit one candidate set on all their data
-                if e.cascade is not None:
-                    e.cascade.grad = _rank_mean(dcascade)
-            optimizer.step()
-            for e in active:
-                taken[id(e)] = step
-            if step % 10 == 0:  # the early stop reads the objectives (a device sync) here only
-                # averaged over ranks, so that every rank stops a layer at the same step
-                values = _rank_mean(torch.stack([
-                    window.pop(id(e)) / 10 if id(e) in window else cov.abs().sum() / e.d.shape[0]
-                    for e, (_, _, cov) in zip(active, out)])).tolist()
-                window.update((id(e), 0.0) for e in active if len(e.chunks) > 1)
-                stopped = [e for e, v in zip(active, values)
-                           if id(e) in last and v < last[id(e)] * 1.005]
-                last.update((id(e), v) for e, v in zip(active, values))
-                for e in stopped:  # no gradient: Adam leaves these parameters alone
-                    for p in e.params:
-                        p.grad = None
-                active = [e for e in active if e not in stopped]
-            spent = [e for e in active if e.max_steps is not None and step >= e.max_steps]
-            for e in spent:  # its passes done: no gradient, Adam leaves its parameters alone
-                for p in e.params:
-                    p.grad = None
-            active = [e for e in active if e not in spent]
-            if not active:
-                break
-    for e in epochs:
-        if e is not None:
-            e.score()
-    return [0 if e is None else taken.get(id(e), 0) for e in epochs]
+    optimizer = _adam([{"params": e.params, "lr": lr if e.lr is None else e.lr} for e in active], lr)
+    window = {id(e): 0.0 for e in active if len(e.chunks) > 1}  # sliced: objectives summed
+    for step in range(1, steps + 1):
+        out = _gradients(active, step, window)
+        optimizer.step()
+        for e in active:
+            taken[id(e)] = step
+        if step % 10 == 0:  # the early stop reads the objectives (a device sync) here only
+            active = _not_stalled(active, out, window, last)
+        spent = [e for e in active if e.max_steps is not None and step >= e.max_steps]
+        for e in spent:  # its passes done: no gradient, Adam leaves its parameters alone
+            for p in e.params:
+                p.grad = None
+        active = [e for e in active if e not in spent]
+        if not active:
+            break
+    return taken
+
+
+def _gradients(active: list[CachedEpoch], step: int, window: dict[int, float]) -> list:
+    """Sets the gradients of step ``step`` on the candidates of ``active`` (each on its slice
+    for the step, averaged over ranks) and adds the sliced epochs' objectives to ``window``;
+    returns :meth:`CachedEpoch.gradients`' ``(dz, dcascade, cov)`` per epoch."""
+    chunks = [e.chunks[(step - 1) % len(e.chunks)] for e in active]
+    with torch.enable_grad():
+        zs = [e.unit_preactivations(calls) if e.units else None
+              for e, (calls, _, _) in zip(active, chunks)]
+    with torch.no_grad():
+        out = [e.gradients(z.detach() if e.units else e.unit_preactivations(calls), slice(r0, r1))
+               for e, z, (calls, r0, r1) in zip(active, zs, chunks)]
+        for e, (_, _, cov), (_, r0, r1) in zip(active, out, chunks):
+            if id(e) in window:  # over a window of slices: steps on one slice are noisy
+                window[id(e)] = window[id(e)] + cov.abs().sum() / (r1 - r0)
+    trained = [(z, dz) for e, z, (dz, _, _) in zip(active, zs, out) if e.units]
+    # autograd.grad, not backward(): a DistributedDataParallel wrapper's hooks on
+    # these parameters must not fire outside its forward
+    grads = iter(torch.autograd.grad([z for z, _ in trained],
+                                     [p for e in active for p in e.units],
+                                     [dz for _, dz in trained]) if trained else ())
+    for e, (_, dcascade, _) in zip(active, out):
+        for p in e.units:
+            p.grad = _rank_mean(next(grads))  # ranks fit one candidate set on all their data
+        if e.cascade is not None:
+            e.cascade.grad = _rank_mean(dcascade)
+    return out
+
+
+def _not_stalled(active: list[CachedEpoch], out: list, window: dict[int, float],
+                 last: dict[int, float]) -> list[CachedEpoch]:
+    """The epochs of ``active`` whose objective (over the last 10 steps' window where sliced,
+    else this step's) rose by 0.5 % or more since the last check; the others get no gradient,
+    so that Adam leaves their parameters alone. Updates ``window`` and ``last``."""
+    # averaged over ranks, so that every rank stops a layer at the same step
+    values = _rank_mean(torch.stack([
+        window.pop(id(e)) / 10 if id(e) in window else cov.abs().sum() / e.d.shape[0]
+        for e, (_, _, cov) in zip(active, out)])).tolist()
+    window.update((id(e), 0.0) for e in active if len(e.chunks) > 1)
+    stopped = [e for e, v in zip(active, values)
+               if id(e) in last and v < last[id(e)] * 1.005]
+    last.update((id(e), v) for e, v in zip(active, values))
+    for e in stopped:  # no gradient: Adam leaves these parameters alone
+        for p in e.params:
+            p.grad = None
+    return [e for e in active if e not in stopped]
 
 
 def _adam(groups: list[dict], lr: float) -> torch.optim.Adam:
