@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -265,60 +267,8 @@ class Config:
                 raise ConfigError(f"{name} must be a list of module-name glob patterns "
                                   f"like ['encoder.*']; got {show(value)}")
             object.__setattr__(self, name, list(value))
-        if not isinstance(self.neuron_axis, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-            for k, v in self.neuron_axis.items()
-        ):
-            raise ConfigError("neuron_axis must map module-name glob patterns to an int "
-                              f"axis, e.g. {{'encoder.*': -1}}; got {show(self.neuron_axis)}")
-        _choice("mode", self.mode, MODES)
-        _choice("dendrite_input_choice", self.dendrite_input_choice, INPUT_CHOICES)
-        counts = self.dendrite_inputs if isinstance(self.dendrite_inputs, dict) else {"*": self.dendrite_inputs}
-        for pattern, count in counts.items():
-            if not isinstance(pattern, str) or isinstance(count, bool) or not isinstance(count, int) \
-                    or count < 0:
-                raise ConfigError("dendrite_inputs must be an integer >= 0 (0: all inputs) or a "
-                                  "mapping of module-name globs to such integers, e.g. "
-                                  f"{{'fc1': 8}}; got {show(self.dendrite_inputs)}")
-        _choice("candidate_training", self.candidate_training, CANDIDATE_TRAINING)
-        _choice("snapshot_device", self.snapshot_device, ("auto", "model", "cpu", "disk"))
-        _int("smoothing", self.smoothing, 1)
-        if self.candidate_steps != "auto":
-            _int_or_auto("candidate_steps", self.candidate_steps)
-        _int("max_epochs", self.max_epochs, 0)
-        for name in ("overfit_gap", "train_rise"):
-            if getattr(self, name) != math.inf:
-                _number(name, getattr(self, name), 0.0)
-        _number("growth_lr_scale", self.growth_lr_scale, 0.0, strict=True)
-        _number("candidate_lr", self.candidate_lr, 0.0, strict=True)
-        _number("candidate_passes", self.candidate_passes, 0.0)
-        _number("candidate_cache_mb", self.candidate_cache_mb, 0.0, strict=True)
-        _number("min_correlation", self.min_correlation, 0.0)
-        _choice("dendrite_activation", self.dendrite_activation, tuple(ACTIVATIONS))
-        _choice("checkpoint_best", self.checkpoint_best, CHECKPOINT_POLICIES)
-        _choice("trial", self.trial, TRIALS)
-        _int("patience", self.patience, 1)
-        _int("max_dendrites", self.max_dendrites, 0)
-        _int("max_growth_retries", self.max_growth_retries, 0)
-        _int("candidates", self.candidates, 1, MAX_CANDIDATES)
-        _int("dendrite_patience", self.dendrite_patience, 1)
-        _int("dendrite_max_epochs", self.dendrite_max_epochs, 1)
-        _int("checkpoint_every", self.checkpoint_every, 0)
-        _int("seed", self.seed, 0, MAX_SEED)
-        _number("improvement_threshold", self.improvement_threshold, 0.0)
-        _number("improvement_threshold_abs", self.improvement_threshold_abs, 0.0)
-        _number("init_scale", self.init_scale, 0.0, strict=True, maximum=MAX_INIT_SCALE)
-        _number("candidate_lr_scale", self.candidate_lr_scale, 0.0, strict=True, maximum=MAX_LR_SCALE)
-        _number("correlation_floor", self.correlation_floor, 0.0)
-        _number("correlation_improvement", self.correlation_improvement, 0.0)
-        _number("correlation_decay", self.correlation_decay, 0.0)
-        if self.correlation_decay >= 1.0:
-            raise ConfigError("correlation_decay must be in [0, 1); got "
-                              f"{show(self.correlation_decay)}")
-        _choice("score_mode", self.score_mode, SCORE_MODES)
-        if not isinstance(self.score_name, str) or not self.score_name.strip():
-            raise ConfigError(f"score_name must be a non-empty string such as 'validation loss'; "
-                              f"got {show(self.score_name)}")
+        for name, check in _BOUNDS:
+            check(name, getattr(self, name))
         check_fields(self, ConfigError)  # every field, those without bounds above too
 
     def inputs_for(self, name: str) -> int:
@@ -421,3 +371,84 @@ def _number(name: str, value: Any, minimum: float, strict: bool = False,
     if not ok or (maximum is not None and value > maximum):
         bounds = f"{'>' if strict else '>='} {minimum}" + (f" and <= {maximum:g}" if maximum else "")
         raise ConfigError(f"{name} must be a finite number {bounds}; got {show(value)}")
+
+
+def _unless(skipped: Any, check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    """``check``, except that the value ``skipped`` (a setting's "off" or "auto") passes."""
+    return lambda name, value: None if value == skipped else check(name, value)
+
+
+def _axis_map(name: str, value: Any) -> None:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        raise ConfigError(f"{name} must map module-name glob patterns to an int "
+                          f"axis, e.g. {{'encoder.*': -1}}; got {show(value)}")
+
+
+def _input_counts(name: str, value: Any) -> None:
+    counts = value if isinstance(value, dict) else {"*": value}
+    for pattern, count in counts.items():
+        if not isinstance(pattern, str) or isinstance(count, bool) or not isinstance(count, int) \
+                or count < 0:
+            raise ConfigError(f"{name} must be an integer >= 0 (0: all inputs) or a "
+                              "mapping of module-name globs to such integers, e.g. "
+                              f"{{'fc1': 8}}; got {show(value)}")
+
+
+def _activation(name: str, value: Any) -> None:
+    _choice(name, value, tuple(ACTIVATIONS))
+
+
+def _below_one(name: str, value: Any) -> None:
+    _number(name, value, 0.0)
+    if value >= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1); got {show(value)}")
+
+
+def _score_name(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string such as 'validation loss'; "
+                          f"got {show(value)}")
+
+
+# Each field's bounds, checked by Config.validate in this order (the first bad field raises).
+_BOUNDS: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
+    ("neuron_axis", _axis_map),
+    ("mode", partial(_choice, allowed=MODES)),
+    ("dendrite_input_choice", partial(_choice, allowed=INPUT_CHOICES)),
+    ("dendrite_inputs", _input_counts),
+    ("candidate_training", partial(_choice, allowed=CANDIDATE_TRAINING)),
+    ("snapshot_device", partial(_choice, allowed=("auto", "model", "cpu", "disk"))),
+    ("smoothing", partial(_int, minimum=1)),
+    ("candidate_steps", _unless("auto", _int_or_auto)),
+    ("max_epochs", partial(_int, minimum=0)),
+    ("overfit_gap", _unless(math.inf, partial(_number, minimum=0.0))),
+    ("train_rise", _unless(math.inf, partial(_number, minimum=0.0))),
+    ("growth_lr_scale", partial(_number, minimum=0.0, strict=True)),
+    ("candidate_lr", partial(_number, minimum=0.0, strict=True)),
+    ("candidate_passes", partial(_number, minimum=0.0)),
+    ("candidate_cache_mb", partial(_number, minimum=0.0, strict=True)),
+    ("min_correlation", partial(_number, minimum=0.0)),
+    ("dendrite_activation", _activation),
+    ("checkpoint_best", partial(_choice, allowed=CHECKPOINT_POLICIES)),
+    ("trial", partial(_choice, allowed=TRIALS)),
+    ("patience", partial(_int, minimum=1)),
+    ("max_dendrites", partial(_int, minimum=0)),
+    ("max_growth_retries", partial(_int, minimum=0)),
+    ("candidates", partial(_int, minimum=1, maximum=MAX_CANDIDATES)),
+    ("dendrite_patience", partial(_int, minimum=1)),
+    ("dendrite_max_epochs", partial(_int, minimum=1)),
+    ("checkpoint_every", partial(_int, minimum=0)),
+    ("seed", partial(_int, minimum=0, maximum=MAX_SEED)),
+    ("improvement_threshold", partial(_number, minimum=0.0)),
+    ("improvement_threshold_abs", partial(_number, minimum=0.0)),
+    ("init_scale", partial(_number, minimum=0.0, strict=True, maximum=MAX_INIT_SCALE)),
+    ("candidate_lr_scale", partial(_number, minimum=0.0, strict=True, maximum=MAX_LR_SCALE)),
+    ("correlation_floor", partial(_number, minimum=0.0)),
+    ("correlation_improvement", partial(_number, minimum=0.0)),
+    ("correlation_decay", _below_one),
+    ("score_mode", partial(_choice, allowed=SCORE_MODES)),
+    ("score_name", _score_name),
+)
