@@ -31,9 +31,9 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import perforate as pf
-from perforate.experiments.cost import _adam, _grown, _Loop
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.models import build_model, width_for_params
+from perforate.experiments.cost.bench import _adam, _grown, _Loop
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.data.models import build_model, width_for_params
 from perforate.training import cached
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul"}

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.models import build_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.data.models import build_model
 
 
 def _epoch(model, opt, x, y, batch, gen):

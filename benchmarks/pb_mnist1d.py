@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.train import train_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.harness.train import train_model
 
 ARMS = ("baseline", "budget", "gd", "pb")
 

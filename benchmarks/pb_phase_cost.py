@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.models import build_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.data.models import build_model
 from perforate.training import pb
 
 

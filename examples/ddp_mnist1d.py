@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
+from perforate.experiments.data.datasets import load_dataset
 from perforate.integrations.ddp import DDPGrower
 
 

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
+from perforate.experiments.data.datasets import load_dataset
 from perforate.integrations.lightning import DendriteCallback, load_checkpoint  # perforate
 
 

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 import perforate as pf
 from perforate.errors import ExperimentError
 from perforate.experiments import results as res
-from perforate.experiments.arms import ARMS, Protocol, ProtocolHooks, plan_runs, run_protocol
+from perforate.experiments.bench.arms import ARMS, Protocol, ProtocolHooks, plan_runs, run_protocol
 from perforate.cli import app
 from perforate.experiments.datasets import dataset_names, load_dataset
 from perforate.experiments.models import build_model
-from perforate.experiments.render import render_report
-from perforate.experiments.train import TrainResult, train_model
+from perforate.experiments.bench.render import render_report
+from perforate.experiments.harness.train import TrainResult, train_model
 
 runner = CliRunner()
 
@@ -249,7 +249,7 @@ def test_cli_cuda_on_a_cpu_build_is_one_line(tmp_path):
 
 
 def test_a_failed_run_leaves_no_empty_out_folder(tmp_path, monkeypatch):
-    import perforate.experiments.arms as arms
+    import perforate.experiments.bench.arms as arms
 
     def fail(*args, **kwargs):
         raise ExperimentError("training failed")

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import perforate as pf
-from perforate.experiments.stopper import EarlyStopper
+from perforate.experiments.harness.stopper import EarlyStopper
 
 
 def _sgd(params):

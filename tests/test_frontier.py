@@ -9,7 +9,7 @@ from perforate.errors import ExperimentError
 from perforate.experiments.cli import app
 from perforate.experiments.frontier import FrontierProtocol, derive, frontier_at, pareto
 from perforate.experiments import frontier_report
-from perforate.experiments.frontier_cli import parse_variant
+from perforate.experiments.frontier.cli import parse_variant
 
 
 def run(arm, width, seed, params, score, flops=None):
@@ -74,7 +74,7 @@ def test_tiny_frontier_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_reference_arm_runs_perforatedai_on_the_same_model(tmp_path):
     pytest.importorskip("perforatedai")
-    from perforate.experiments.reference import train_reference
+    from perforate.experiments.harness.reference import train_reference
 
     result = train_reference("wine", "mlp", 4, seed=0, max_epochs=3, lr=1e-2, batch_size=32,
                              folder=tmp_path)
@@ -86,7 +86,7 @@ def test_reference_arm_runs_perforatedai_on_the_same_model(tmp_path):
 @pytest.mark.slow
 def test_the_reference_arm_sits_beside_ours_in_perforate_bench(tmp_path):
     pytest.importorskip("perforatedai")
-    from perforate.experiments.arms import Protocol, run_protocol
+    from perforate.experiments.bench.arms import Protocol, run_protocol
 
     protocol = Protocol(dataset="wine", model="mlp", width=4, arms=["baseline", "reference"],
                         max_epochs=3, batch_size=32, latency_repeats=1)

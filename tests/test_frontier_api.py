@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from typer.testing import CliRunner
 
 from perforate.errors import ExperimentError
-from perforate.experiments.budget import trim
+from perforate.experiments.frontier.budget import trim
 from perforate.experiments.cli import app
 from perforate.experiments.frontier import FrontierProtocol, derive
 from perforate.experiments.study import dendrites_vs_width

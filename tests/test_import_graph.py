@@ -13,6 +13,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "perforate"
 # packages whose modules only the top-level CLI may import together
 HARNESS, SWEEPS = f"{PACKAGE}.experiments", f"{PACKAGE}.sweeps"
+# the harness's own layers: data <- harness (shared machinery) <- one package per command <- cli
+DATA, SHARED = f"{HARNESS}.data", f"{HARNESS}.harness"
+COMMANDS = (f"{HARNESS}.bench", f"{HARNESS}.frontier", f"{HARNESS}.cost")
 # the core never imports these
 OUTER = (HARNESS, SWEEPS, f"{PACKAGE}.integrations", f"{PACKAGE}.compat", f"{PACKAGE}.cli")
 
@@ -137,6 +140,28 @@ def test_layers_import_one_way():
     assert both == [f"{PACKAGE}.cli"]
 
 
+def _part(module: str) -> str | None:
+    """The harness subpackage (or top-level module) ``module`` belongs to; None outside it."""
+    if not module.startswith(HARNESS + "."):
+        return None
+    return ".".join(module.split(".")[:3])
+
+
+def test_experiments_layers_import_one_way():
+    """data <- harness <- bench | frontier | cost <- experiments.cli (and the old-path aliases);
+    a command's package never imports another's, the sweeps only data and harness."""
+    allowed = {DATA: {DATA}, SHARED: {DATA, SHARED}, **{c: {DATA, SHARED, c} for c in COMMANDS}}
+    graph = import_graph()
+    for module, targets in graph.items():
+        part = _part(module)
+        used = {_part(t) for t in targets} - {None}
+        if part in allowed:
+            assert used <= allowed[part], (module, used - allowed[part])
+        elif _layer(module) == SWEEPS:
+            assert used <= {DATA, SHARED}, (module, used)
+    assert {_part(t) for t in graph[f"{HARNESS}.cli"]} >= {SHARED, *COMMANDS}
+
+
 def test_import_perforate_leaves_matplotlib_out():
     """What ``import perforate`` loads imports matplotlib only inside functions (when drawing)."""
     modules, graph = _modules(), import_graph(module_level=True)
@@ -155,5 +180,5 @@ def test_import_perforate_leaves_matplotlib_out():
 
 def test_the_graph_reader_sees_lazy_imports():
     graph = import_graph()
-    assert f"{PACKAGE}.experiments.train" in graph[f"{PACKAGE}.sweeps.trial"]  # inside a function
+    assert f"{PACKAGE}.experiments.harness.train" in graph[f"{PACKAGE}.sweeps.trial"]  # inside a function
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

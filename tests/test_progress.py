@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from perforate.experiments.progress import RunsProgress, clock, progress_bars
+from perforate.experiments.harness.progress import RunsProgress, clock, progress_bars
 
 
 def test_a_run_that_stops_early_frees_the_rest_of_its_budget_on_the_overall_bar():

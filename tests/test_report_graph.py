@@ -54,7 +54,7 @@ def test_pb_graph_shades_and_names_the_dendrite_phase(tmp_path):
 def test_comparison_plot_sets_coinciding_arms_side_by_side(tmp_path):
     from matplotlib.image import imread
 
-    from perforate.experiments.render import _dodges, comparison_plot
+    from perforate.experiments.bench.render import _dodges, comparison_plot
 
     def arm(params, score, seeds):
         stat = lambda v: {"mean": v, "std": 0.5 if len(seeds) > 1 else 0.0, "n": len(seeds)}  # noqa: E731

@@ -164,7 +164,7 @@ def test_the_harness_trains_and_scores_the_shadow(tmp_path, mode, recwarn):
     import csv
 
     from perforate.experiments.datasets import load_dataset
-    from perforate.experiments.train import train_model
+    from perforate.experiments.harness.train import train_model
 
     cfg = pf.Config(patience=1, smoothing=1, train_rise=float("inf"), overfit_gap=float("inf"),
                     trial="shadow", plots=False)
@@ -220,7 +220,7 @@ def test_a_failed_growth_under_shadow_costs_no_accuracy_in_the_harness(mode, see
     the plain run of the same budget: the same scores outside the trial and the same kept model,
     also when the kept epoch is one of the shadow's (seed 2), with the shadow's validation score."""
     from perforate.experiments.datasets import load_dataset
-    from perforate.experiments.train import train_model
+    from perforate.experiments.harness.train import train_model
 
     torch.set_num_threads(1)
     data = load_dataset("spirals", seed=0)

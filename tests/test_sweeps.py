@@ -97,7 +97,7 @@ def test_optuna_sweep_pairs_baselines_resumes_and_reports(tmp_path, monkeypatch)
     from typer import Typer
     from typer.testing import CliRunner
 
-    import perforate.experiments.train as train
+    import perforate.experiments.harness.train as train
     from perforate.sweeps.cli import sweep_command
 
     calls = {"baseline": 0, "dendritic": 0, "interrupt_at": None}

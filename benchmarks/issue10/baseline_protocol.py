@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from perforate.experiments.datasets import _mnist1d_arrays, load_dataset
+from perforate.experiments.data.datasets import _mnist1d_arrays, load_dataset
 
 torch.set_num_threads(1)
 

@@ -16,8 +16,8 @@ import sys
 import torch
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.models import build_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.data.models import build_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from levers import train  # noqa: E402

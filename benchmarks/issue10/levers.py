@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.models import build_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.data.models import build_model
 from perforate.layers import _ACTIVATIONS
 from perforate.training import pb
 

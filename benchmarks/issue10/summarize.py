@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from perforate.experiments.frontier import load_frontier, save_frontier
-from perforate.experiments.frontier_report import score_label
-from perforate.experiments.render import _count, _pm
-from perforate.experiments.results import mean_std
+from perforate.experiments.frontier.runs import load_frontier, save_frontier
+from perforate.experiments.frontier.report import score_label
+from perforate.experiments.harness.text import count as _count
+from perforate.experiments.harness.text import pm as _pm
+from perforate.experiments.harness.results import mean_std
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 TASKS = ["frontier-mnist1d-mlp", "frontier-digits-cnn2d", "frontier-mnist1d-gru",

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.train import train_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.harness.train import train_model
 
 ARMS = {
     "plain": None,

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 import perforate as pf
-from perforate.experiments.datasets import load_dataset
-from perforate.experiments.frontier import FrontierProtocol, load_frontier, save_frontier
-from perforate.experiments.frontier_report import render_frontier
-from perforate.experiments.models import build_model
-from perforate.experiments.train import train_model
+from perforate.experiments.data.datasets import load_dataset
+from perforate.experiments.frontier.protocol import FrontierProtocol
+from perforate.experiments.frontier.runs import load_frontier, save_frontier
+from perforate.experiments.frontier.report import render_frontier
+from perforate.experiments.data.models import build_model
+from perforate.experiments.harness.train import train_model
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ConfigError, ExperimentError
-from ..experiments.settings import RunSettings, finite_number
+from ..experiments.harness.settings import RunSettings, finite_number
 from ..files import read_settings
 
 METHODS = {"bayes": "bayes", "tpe": "bayes", "random": "random", "grid": "grid"}

@@ -104,7 +104,7 @@ class BaselineCache:
 
 def trial_data(space: SweepSpace) -> Any:
     """The dataset splits every trial of ``space`` trains on."""
-    from ..experiments.datasets import load_dataset
+    from ..experiments.data.datasets import load_dataset
 
     e = space.experiment
     return load_dataset(e.dataset, seed=e.seed, train_fraction=e.train_fraction)
@@ -129,7 +129,7 @@ def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
     "improvement" metric) and the record so far; it may raise :class:`TrialStopped` to prune the
     trial (state "PRUNED"). Any other exception propagates.
     """
-    from ..experiments.train import train_model
+    from ..experiments.harness.train import train_model
 
     start = time.perf_counter()
     e = space.experiment
@@ -173,7 +173,7 @@ def run_trial(space: SweepSpace, number: int, hyper: dict[str, Any], data: Any,
 def _baseline(space: SweepSpace, hyper: dict[str, Any], data: Any, cache: BaselineCache,
               width: int, train_kw: dict[str, Any]) -> dict[str, Any]:
     """The trial's baseline from the cache, or trained (plain, the full budget) and cached."""
-    from ..experiments.train import train_model
+    from ..experiments.harness.train import train_model
 
     key = baseline_key(space, hyper)
     base = cache.get(key)

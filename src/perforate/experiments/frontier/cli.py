@@ -3,34 +3,13 @@ from __future__ import annotations
 
 import shlex
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from perforate.errors import ExperimentError, PerforateError
-
-
-@contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn a PerforateError into one line on stderr and exit code 2 (every harness command)."""
-    try:
-        yield
-    except PerforateError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-# options `perforate bench` and `perforate bench frontier` share
-Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Minibatch size.")]
-WeightDecay = Annotated[float, typer.Option(help="Adam weight decay.")]
-Stopping = Annotated[str, typer.Option(help="budget: no early stopping, every run keeps its best "
-                                       "validation epoch (`perforate bench`'s pruned arm still "
-                                       "fine-tunes with early stopping); patience: plain runs stop "
-                                       "at a plateau, dendritic runs at a plateau where growth "
-                                       "cannot go on.")]
+from perforate.errors import ExperimentError
+from perforate.experiments.harness.cli_options import BatchSize, Lr, Stopping, WeightDecay, cli_errors
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -83,7 +62,7 @@ def user_task(model: str, data: str | None, *, train: str | None = None,
               direction: str | None = None, kind: str = "classification"):
     """The :class:`~perforate.experiments.task.Task` of ``--model mypkg:make_model --data
     mypkg:loaders [--train ...]``."""
-    from perforate.experiments.task import Task
+    from perforate.experiments.frontier.task import Task
 
     if data is None:
         raise ExperimentError(f"--model {model} is your factory: give your data too, --data "
@@ -184,8 +163,8 @@ def frontier_command(
     (paired by seed) and its gain over the width it grew from. Writes results.json, report.md,
     frontier-params.png and frontier-flops.png to --out."""
     import perforate as pf
-    from perforate.experiments.frontier import DEFAULT_VARIANTS, FrontierProtocol
-    from perforate.experiments.frontier_report import verdict
+    from perforate.experiments.frontier.protocol import DEFAULT_VARIANTS, FrontierProtocol
+    from perforate.experiments.frontier.report import verdict
 
     with cli_errors():
         task = None
@@ -259,7 +238,7 @@ def demo_command(
     """
     import shutil
 
-    from perforate.experiments.frontier import FrontierProtocol
+    from perforate.experiments.frontier.protocol import FrontierProtocol
 
     with cli_errors():
         protocol = FrontierProtocol(**DEMO, seeds=[seed], max_epochs=epochs)
@@ -298,7 +277,7 @@ def _run_and_render(protocol, out: Path, command: str, threads: int, task=None,
     returns the results document and the report's path."""
     import torch
 
-    from perforate.experiments.frontier_report import render_frontier
+    from perforate.experiments.frontier.report import render_frontier
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -314,8 +293,8 @@ def _run_with_progress(protocol, out: Path, command: str, task=None,
     """Say how many runs and about how long (a timed first epoch), then run them under two
     progress bars (all runs, the current one) with the time left; Ctrl-C keeps the finished
     runs and says how to resume."""
-    from perforate.experiments.frontier import execute_frontier, prepare_frontier
-    from perforate.experiments.progress import runs_progress
+    from perforate.experiments.frontier.runs import execute_frontier, prepare_frontier
+    from perforate.experiments.harness.progress import runs_progress
 
     plan = prepare_frontier(protocol, out, command, task=task, arms=arms, max_minutes=max_minutes)
     if not plan.todo:

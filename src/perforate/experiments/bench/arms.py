@@ -29,11 +29,11 @@ from torch.nn.utils import prune
 
 import perforate as pf
 from perforate.errors import ExperimentError
-from perforate.experiments import results as res
-from perforate.experiments.datasets import DatasetSplits, load_dataset
-from perforate.experiments.models import build_model, width_for_params
-from perforate.experiments.settings import RunSettings, check_stopping, positive_int
-from perforate.experiments.train import TrainResult, count_nonzero, train_model
+from perforate.experiments.harness import results as res
+from perforate.experiments.data.datasets import DatasetSplits, load_dataset
+from perforate.experiments.data.models import build_model, width_for_params
+from perforate.experiments.harness.settings import RunSettings, check_stopping, positive_int
+from perforate.experiments.harness.train import TrainResult, count_nonzero, train_model
 from perforate.files import write_json
 from perforate.measure import latency
 
@@ -258,7 +258,7 @@ class _Runner:
                                  config=p.dendritic_config(spec.seed), epoch_callback=callback,
                                  early_stopping=p.stopping == "patience", **common)
         elif spec.arm == "reference":
-            from perforate.experiments.reference import train_reference
+            from perforate.experiments.harness.reference import train_reference
 
             result = train_reference(p.dataset, p.model, width, seed=spec.seed, max_epochs=budget,
                                      lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 import perforate as pf
-from perforate.experiments.arms import DENDRITIC_ARMS, Protocol, RunSpec, plan_runs
-from perforate.experiments.datasets import DatasetSplits, load_dataset
-from perforate.experiments.models import build_model
-from perforate.experiments.train import train_model
+from perforate.experiments.bench.arms import DENDRITIC_ARMS, Protocol, RunSpec, plan_runs
+from perforate.experiments.data.datasets import DatasetSplits, load_dataset
+from perforate.experiments.data.models import build_model
+from perforate.experiments.harness.train import train_model
 
 _EPOCHS = 4  # timed epochs per model; the first (warm-up) is left out
 

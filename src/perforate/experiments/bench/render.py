@@ -14,7 +14,9 @@ from typing import Any, Callable
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from perforate.experiments.results import derive, load_results
+from perforate.experiments.harness.results import derive, load_results
+from perforate.experiments.harness.text import count as _count
+from perforate.experiments.harness.text import pm as _pm
 from perforate.files import write_text
 
 __all__ = ["render_report", "results_table", "narrative"]
@@ -36,25 +38,6 @@ MARKERS = {"baseline": "o", "gd": "^", "pb": "v", "compressed": "D", "control": 
 
 
 # ---------------------------------------------------------------------------- formatting
-def _pm(stats: dict[str, float] | None, digits: int = 2, scale: float = 1.0,
-        sign: bool = False) -> str:
-    """"mean ± std" ("mean" alone for one value, "–" for none); ``sign`` writes "+" too."""
-    if not stats or stats.get("n", 0) == 0 or stats["mean"] is None or math.isnan(stats["mean"]):
-        return "–"
-    mean, std = stats["mean"] * scale, stats["std"] * scale
-    text = f"{mean:{'+' if sign else ''}.{digits}f}"
-    return text if stats["n"] == 1 else f"{text} ± {std:.{digits}f}"
-
-
-def _count(x: float) -> str:
-    if x is None or math.isnan(x):
-        return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{unit}"
-    return f"{x:.0f}"
-
-
 def _params(stats: dict[str, Any]) -> str:
     p, nz = stats["params"], stats["nonzero_params"]
     text = _count(p["mean"])

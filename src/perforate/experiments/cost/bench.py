@@ -33,7 +33,7 @@ Figures (targets from the speed issue):
   <= 1.3 (batch 256).
 - ``pb_phase_per_growth`` and ``grown_epoch_ratio``: the cached pb phase on other families
   (conv + BN blocks, LSTM, attention; <= 3 plain epochs) and a whole epoch after one growth
-  (<= 1.3); see :mod:`perforate.experiments.cost_growth`.
+  (<= 1.3); see :mod:`perforate.experiments.cost.growth`.
 - ``peak_memory_ratio``: peak memory of one training step (forward, backward, Adam step) with k
   dendrites versus the plain model of equal parameter count, as ``pf.peak_training_memory``
   counts it (the harness's ``peak_memory_mb`` column is the same quantity). No target:
@@ -45,7 +45,7 @@ Figures (targets from the speed issue):
 
 - ``reference_ratio`` (full runs, where ``perforatedai`` is installed): seconds per epoch of
   perforatedai against perforate on the same MNIST-1D loop with one growth (see
-  :mod:`perforate.experiments.reference_cost`). Target >= 30 (a speed-up).
+  :mod:`perforate.experiments.cost.reference`). Target >= 30 (a speed-up).
 
 Epoch-level figures use the MNIST-1D MLP of width 100, batch 32, batches cut from tensors (no
 DataLoader, so no loader overhead hides the cost being measured).
@@ -68,8 +68,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perforate.experiments import cost_growth, reference_cost
-from perforate.experiments.reference import available as reference_available
+from perforate.experiments.cost import growth as cost_growth
+from perforate.experiments.cost import reference as reference_cost
+from perforate.experiments.harness.reference import available as reference_available
 from perforate.files import write_json
 
 TARGETS: dict[str, float | None] = {
@@ -182,7 +183,7 @@ def _ratio(times: dict[str, dict[str, list[float]]], num: str, den: str, target:
 
 # ---------------------------------------------------------------------- data and loops
 def _synthetic(n_train: int = 256, n_val: int = 64):
-    from perforate.experiments.datasets import DatasetSplits
+    from perforate.experiments.data.datasets import DatasetSplits
 
     gen = torch.Generator().manual_seed(0)
 
@@ -238,7 +239,7 @@ def _grown(model: torch.nn.Module, k: int, seed: int = 0) -> torch.nn.Module:
 def _epoch_figures(s: dict, data, device: torch.device, repeats: int, clock: _Clock) -> dict:
     """Epoch-level ratios: the controller, the wrapping and a pb dendrite phase."""
     import perforate as pf
-    from perforate.experiments.models import build_model
+    from perforate.experiments.data.models import build_model
 
     base = build_model("mlp", data, s["width"], seed=0).to(device)
     cfg = pf.Config(patience=10**6, seed=0)  # no growth while we time
@@ -450,7 +451,7 @@ def _export_figures(s: dict, data, device: torch.device, repeats: int, clock: _C
     """Exported model against a plain one of equal parameters, eager and (full runs) compiled
     ahead of time (``pf.export(..., compile_for=...)``)."""
     import perforate as pf
-    from perforate.experiments.models import build_model, width_for_params
+    from perforate.experiments.data.models import build_model, width_for_params
 
     k = s["export_k"]
     model = _grown(pf.perforate(build_model("mlp", data, s["width"], seed=0)), k).to(device)
@@ -512,7 +513,7 @@ def _peak_training_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
 
 def _memory_figures(s: dict, data, device: torch.device) -> dict:
     import perforate as pf
-    from perforate.experiments.models import build_model, width_for_params
+    from perforate.experiments.data.models import build_model, width_for_params
 
     batch = s["memory_batch"]
     x = data.x_train[:batch].to(device)
@@ -538,7 +539,7 @@ def _snapshot_figures(s: dict, data, device: torch.device) -> dict:
     docstring)."""
     import perforate as pf
     from perforate import snapshots
-    from perforate.experiments.models import build_model
+    from perforate.experiments.data.models import build_model
 
     out: dict[str, Any] = {}
     for place in ("model", "cpu", "disk", "auto"):
@@ -644,7 +645,7 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("CUDA is not available on this machine; use --device cpu",
                                  param_hint="--device")
-    from perforate.experiments.models import build_model
+    from perforate.experiments.data.models import build_model
 
     s = dict(_QUICK if quick else _FULL)
     reference = reference and not quick
@@ -662,7 +663,7 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
             if s["data"] == "synthetic":
                 data = _synthetic()
             else:
-                from perforate.experiments.datasets import load_dataset
+                from perforate.experiments.data.datasets import load_dataset
 
                 data = load_dataset(s["data"], seed=0)
             results: dict[str, Any] = {

@@ -3,7 +3,7 @@ score of perforate's arms, with the library's own defaults for every growth deci
 
 perforatedai keeps process-wide state (``GPA.pc``, ``GPA.pai_tracker``), reads and writes files
 under the working directory and calls ``pdb`` on some errors, so every run happens in a child
-process (``python -m perforate.experiments.reference``) whose working directory is the run's
+process (``python -m perforate.experiments.harness.reference``) whose working directory is the run's
 folder and whose stdin is closed. Install it without its torchvision pin::
 
     pip install --no-deps perforatedai==3.2.9   # plus matplotlib pandas pyyaml safetensors requests
@@ -45,7 +45,7 @@ def train_reference(dataset: str, model_name: str, width: int, *, seed: int, max
     process working in ``folder``; returns a :class:`~perforate.experiments.train.TrainResult`
     (without the model). Raises ExperimentError when perforatedai is missing or the run fails
     (its output is kept in ``folder/reference.log``)."""
-    from perforate.experiments.train import TrainResult
+    from perforate.experiments.harness.train import TrainResult
 
     if not available():
         raise ExperimentError("the reference arm needs perforatedai: pip install --no-deps "
@@ -59,7 +59,7 @@ def train_reference(dataset: str, model_name: str, width: int, *, seed: int, max
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MPLBACKEND": "Agg"}
     log = folder / "reference.log"
     with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "perforate.experiments.reference"],
+        proc = subprocess.run([sys.executable, "-m", "perforate.experiments.harness.reference"],
                               input=json.dumps(args), stdout=subprocess.PIPE, stderr=out, text=True,
                               cwd=folder, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(_RESULT)]
@@ -92,9 +92,9 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs i
     import torch
 
     import perforate as pf
-    from perforate.experiments.datasets import load_dataset
-    from perforate.experiments.models import build_model
-    from perforate.experiments.train import _Epochs, _evaluate, evaluate
+    from perforate.experiments.data.datasets import load_dataset
+    from perforate.experiments.data.models import build_model
+    from perforate.experiments.harness.train import _Epochs, _evaluate, evaluate
 
     torch.set_num_threads(args["threads"])
     from perforatedai import globals_perforatedai as GPA

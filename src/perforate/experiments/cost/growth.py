@@ -69,7 +69,7 @@ def _data(x: torch.Tensor, y: torch.Tensor) -> SimpleNamespace:
 
 def _families(quick: bool, data) -> dict[str, tuple[nn.Module, Any, dict, int]]:
     """name -> (model, loop data, ``pf.perforate`` keyword arguments, batch)."""
-    from perforate.experiments.models import build_model
+    from perforate.experiments.data.models import build_model
 
     g = torch.Generator().manual_seed(0)
     n, side, width = (32, 8, 2) if quick else (512, 16, 8)

@@ -33,17 +33,15 @@ restarted bench skips finished runs.
 Every run trains a :class:`~perforate.experiments.task.Task` through
 :func:`~perforate.experiments.task.fit`: a harness dataset and model are one such task
 (:func:`~perforate.experiments.task.harness_task`), a user's own factory and loaders another
-(:mod:`perforate.experiments.study`). Scores may improve upwards (accuracy) or downwards (a loss,
+(:mod:`perforate.experiments.frontier.study`). Scores may improve upwards (accuracy) or downwards (a loss,
 ``direction="min"``); distances and gains are signed so that positive always means better.
 Arms are pluggable: beside ``plain``, the dendritic variants and ``reference``, a caller may pass
 ``arms={name: fn}`` where ``fn(run: ArmRun) -> TrainResult`` trains a starting width its own way.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -52,160 +50,15 @@ import torch
 
 import perforate as pf
 from perforate.errors import ExperimentError
-from perforate.experiments import results as res
-from perforate.experiments.settings import check_stopping, finite_number, positive_int
-from perforate.experiments.task import Task, fit, harness_task
+from perforate.experiments.harness import results as res
+from perforate.experiments.harness.settings import finite_number
+from perforate.experiments.frontier.derive import derive
+from perforate.experiments.frontier.protocol import (CONTROL, PLAIN, REFERENCE, SCHEMA, FrontierProtocol,
+                                                   parse_control)
+from perforate.experiments.frontier.task import Task, fit, harness_task
 from perforate.files import write_json
 
 log = logging.getLogger(__name__)
-
-SCHEMA = "perforate-frontier/1"
-DEFAULT_VARIANTS = {"gd": {"mode": "gd"}, "pb": {"mode": "pb"}}
-"""Dendritic arms by name: a growth mode and Config overrides."""
-REFERENCE = "reference"
-CONTROL = "control-"
-"""``control-<arm>``: the width-matched control of a dendritic arm's runs."""
-PLAIN = "plain"
-CONTROL_CHOICES = ("local", "random")
-
-
-def parse_control(name: str) -> tuple[str, int]:
-    """A plain sparse control's name, ``CHOICE`` or ``CHOICE-xN`` (``local``, ``random``,
-    ``local-x6``: a first layer ``N`` times as wide) -> (choice, expand); ExperimentError else."""
-    choice, _, expand = name.partition("-x")
-    if choice not in CONTROL_CHOICES or (expand and not (expand.isdigit() and int(expand) >= 1)):
-        raise ExperimentError(f"a plain control is local, random, or either with -xN (a first "
-                              f"layer N times as wide), e.g. local-x6; got {name!r}")
-    return choice, int(expand or 1)
-
-
-@dataclass
-class FrontierProtocol:
-    """Everything that defines a frontier experiment; ``key()`` holds what changes numbers."""
-
-    dataset: str = "mnist1d"
-    model: str = "mlp"
-    widths: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256])
-    """The plain ladder."""
-    grow_widths: list[int] = field(default_factory=lambda: [4, 8, 16])
-    """Widths the dendritic arms start from."""
-    arms: list[str] = field(default_factory=lambda: ["gd", "pb"])
-    """Dendritic arms: names in ``variants``, or ``"reference"`` (perforatedai)."""
-    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_VARIANTS))
-    reference_widths: list[int] | None = None
-    """Starting widths of the reference arm (default: ``grow_widths``); it is slow."""
-    seeds: list[int] = field(default_factory=lambda: list(range(5)))
-    max_epochs: int = 150
-    patience: int = 20
-    stopping: str = "budget"
-    lr: float = 1e-2
-    batch_size: int = 100
-    weight_decay: float = 0.0
-    config: dict[str, Any] = field(default_factory=dict)
-    """Config overrides for every dendritic arm (a variant's own overrides win)."""
-    run_outputs: bool = False
-    """Let each dendritic run's Grower write history.csv, summary.json and growth.png."""
-    metric: str = ""
-    """The score's name in reports ("" for a harness task: accuracy % or R² × 100)."""
-    direction: str = "max"
-    """Which way the score improves: "max" or "min"."""
-    custom_arms: list[str] = field(default_factory=list)
-    """Arms trained by a caller's function (``run_frontier(arms=...)``), by name."""
-    controls: list[str] = field(default_factory=list)
-    """Plain sparse ladders beside the dense one (see :func:`parse_control`); arm
-    ``plain-NAME`` (distinct from ``control-<arm>``, the width-matched control)."""
-    control_inputs: int = 8
-    """Inputs each unit of a sparse control's restricted layer reads."""
-    control_widths: list[int] | None = None
-    """The sparse controls' ladder of widths (default: ``widths``)."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ExperimentError naming the first bad setting."""
-        for name in ("max_epochs", "batch_size", "patience"):
-            positive_int(name, getattr(self, name))
-        finite_number("lr", self.lr, minimum=0.0, strict=True)
-        finite_number("weight_decay", self.weight_decay, minimum=0.0)
-        seeds = self.seeds
-        if not seeds or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in seeds):
-            raise ExperimentError(f"seeds must be a non-empty list of integers >= 0; got {seeds!r}")
-        for name in ("widths", "grow_widths"):
-            values = getattr(self, name)
-            if not values or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                 or not math.isfinite(v) or v <= 0 for v in values):
-                raise ExperimentError(f"{name} must be a non-empty list of positive numbers "
-                                      f"(widths or scales); got {values!r}")
-        check_stopping(self.stopping)
-        if self.direction not in ("max", "min"):
-            raise ExperimentError(f"direction must be 'max' or 'min'; got {self.direction!r}")
-        for name in self.controls:
-            parse_control(name)
-        positive_int("control_inputs", self.control_inputs)
-        if self.control_widths is not None and (not self.control_widths or any(
-                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.control_widths)):
-            raise ExperimentError(f"control_widths must be a non-empty list of integers >= 1; got "
-                                  f"{self.control_widths!r}")
-        for arm in self.arms:
-            grown = arm[len(CONTROL):] if arm.startswith(CONTROL) else None
-            if grown is not None and grown in self.variants:
-                if grown not in self.arms[:self.arms.index(arm)]:
-                    raise ExperimentError(f"arm {arm!r} controls arm {grown!r}: list {grown!r} "
-                                          "before it")
-                continue
-            if arm != REFERENCE and arm not in self.variants and arm not in self.custom_arms:
-                raise ExperimentError(f"unknown arm {arm!r}; choose from {sorted(self.variants)} or "
-                                      f"{REFERENCE!r}, or define it with --variant NAME=MODE[,field=value]")
-        for name, variant in self.variants.items():
-            if variant.get("mode") not in ("gd", "pb"):
-                raise ExperimentError(f"variant {name!r} needs mode 'gd' or 'pb'; got {variant.get('mode')!r}")
-            self.dendritic_config(name, 0)  # a bad override raises ConfigError now
-
-    def dendritic_config(self, arm: str, seed: int) -> pf.Config:
-        """The Config of a dendritic arm for one seed."""
-        variant = dict(self.variants[arm])
-        fields = {"checkpoint_every": 0, "plots": False, **self.config, **variant,
-                  "patience": variant.get("patience", self.patience), "seed": seed,
-                  "max_epochs": self.max_epochs if self.stopping == "budget" else 0}
-        return pf.Config.from_dict(fields)
-
-    def stopper_config(self) -> pf.Config:
-        """What plain runs stop by: the same patience, smoothing and improvement thresholds."""
-        return pf.Config.from_dict({**{k: v for k, v in self.config.items()
-                                       if k in ("smoothing", "improvement_threshold",
-                                                "improvement_threshold_abs")},
-                                    "patience": self.patience})
-
-    @property
-    def starts_of_reference(self) -> list[int]:
-        return self.grow_widths if self.reference_widths is None else self.reference_widths
-
-    @property
-    def ladder_of_controls(self) -> list[float]:
-        """The widths of the sparse controls' ladders."""
-        return self.widths if self.control_widths is None else self.control_widths
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FrontierProtocol:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def key(self) -> dict[str, Any]:
-        """The settings two runs must share for their results to be pooled."""
-        d = self.to_dict()
-        for name in ("widths", "grow_widths", "arms", "seeds", "reference_widths", "run_outputs",
-                     "custom_arms", "controls", "control_widths"):
-            d.pop(name)
-        d["variants"] = {k: v for k, v in self.variants.items() if k in self.arms}
-        for name, default in (("metric", ""), ("direction", "max")):  # as files before them
-            if d[name] == default:
-                d.pop(name)
-        return d
-
 
 @dataclass(frozen=True)
 class FrontierRun:
@@ -285,7 +138,7 @@ def _dendritic(run: ArmRun):
 
 
 def _reference(run: ArmRun):
-    from perforate.experiments.reference import train_reference
+    from perforate.experiments.harness.reference import train_reference
 
     p = run.protocol
     if run.task.harness is None:
@@ -301,7 +154,7 @@ def _control(run: ArmRun):
     """The width-matched control of a grown run: the plain model whose width gives the grown
     model's parameter count, trained as many epochs with the optimizer rebuilt at the epochs
     where the grown run restructured."""
-    from perforate.experiments.task import matching_width
+    from perforate.experiments.frontier.task import matching_width
 
     grown_arm = run.spec.arm[len(CONTROL):]
     grown = run.done.get(FrontierRun(grown_arm, run.width, run.seed).run_id)
@@ -325,8 +178,8 @@ def sparse_model(task: Task, width: float, seed: int, inputs: int, choice: str =
     from perforate.connectivity import input_size
 
     if task.harness is not None:
-        from perforate.experiments.datasets import load_dataset
-        from perforate.experiments.models import build_sparse_model
+        from perforate.experiments.data.datasets import load_dataset
+        from perforate.experiments.data.models import build_sparse_model
 
         dataset, model = task.harness
         return build_sparse_model(model, load_dataset(dataset, seed=seed), int(width), inputs,
@@ -391,169 +244,6 @@ def run_one(p: FrontierProtocol, spec: FrontierRun, folder: Path,
     return record
 
 
-# ---------------------------------------------------------------------------- the frontier
-def pareto(points: list[tuple[float, float]], maximize: bool = True) -> list[tuple[float, float]]:
-    """The envelope of (cost, score) points: sorted by cost, each beats every cheaper one
-    (higher scores beat lower ones, or lower beat higher with ``maximize=False``)."""
-    sign = 1.0 if maximize else -1.0
-    out: list[tuple[float, float]] = []
-    for cost, score in sorted(points, key=lambda p: (p[0], -sign * p[1])):
-        if not out or sign * score > sign * out[-1][1]:
-            out.append((cost, score))
-    return out
-
-
-def frontier_at(front: list[tuple[float, float]], cost: float) -> float:
-    """The envelope's score at ``cost``: linear in log-cost between its points, flat outside."""
-    if cost <= front[0][0]:
-        return front[0][1]
-    for (c0, s0), (c1, s1) in zip(front, front[1:]):
-        if cost <= c1:
-            t = (math.log(cost) - math.log(c0)) / (math.log(c1) - math.log(c0))
-            return s0 + t * (s1 - s0)
-    return front[-1][1]
-
-
-def _key(width: float) -> str:
-    """A width as a key of the ladder: "8", "0.5"."""
-    return f"{width:g}" if isinstance(width, float) else str(width)
-
-
-def _ladder(by_seed: dict[int, dict[float, dict]]) -> dict[str, dict]:
-    """Mean ± std over seeds of each width's test score, parameters and FLOPs."""
-    ladder = {}
-    for width in sorted({w for by_width in by_seed.values() for w in by_width}):
-        rows = [by_width[width] for by_width in by_seed.values() if width in by_width]
-        ladder[_key(width)] = {m: res.mean_std([r[m] for r in rows])
-                              for m in ("test_score", "params", "flops_per_sample")}
-    return ladder
-
-
-def _against(r: dict[str, Any], ladders: dict[str, dict[int, dict[float, dict]]],
-             maximize: bool = True) -> dict[str, dict]:
-    """Run ``r``'s signed distance (positive is better) to each ladder of its seed with at least
-    2 widths, at equal parameters and equal FLOPs, and to the envelope of all of them
-    (``best``). A sparse control's ladder counts only where it reaches down to ``r``'s parameter
-    count (its frontier is not extended below its narrowest width); the dense ladder always
-    counts. Costs that were not counted (FLOPs of some models) are left out."""
-    sign = 1.0 if maximize else -1.0
-    out: dict[str, dict] = {}
-    pooled: dict[str, list] = {"params": [], "flops_per_sample": []}
-
-    def distance(pts: list) -> dict[str, float]:
-        return {cost: sign * (r["test_score"] - frontier_at(pareto(p, maximize), r[cost]))
-                for cost, p in pts.items() if r.get(cost) is not None and len(p) >= 2}
-
-    for name, by_seed in ladders.items():
-        rows = list(by_seed.get(r["seed"], {}).values())
-        if len(rows) < 2 or (name != PLAIN and min(q["params"] for q in rows) > r["params"]):
-            continue
-        pts = {cost: [(q[cost], q["test_score"]) for q in rows if q.get(cost) is not None]
-               for cost in pooled}
-        for cost in pooled:
-            pooled[cost] += pts[cost]
-        out[name] = distance(pts)
-    if out:
-        out["best"] = distance(pooled)
-    return out
-
-
-def _control_summary(rows: list[dict[str, Any]], ladders, maximize: bool = True) -> dict[str, Any]:
-    """Distances of runs ``rows`` to each plain ladder and to all of them, mean ± std over
-    seeds, and the plain ladder whose frontier lies best at their parameters."""
-    per = [_against(r, ladders, maximize) for r in rows]
-    names = [n for n in ladders if all(n in d for d in per)]  # ladders that reach this size
-    summary = {n: {"distance": res.mean_std([d[n].get("params") for d in per]),
-                   "distance_flops": res.mean_std([d[n].get("flops_per_sample") for d in per])}
-               for n in names}
-    best_plain = None
-    if names:  # the ladder whose frontier is best here: the smallest distance to it
-        best_plain = min(names, key=lambda n: summary[n]["distance"]["mean"])
-    best = {}
-    if per and all("best" in d for d in per):
-        dist = [d["best"].get("params") for d in per]
-        dist_f = [d["best"].get("flops_per_sample") for d in per]
-        best = {"distance_best": res.mean_std(dist),
-                "above_best": sum(x > 0 for x in dist if x is not None),
-                "distance_best_flops": res.mean_std(dist_f),
-                "above_best_flops": sum(x > 0 for x in dist_f if x is not None)}
-    return {"against": summary, "best_plain": best_plain, **best}
-
-
-def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
-    """The plain ladder (mean ± std per width) and, per dendritic (arm, width), its distance to
-    the same seed's plain frontier at equal parameters and FLOPs and its gain over its width.
-
-    Distances and gains are signed so that positive is better: score minus frontier when the
-    score is maximised, frontier minus score when it is minimised (``maximize=False``). FLOPs
-    distances are left out (NaN) for runs whose FLOPs could not be counted.
-
-    With plain sparse controls (arms ``plain-*``): their ladders (``controls``), each control
-    width's distance to the dense frontier (``control_points``), and each point's distance to
-    every ladder (``against``), to the envelope of all (``distance_best``) and the ladder that
-    is best at its parameters (``best_plain``)."""
-    sign = 1.0 if maximize else -1.0
-    ladders: dict[str, dict[int, dict[float, dict]]] = {}
-    for r in runs:
-        if r["arm"] == PLAIN or r["arm"].startswith(f"{PLAIN}-"):
-            ladders.setdefault(r["arm"], {}).setdefault(r["seed"], {})[r["width"]] = r
-    plain = ladders.get(PLAIN, {})
-    ladder = _ladder(plain)
-    controls = {arm: _ladder(by_seed) for arm, by_seed in ladders.items() if arm != PLAIN}
-    control_points = []
-    for arm in controls:
-        for width in sorted({w for by_width in ladders[arm].values() for w in by_width}):
-            rows = [by_width[width] for s, by_width in ladders[arm].items()
-                    if width in by_width and len(plain.get(s, {})) >= 2]
-            if rows:
-                dist = [_against(r, {PLAIN: plain}, maximize)[PLAIN] for r in rows]
-                control_points.append({
-                    "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
-                    **{m: res.mean_std([r[m] for r in rows]) for m in ("test_score", "params", "flops_per_sample")},
-                    "distance": res.mean_std([d.get("params") for d in dist]),
-                    "above": sum(d.get("params", 0) > 0 for d in dist),
-                    "distance_flops": res.mean_std([d.get("flops_per_sample") for d in dist])})
-    points = []
-    for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] not in ladders}):
-        rows = [r for r in runs if r["arm"] == arm and r["width"] == width and len(plain.get(r["seed"], {})) >= 2]
-        if not rows:
-            continue
-        dist = {"params": [], "flops_per_sample": []}
-        gain = []
-        for r in rows:
-            ladder_s = plain[r["seed"]].values()
-            for cost in dist:
-                known = [(q[cost], q["test_score"]) for q in ladder_s if q.get(cost) is not None]
-                if r.get(cost) is None or len(known) < 2:
-                    continue
-                front = pareto(known, maximize)
-                dist[cost].append(sign * (r["test_score"] - frontier_at(front, r[cost])))
-            if width in plain[r["seed"]]:
-                gain.append(sign * (r["test_score"] - plain[r["seed"]][width]["test_score"]))
-        points.append({
-            "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
-            **{m: res.mean_std([r[m] for r in rows])
-               for m in ("test_score", "params", "flops_per_sample", "dendrites", "epochs", "seconds")},
-            "distance": res.mean_std(dist["params"]), "above": sum(d > 0 for d in dist["params"]),
-            "distance_flops": res.mean_std(dist["flops_per_sample"]),
-            "above_flops": sum(d > 0 for d in dist["flops_per_sample"]),
-            "gain": res.mean_std(gain) if gain else None, "gain_per_seed": gain,
-            "better": sum(g > 0 for g in gain), "worse": sum(g < 0 for g in gain),
-        })
-        if arm.startswith(CONTROL):  # the grown arm against its control, paired by seed
-            grown = {r["seed"]: r for r in runs if r["arm"] == arm[len(CONTROL):] and r["width"] == width}
-            diffs = [sign * (grown[r["seed"]]["test_score"] - r["test_score"])
-                     for r in rows if r["seed"] in grown]
-            points[-1]["grown_minus_control"] = res.mean_std(diffs) if diffs else None
-            points[-1]["control_width"] = res.mean_std([r.get("control_width") for r in rows])
-        if controls:
-            points[-1].update(_control_summary(rows, ladders, maximize))
-    out = {"ladder": ladder, "points": points}
-    if controls:
-        out.update(controls=controls, control_points=control_points)
-    return out
-
-
 # ---------------------------------------------------------------------------- running
 def open_frontier(out: Path, protocol: FrontierProtocol, command: str) -> dict[str, Any]:
     """The results document to extend: the saved one if its protocol matches, else a new one."""
@@ -598,7 +288,7 @@ def save_frontier(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class FrontierPlan:
     """What a frontier is about to run: the runs left, their estimated time and what a time cap
-    dropped (:mod:`perforate.experiments.budget`). Made by :func:`prepare_frontier`."""
+    dropped (:mod:`perforate.experiments.frontier.budget`). Made by :func:`prepare_frontier`."""
 
     protocol: FrontierProtocol
     task: Task
@@ -639,7 +329,7 @@ def _minutes(seconds: float | None) -> str:
 
 
 def _trim_order() -> tuple[str, ...]:
-    from perforate.experiments.budget import TRIM_ORDER
+    from perforate.experiments.frontier.budget import TRIM_ORDER
 
     return TRIM_ORDER
 
@@ -647,7 +337,7 @@ def _trim_order() -> tuple[str, ...]:
 def _time_epochs(protocol: FrontierProtocol, task: Task, params: dict[float, int]):
     """Time plain epochs at the narrowest and widest ladder widths: the faster of the first
     two (the first pays one-time costs: allocation, caches, lazy imports)."""
-    from perforate.experiments.budget import Costs
+    from perforate.experiments.frontier.budget import Costs
 
     timed = {}
     for width in (min(protocol.widths), max(protocol.widths)):
@@ -665,13 +355,13 @@ def prepare_frontier(protocol: FrontierProtocol, out: str | Path, command: str =
     saved protocol), time a first epoch, and drop widths or seeds to fit ``max_minutes``."""
     import time
 
-    from perforate.experiments import budget
-    from perforate.experiments.task import parameter_counts
+    from perforate.experiments.frontier import budget
+    from perforate.experiments.frontier.task import parameter_counts
 
     started = time.perf_counter()
     task = task or harness_task(protocol.dataset, protocol.model, protocol.batch_size)
     if REFERENCE in protocol.arms:
-        from perforate.experiments.reference import available
+        from perforate.experiments.harness.reference import available
 
         if task.harness is None:
             raise ExperimentError("arm 'reference' (perforatedai) runs only on the harness's own "

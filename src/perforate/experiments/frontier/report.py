@@ -10,10 +10,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from perforate.experiments import results as res
-from perforate.experiments.frontier import (CONTROL, REFERENCE, _key, load_frontier, pareto,
-                                            save_frontier)
-from perforate.experiments.render import _count, _pm
+from perforate.experiments.harness import results as res
+from perforate.experiments.frontier.derive import _key, pareto
+from perforate.experiments.frontier.protocol import CONTROL, REFERENCE
+from perforate.experiments.frontier.runs import load_frontier, save_frontier
+from perforate.experiments.harness.text import count as _count
+from perforate.experiments.harness.text import pm as _pm
 from perforate.files import write_text
 
 _MARKERS = {"gd": ("tab:orange", "s"), "pb": ("tab:green", "^"), REFERENCE: ("tab:red", "D")}
@@ -24,7 +26,7 @@ _CONTROL_COLORS = ["tab:cyan", "tab:gray", "black", "darkgoldenrod"]
 
 
 def score_label(doc: dict[str, Any]) -> str:
-    from perforate.experiments.datasets import load_dataset
+    from perforate.experiments.data.datasets import load_dataset
 
     metric = doc["protocol"].get("metric")
     if metric:  # a user's task

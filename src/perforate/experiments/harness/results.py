@@ -39,7 +39,7 @@ from perforate.errors import ExperimentError
 from perforate.files import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from perforate.experiments.arms import Protocol
+    from perforate.experiments.bench.arms import Protocol
 
 SCHEMA = "perforate-bench/1"
 RESULTS = "results.json"

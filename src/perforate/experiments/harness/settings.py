@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from perforate.errors import ExperimentError
-from perforate.experiments.datasets import dataset_names
-from perforate.experiments.models import model_names
+from perforate.experiments.data.datasets import dataset_names
+from perforate.experiments.data.models import model_names
 
 MONITORS = ("loss", "score")
 STOPPING = ("budget", "patience")

@@ -28,9 +28,9 @@ from torch.nn import functional as F
 
 import perforate as pf
 from perforate.errors import ExperimentError
-from perforate.experiments.datasets import DatasetSplits
-from perforate.experiments.models import build_model
-from perforate.experiments.stopper import EarlyStopper
+from perforate.experiments.data.datasets import DatasetSplits
+from perforate.experiments.data.models import build_model
+from perforate.experiments.harness.stopper import EarlyStopper
 from perforate.measure import peak_training_memory
 
 __all__ = ["DEFAULT_PATIENCE", "TrainResult", "evaluate", "train_model"]
@@ -282,7 +282,7 @@ def _run_epochs(controller: pf.Grower | EarlyStopper,
     trial under ``Config(trial="shadow")`` ``shadow_step`` is :meth:`pf.Grower.shadow_step`, to be
     called after every batch with that batch's loss closure (else None); ``validate(model)`` answers the
     validation (score, loss), the loss possibly None. The harness and a user's own task
-    (:mod:`perforate.experiments.task`) both train through here."""
+    (:mod:`perforate.experiments.frontier.task`) both train through here."""
     history: list[dict] = []
     restarts: list[int] = []
     peak_bytes = 0

@@ -1,0 +1,2 @@
+"""The harness's offline datasets (:mod:`.datasets`) and its standard models, one width knob
+each (:mod:`.models`)."""
