@@ -64,7 +64,7 @@ def test_reference_figure_times_the_three_arms_on_one_loop():
     pytest.importorskip("perforatedai")
     import torch
 
-    from perforate.experiments import reference_cost
+    from perforate.experiments.cost import reference as reference_cost
     from perforate.experiments.cost.bench import _adam, _Loop, _synthetic
     from perforate.experiments.models import build_model
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import perforate as pf
 from perforate.errors import ExperimentError
-from perforate.experiments import results as res
+from perforate.experiments.harness import results as res
 from perforate.experiments.bench.arms import ARMS, Protocol, ProtocolHooks, plan_runs, run_protocol
 from perforate.cli import app
 from perforate.experiments.datasets import dataset_names, load_dataset

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from perforate.errors import ExperimentError
 from perforate.experiments.cli import app
 from perforate.experiments.frontier import FrontierProtocol, derive, frontier_at, pareto
-from perforate.experiments import frontier_report
+from perforate.experiments.frontier import report as frontier_report
 from perforate.experiments.frontier.cli import parse_variant
 
 

@@ -32,6 +32,7 @@ from perforate.errors import ExperimentError
 from perforate.experiments.harness import results as res
 from perforate.experiments.data.datasets import DatasetSplits, load_dataset
 from perforate.experiments.data.models import build_model, width_for_params
+from perforate.experiments.harness.protocol import ExperimentProtocol
 from perforate.experiments.harness.settings import RunSettings, check_stopping, positive_int
 from perforate.experiments.harness.train import TrainResult, count_nonzero, train_model
 from perforate.files import write_json
@@ -45,41 +46,42 @@ DENDRITIC_ARMS = ("gd", "pb", "compressed")
 _NEEDS = {"control": ("compressed",), "pruned": ("baseline", "compressed")}
 
 
-@dataclass(frozen=True)
-class Protocol(RunSettings):
+@dataclass(frozen=True, kw_only=True)
+class Protocol(ExperimentProtocol):
     """Everything that defines an experiment. ``key()`` holds the fields that change numbers.
 
-    The data, model and training settings are :class:`RunSettings`'s; the rest says which arms
-    run, on which seeds and data fractions.
+    The data, model and training settings are checked as :class:`RunSettings` (the model's
+    ``width``, ``monitor`` and ``device`` are the bench's own); the rest says which arms run, on
+    which seeds and data fractions. ``stopping``: under either rule, the control trains as many
+    epochs as its compressed run, and the pruned arm's fine-tuning stops early.
     """
 
+    FILE_ORDER = ("dataset", "model", "width", "max_epochs", "lr", "batch_size", "weight_decay",
+                  "monitor", "device", "arms", "seeds", "fractions", "fraction_arms", "patience",
+                  "stopping", "finetune_epochs", "compressed_width", "compressed_mode", "config",
+                  "latency_repeats", "run_outputs")
+    KEY_OMITS = ("arms", "seeds", "fractions", "fraction_arms", "latency_repeats", "device",
+                 "run_outputs")
+
+    width: int = 100
+    monitor: str = "score"
+    """What stopping, growth and the kept checkpoint follow (see :class:`RunSettings`)."""
+    device: str = "cpu"
     arms: list[str] = field(default_factory=lambda: [a for a in ARMS if a != "reference"])
     """The arms to run; ``"reference"`` (perforatedai, when installed) only when asked for."""
-    seeds: list[int] = field(default_factory=lambda: [0])
     fractions: list[float] = field(default_factory=lambda: [1.0])
     fraction_arms: list[str] | None = None
     """Arms run at fractions below 1 (default: all of ``arms``)."""
-    patience: int = 20
-    """Plateau patience (smoothed validation score) of plain and dendritic training."""
-    stopping: str = "budget"
-    """One of :data:`~perforate.experiments.settings.STOPPING`. Under either, the control trains
-    as many epochs as its compressed run, and the pruned arm's fine-tuning stops early."""
     finetune_epochs: int | None = None
     """Epoch budget of the pruned arm's fine-tuning (default ``max_epochs``), early stopped."""
     compressed_width: int | None = None
     compressed_mode: str = "gd"
-    config: dict[str, Any] = field(default_factory=dict)
-    """Overrides of :class:`pf.Config` for the dendritic arms (patience comes from ``patience``)."""
     latency_repeats: int = 20
     run_outputs: bool = True
-    """Let each dendritic run's Grower write history.csv, summary.json and growth.png."""
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     def validate(self) -> None:
         """Raise ExperimentError naming the first bad setting."""
-        self.check()
+        self.run_settings().check()
         if not self.arms:
             raise ExperimentError(f"no arms given; choose from: {', '.join(ARMS)}")
         for arm in [*self.arms, *(self.fraction_arms or [])]:
@@ -119,20 +121,13 @@ class Protocol(RunSettings):
             wanted.update(_NEEDS.get(arm, ()))
         return [arm for arm in ARMS if arm in wanted]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Protocol":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def run_settings(self) -> RunSettings:
+        """The data, model and training settings every run of this protocol shares."""
+        return RunSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)})
 
     def key(self) -> dict[str, Any]:
         """The settings two runs must share for their results to be pooled."""
-        d = self.to_dict()
-        for name in ("arms", "seeds", "fractions", "fraction_arms", "latency_repeats", "device",
-                     "run_outputs"):
-            d.pop(name)
+        d = super().key()
         d["compressed_width"] = self.narrow_width
         d["finetune_epochs"] = self.finetune_epochs or self.max_epochs
         return d

@@ -1,13 +1,13 @@
 """What defines a frontier experiment: :class:`FrontierProtocol` and the arm names it uses."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import perforate as pf
 from perforate.errors import ExperimentError
+from perforate.experiments.harness.protocol import ExperimentProtocol
 from perforate.experiments.harness.settings import check_stopping, finite_number, positive_int
 
 SCHEMA = "perforate-frontier/1"
@@ -30,12 +30,17 @@ def parse_control(name: str) -> tuple[str, int]:
     return choice, int(expand or 1)
 
 
-@dataclass
-class FrontierProtocol:
+@dataclass(frozen=True, kw_only=True)
+class FrontierProtocol(ExperimentProtocol):
     """Everything that defines a frontier experiment; ``key()`` holds what changes numbers."""
 
-    dataset: str = "mnist1d"
-    model: str = "mlp"
+    FILE_ORDER = ("dataset", "model", "widths", "grow_widths", "arms", "variants",
+                  "reference_widths", "seeds", "max_epochs", "patience", "stopping", "lr",
+                  "batch_size", "weight_decay", "config", "run_outputs", "metric", "direction",
+                  "custom_arms", "controls", "control_inputs", "control_widths")
+    KEY_OMITS = ("widths", "grow_widths", "arms", "seeds", "reference_widths", "run_outputs",
+                 "custom_arms", "controls", "control_widths")
+
     widths: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64, 128, 256])
     """The plain ladder."""
     grow_widths: list[int] = field(default_factory=lambda: [4, 8, 16])
@@ -46,16 +51,6 @@ class FrontierProtocol:
     reference_widths: list[int] | None = None
     """Starting widths of the reference arm (default: ``grow_widths``); it is slow."""
     seeds: list[int] = field(default_factory=lambda: list(range(5)))
-    max_epochs: int = 150
-    patience: int = 20
-    stopping: str = "budget"
-    lr: float = 1e-2
-    batch_size: int = 100
-    weight_decay: float = 0.0
-    config: dict[str, Any] = field(default_factory=dict)
-    """Config overrides for every dendritic arm (a variant's own overrides win)."""
-    run_outputs: bool = False
-    """Let each dendritic run's Grower write history.csv, summary.json and growth.png."""
     metric: str = ""
     """The score's name in reports ("" for a harness task: accuracy % or R² × 100)."""
     direction: str = "max"
@@ -69,9 +64,6 @@ class FrontierProtocol:
     """Inputs each unit of a sparse control's restricted layer reads."""
     control_widths: list[int] | None = None
     """The sparse controls' ladder of widths (default: ``widths``)."""
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     def validate(self) -> None:
         """Raise ExperimentError naming the first bad setting."""
@@ -137,20 +129,9 @@ class FrontierProtocol:
         """The widths of the sparse controls' ladders."""
         return self.widths if self.control_widths is None else self.control_widths
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FrontierProtocol:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
     def key(self) -> dict[str, Any]:
         """The settings two runs must share for their results to be pooled."""
-        d = self.to_dict()
-        for name in ("widths", "grow_widths", "arms", "seeds", "reference_widths", "run_outputs",
-                     "custom_arms", "controls", "control_widths"):
-            d.pop(name)
+        d = super().key()
         d["variants"] = {k: v for k, v in self.variants.items() if k in self.arms}
         for name, default in (("metric", ""), ("direction", "max")):  # as files before them
             if d[name] == default:
