@@ -11,7 +11,7 @@ import json
 import statistics
 import sys
 
-from perforate.experiments.frontier.derive import derive
+from perforate.experiments.frontier.distances import derive
 
 
 def ms(xs: list[float]) -> str:

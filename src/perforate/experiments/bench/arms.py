@@ -220,65 +220,13 @@ class _Runner:
         return load_dataset(self.p.dataset, seed=spec.seed, train_fraction=spec.fraction)
 
     def run(self, spec: RunSpec, done: dict[str, dict]) -> dict:
-        p = self.p
         data = self.data(spec)
-        folder = self.out / "runs" / spec.run_id
-        if folder.exists():  # an interrupted run: start it again from scratch
-            if self.hooks.on_discard:
-                self.hooks.on_discard(spec)
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        extra: dict[str, Any] = {}
-        budget = p.max_epochs
-        common = dict(lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
-                      seed=spec.seed, device=p.device, monitor=p.monitor)
+        folder = self._fresh_folder(spec)
         dep = lambda arm: done[RunSpec(arm, spec.seed, spec.fraction).run_id]  # noqa: E731
-        if spec.arm == "control":
-            comp = dep("compressed")
-            width = width_for_params(p.model, data, comp["params"])
-            budget = comp["epochs"]
-            extra = {"target_params": comp["params"]}
-        elif spec.arm == "pruned":
-            budget = p.finetune_epochs or p.max_epochs
-            width = p.width
-        else:
-            width = p.narrow_width if spec.arm == "compressed" else p.width
+        width, budget, extra = self._size(spec, data, dep)
         if self.hooks.on_run_start:
             self.hooks.on_run_start(spec, budget)
-        callback = None
-        if self.hooks.on_epoch:
-            callback = lambda epoch, score: self.hooks.on_epoch(spec, epoch, score)  # noqa: E731
-        if spec.arm == "baseline":
-            result = train_model(data, p.model, width, max_epochs=budget,
-                                 config=p.dendritic_config(spec.seed), epoch_callback=callback,
-                                 early_stopping=p.stopping == "patience", **common)
-        elif spec.arm == "reference":
-            from perforate.experiments.harness.reference import train_reference
-
-            result = train_reference(p.dataset, p.model, width, seed=spec.seed, max_epochs=budget,
-                                     lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
-                                     train_fraction=spec.fraction, folder=folder)
-        elif spec.arm in DENDRITIC_ARMS:
-            mode = p.compressed_mode if spec.arm == "compressed" else spec.arm
-            result = train_model(data, p.model, width, mode=mode, max_epochs=budget,
-                                 config=p.dendritic_config(spec.seed),
-                                 out_dir=folder if p.run_outputs else None,
-                                 epoch_callback=callback, name=f"{spec.label}, width {width}",
-                                 **common)
-            extra["mode"] = mode
-        elif spec.arm == "control":
-            result = train_model(data, p.model, width, max_epochs=budget, early_stopping=False,
-                                 restart_epochs=dep("compressed")["restart_epochs"],
-                                 epoch_callback=callback, **common)
-        else:  # pruned
-            base = self.baseline_model(spec, data)
-            target = dep("compressed")["params"]
-            extra = prune_to(base, target)
-            result = train_model(data, p.model, width, model=base, max_epochs=budget,
-                                 config=p.dendritic_config(spec.seed), epoch_callback=callback,
-                                 **common)
-            _bake_pruning(result.model)
-            result.nonzero_params = count_nonzero(result.model)
+        result = self._train(spec, data, width, budget, folder, dep, extra)
         record = self.record(spec, width, result, data, extra)
         if result.model is not None:  # the reference arm's model stays in its own files
             pf.save(result.model, folder / "model.safetensors")
@@ -286,6 +234,77 @@ class _Runner:
         if spec.arm == "baseline":  # the pruned arm starts from it
             self.baselines[spec.run_id] = result.model
         return record
+
+    def _fresh_folder(self, spec: RunSpec) -> Path:
+        """The run's folder, emptied: an interrupted run starts again from scratch."""
+        folder = self.out / "runs" / spec.run_id
+        if folder.exists():
+            if self.hooks.on_discard:
+                self.hooks.on_discard(spec)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
+    def _size(self, spec: RunSpec, data: DatasetSplits,
+              dep: Callable[[str], dict]) -> tuple[int, int, dict[str, Any]]:
+        """(width, epoch budget, extra record fields) of a run: the control matches the
+        compressed run's parameters and epochs, the pruned arm fine-tunes the baseline's width."""
+        p = self.p
+        if spec.arm == "control":
+            comp = dep("compressed")
+            return (width_for_params(p.model, data, comp["params"]), comp["epochs"],
+                    {"target_params": comp["params"]})
+        if spec.arm == "pruned":
+            return p.width, p.finetune_epochs or p.max_epochs, {}
+        return (p.narrow_width if spec.arm == "compressed" else p.width), p.max_epochs, {}
+
+    def _train(self, spec: RunSpec, data: DatasetSplits, width: int, budget: int, folder: Path,
+               dep: Callable[[str], dict], extra: dict[str, Any]) -> TrainResult:
+        """Train one run of ``spec.arm``; arm-specific facts go into ``extra``."""
+        p = self.p
+        common = dict(lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
+                      seed=spec.seed, device=p.device, monitor=p.monitor)
+        callback = None
+        if self.hooks.on_epoch:
+            callback = lambda epoch, score: self.hooks.on_epoch(spec, epoch, score)  # noqa: E731
+        if spec.arm == "baseline":
+            return train_model(data, p.model, width, max_epochs=budget,
+                               config=p.dendritic_config(spec.seed), epoch_callback=callback,
+                               early_stopping=p.stopping == "patience", **common)
+        if spec.arm == "reference":
+            from perforate.experiments.harness.reference import train_reference
+
+            return train_reference(p.dataset, p.model, width, seed=spec.seed, max_epochs=budget,
+                                   lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
+                                   train_fraction=spec.fraction, folder=folder)
+        if spec.arm in DENDRITIC_ARMS:
+            extra["mode"] = mode = p.compressed_mode if spec.arm == "compressed" else spec.arm
+            return train_model(data, p.model, width, mode=mode, max_epochs=budget,
+                               config=p.dendritic_config(spec.seed),
+                               out_dir=folder if p.run_outputs else None,
+                               epoch_callback=callback, name=f"{spec.label}, width {width}",
+                               **common)
+        if spec.arm == "control":
+            return train_model(data, p.model, width, max_epochs=budget, early_stopping=False,
+                               restart_epochs=dep("compressed")["restart_epochs"],
+                               epoch_callback=callback, **common)
+        return self._prune_and_finetune(spec, data, width, budget, dep, extra, callback, common)
+
+    def _prune_and_finetune(self, spec: RunSpec, data: DatasetSplits, width: int, budget: int,
+                            dep: Callable[[str], dict], extra: dict[str, Any],
+                            callback: Callable[[int, float], None] | None,
+                            common: dict[str, Any]) -> TrainResult:
+        """The pruned arm: the baseline magnitude-pruned to the compressed run's parameter
+        count, then fine-tuned (what ``prune_to`` reports goes into ``extra``)."""
+        p = self.p
+        base = self.baseline_model(spec, data)
+        extra.update(prune_to(base, dep("compressed")["params"]))
+        result = train_model(data, p.model, width, model=base, max_epochs=budget,
+                             config=p.dendritic_config(spec.seed), epoch_callback=callback,
+                             **common)
+        _bake_pruning(result.model)
+        result.nonzero_params = count_nonzero(result.model)
+        return result
 
     def baseline_model(self, spec: RunSpec, data: DatasetSplits) -> nn.Module:
         run_id = RunSpec("baseline", spec.seed, spec.fraction).run_id

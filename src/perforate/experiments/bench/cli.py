@@ -298,26 +298,34 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
+    options = dict(locals())  # every option above, by name
+    with cli_errors():
+        protocol = _protocol_of(options)
+        _run(protocol, out, _bench_command(protocol, config, out), fresh, threads)
+
+
+def _protocol_of(o: dict) -> "Protocol":
+    """The bench :class:`Protocol` of ``perforate bench``'s options (the device checked here:
+    training runs in this process)."""
     import perforate as pf
     from perforate.experiments.bench.arms import Protocol
     from perforate.experiments.harness.settings import check_device
 
-    with cli_errors():
-        check_device("--device", device)
-        overrides = {}
-        if config is not None:
-            overrides = pf.Config.load(config).to_dict()
-            for name in ("patience", "seed", "mode"):
-                overrides.pop(name, None)
-        protocol = Protocol(
-            dataset=dataset, model=model, width=width, arms=_split(arms, "--arms"),
-            seeds=list(range(seeds)), max_epochs=epochs,
-            patience=patience, stopping=stopping, fractions=_fractions(fractions),
-            fraction_arms=_split(fraction_arms, "--fraction-arms") if fraction_arms else None,
-            finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-            weight_decay=weight_decay, compressed_width=compressed_width,
-            compressed_mode=compressed_mode, monitor=monitor, config=overrides, device=device)
-        _run(protocol, out, _bench_command(protocol, config, out), fresh, threads)
+    check_device("--device", o["device"])
+    overrides = {}
+    if o["config"] is not None:
+        overrides = pf.Config.load(o["config"]).to_dict()
+        for name in ("patience", "seed", "mode"):
+            overrides.pop(name, None)
+    return Protocol(
+        dataset=o["dataset"], model=o["model"], width=o["width"], arms=_split(o["arms"], "--arms"),
+        seeds=list(range(o["seeds"])), max_epochs=o["epochs"],
+        patience=o["patience"], stopping=o["stopping"], fractions=_fractions(o["fractions"]),
+        fraction_arms=_split(o["fraction_arms"], "--fraction-arms") if o["fraction_arms"] else None,
+        finetune_epochs=o["finetune_epochs"], lr=o["lr"], batch_size=o["batch_size"],
+        weight_decay=o["weight_decay"], compressed_width=o["compressed_width"],
+        compressed_mode=o["compressed_mode"], monitor=o["monitor"], config=overrides,
+        device=o["device"])
 
 
 def _bench_command(protocol, config: Path | None, out: Path) -> str:

@@ -1,6 +1,6 @@
 """How long a protocol takes on this machine, from a short timed run of each arm's model.
 
-:func:`estimate` trains the reference model at each width an arm trains, plain and with one gd
+:func:`estimate` trains the standard model at each width an arm trains, plain and with one gd
 dendrite per layer, for a few epochs through :func:`train_model` (so evaluation and the grower's
 bookkeeping count too), and multiplies the median epoch time by each run's epoch budget. Runs
 that stop before their budget take less, and pb dendrite phases and growth events cost a
@@ -33,7 +33,7 @@ class Estimate:
 
 
 def epoch_seconds(protocol: Protocol, data: DatasetSplits, width: int, dendrites: int) -> float:
-    """Median seconds of a training epoch (validation included) of the reference model at
+    """Median seconds of a training epoch (validation included) of the standard model at
     ``width`` with ``dendrites`` gd dendrites per layer."""
     model = build_model(protocol.model, data, width, seed=0)
     if dendrites:

@@ -2,7 +2,7 @@
 (:mod:`.growth`) and perforatedai's on the same model (:mod:`.reference`).
 
 The names below were importable from ``perforate.experiments.cost`` when it was one module;
-they still are (loaded on first use).
+they still are (each loaded on first use).
 """
 from __future__ import annotations
 

@@ -634,19 +634,7 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
              reference: bool = True) -> dict:
     """Measure every figure and return the JSON-able results (see the module docstring);
     ``reference``: also time perforatedai where it is installed (not with ``quick``)."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise typer.BadParameter(f"{device!r} is not a torch device; use cpu or cuda",
-                                 param_hint="--device") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"the cost bench runs on cpu or cuda, not {dev.type}",
-                                 param_hint="--device")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter("CUDA is not available on this machine; use --device cpu",
-                                 param_hint="--device")
-    from perforate.experiments.data.models import build_model
-
+    dev = _cost_device(device)
     s = dict(_QUICK if quick else _FULL)
     reference = reference and not quick
     repeats = s["repeats"] if repeats is None else repeats
@@ -660,12 +648,7 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
         torch.set_num_threads(1)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(0)
-            if s["data"] == "synthetic":
-                data = _synthetic()
-            else:
-                from perforate.experiments.data.datasets import load_dataset
-
-                data = load_dataset(s["data"], seed=0)
+            data = _cost_data(s)
             results: dict[str, Any] = {
                 "schema": "perforate-cost/1", "quick": quick, "device": str(dev),
                 "device_name": _device_name(dev), "cpu_count": os.cpu_count(),
@@ -674,27 +657,61 @@ def run_cost(quick: bool = False, device: str = "cpu", repeats: int | None = Non
                 "epoch_model": f"mlp width {s['width']} on {s['data']}, batch {s['batch']}",
                 "targets": TARGETS,
             }
-            results.update(_epoch_figures(s, data, dev, repeats, clock))
-            results["pb_phase_per_growth"] = cost_growth.pb_phase_figures(
-                quick, None if s["data"] == "synthetic" else data, dev, min(repeats, s["family_repeats"]),
-                clock, _paired, _ratio, _Loop, _adam)
-            results["grown_epoch_ratio"] = cost_growth.grown_epoch_figure(
-                data, s["batch"], dev, repeats, clock, _paired, _ratio, _Loop, _adam,
-                build_model("mlp", data, s["width"], seed=0).to(dev), _grown)
-            results["dendrite_layer_ratio"] = _layer_figures(s, dev, repeats, clock)
-            results["export_latency_ratio"] = _export_figures(s, data, dev, repeats, clock)
-            results["peak_memory_ratio"] = _memory_figures(s, data, dev)
-            results["snapshot_memory"] = _snapshot_figures(s, data, dev)
-            if reference and reference_available():
-                results["reference_ratio"] = reference_cost.reference_figure(
-                    build_model("mlp", data, s["width"], seed=0).to(dev),
-                    lambda: _Loop(data, _REFERENCE_BATCH, dev), _adam)
+            results.update(_figures(s, data, dev, repeats, clock, quick, reference))
     finally:
         torch.set_num_threads(threads)
     results["seconds"] = round(time.perf_counter() - started, 2)
     results["load_average"] = {"start": load_before,
                                "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     return results
+
+
+def _cost_device(device: str) -> torch.device:
+    """``--device`` as a torch device the cost bench runs on (cpu, or cuda where available)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise typer.BadParameter(f"{device!r} is not a torch device; use cpu or cuda",
+                                 param_hint="--device") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"the cost bench runs on cpu or cuda, not {dev.type}",
+                                 param_hint="--device")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("CUDA is not available on this machine; use --device cpu",
+                                 param_hint="--device")
+    return dev
+
+
+def _cost_data(s: dict):
+    """The data the epoch figures train on: synthetic (``--quick``) or a harness dataset."""
+    if s["data"] == "synthetic":
+        return _synthetic()
+    from perforate.experiments.data.datasets import load_dataset
+
+    return load_dataset(s["data"], seed=0)
+
+
+def _figures(s: dict, data, dev: torch.device, repeats: int, clock: _Clock, quick: bool,
+             reference: bool) -> dict[str, Any]:
+    """Every measured figure, in the order the results file lists them."""
+    from perforate.experiments.data.models import build_model
+
+    out: dict[str, Any] = dict(_epoch_figures(s, data, dev, repeats, clock))
+    out["pb_phase_per_growth"] = cost_growth.pb_phase_figures(
+        quick, None if s["data"] == "synthetic" else data, dev, min(repeats, s["family_repeats"]),
+        clock, _paired, _ratio, _Loop, _adam)
+    out["grown_epoch_ratio"] = cost_growth.grown_epoch_figure(
+        data, s["batch"], dev, repeats, clock, _paired, _ratio, _Loop, _adam,
+        build_model("mlp", data, s["width"], seed=0).to(dev), _grown)
+    out["dendrite_layer_ratio"] = _layer_figures(s, dev, repeats, clock)
+    out["export_latency_ratio"] = _export_figures(s, data, dev, repeats, clock)
+    out["peak_memory_ratio"] = _memory_figures(s, data, dev)
+    out["snapshot_memory"] = _snapshot_figures(s, data, dev)
+    if reference and reference_available():
+        out["reference_ratio"] = reference_cost.reference_figure(
+            build_model("mlp", data, s["width"], seed=0).to(dev),
+            lambda: _Loop(data, _REFERENCE_BATCH, dev), _adam)
+    return out
 
 
 def cost_command(

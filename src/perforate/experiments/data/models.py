@@ -1,4 +1,4 @@
-"""Reference models for experiments, each with one width knob.
+"""The harness's standard models, each with one width knob.
 
 ========  ==================================  ===================================================
 name      input_shape (per sample)            architecture (``w`` = width, ``out`` = outputs)
@@ -195,7 +195,7 @@ def _gru(shape: tuple[int, ...], out: int, width: int) -> nn.Module:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one reference model and which per-sample input shapes it accepts."""
+    """How to build one standard model and which per-sample input shapes it accepts."""
 
     build: Callable[[tuple[int, ...], int, int], nn.Module]  # (input_shape, out, width)
     accepts: Callable[[tuple[int, ...]], bool]
@@ -249,7 +249,7 @@ def _check_width(width: int) -> None:
 
 
 def build_model(name: str, data: DatasetSplits, width: int, seed: int = 0) -> nn.Module:
-    """Build reference model ``name`` sized for ``data``, initialised deterministically by ``seed``.
+    """Build standard model ``name`` sized for ``data``, initialised deterministically by ``seed``.
 
     The global torch RNG state is left as it was.
     """
@@ -294,7 +294,7 @@ def width_for_params(
 
 def build_sparse_model(name: str, data: DatasetSplits, width: int, inputs: int, choice: str = "local",
                        seed: int = 0, expand: int = 1) -> nn.Module:
-    """Reference model ``name`` whose first layer that reads more than ``inputs`` ordered inputs
+    """Standard model ``name`` whose first layer that reads more than ``inputs`` ordered inputs
     (an MLP's first Linear: the input's features; a convolution: its input channels) reads only
     ``inputs`` of them per unit: a local window or a random subset (``pf.restrict_inputs``,
     drawn from ``seed``). The plain sparse control of restricted-input dendrites.

@@ -1,10 +1,12 @@
-"""``perforate bench frontier``, ``perforate demo`` and the study API: what a frontier
-experiment is (:mod:`.protocol`), how its arms run (:mod:`.runs`), what it says
-(:mod:`.derive`), its report (:mod:`.report`), the time budget (:mod:`.budget`), a user's task
-(:mod:`.task`), :func:`~.study.dendrites_vs_width` (:mod:`.study`) and the commands (:mod:`.cli`).
+"""``perforate bench frontier``, ``perforate demo`` and the study API.
+
+What a frontier experiment is (:mod:`.protocol`), how its arms run (:mod:`.runs`), what it says
+(:mod:`.distances`), its report (:mod:`.report`), the time budget (:mod:`.budget`), a user's
+task (:mod:`.task`), :func:`~.study.dendrites_vs_width` (:mod:`.study`) and the commands
+(:mod:`.cli`).
 
 The names below were importable from ``perforate.experiments.frontier`` when it was one module;
-they still are (loaded on first use, so that the command line starts without torch).
+they still are (each loaded on first use).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 _EXPORTS = {
     **dict.fromkeys(("SCHEMA", "DEFAULT_VARIANTS", "REFERENCE", "CONTROL", "PLAIN",
                      "CONTROL_CHOICES", "parse_control", "FrontierProtocol"), "protocol"),
-    **dict.fromkeys(("pareto", "frontier_at", "derive"), "derive"),
+    **dict.fromkeys(("pareto", "frontier_at", "derive"), "distances"),
     **dict.fromkeys(("FrontierRun", "plan_frontier", "ArmRun", "ArmFn", "sparse_model",
                      "arm_function", "run_one", "open_frontier", "is_frontier", "load_frontier",
                      "save_frontier", "FrontierPlan", "prepare_frontier", "execute_frontier",

@@ -162,50 +162,73 @@ def frontier_command(
     score against parameters and FLOPs, each dendritic point's distance to the plain frontier
     (paired by seed) and its gain over the width it grew from. Writes results.json, report.md,
     frontier-params.png and frontier-flops.png to --out."""
-    import perforate as pf
-    from perforate.experiments.frontier.protocol import DEFAULT_VARIANTS, FrontierProtocol
+    options = dict(locals())  # every option above, by name
     from perforate.experiments.frontier.report import verdict
 
     with cli_errors():
-        task = None
-        if ":" in model:
-            task = user_task(model, data, train=train, evaluate=evaluate, metric=metric,
-                             direction=direction, kind=kind)
-        elif any(v is not None for v in (data, train, evaluate, metric, direction)):
-            raise ExperimentError("--data, --train, --evaluate, --metric and --direction go with "
-                                  "your own --model given as an import string "
-                                  "(mypkg.models:make_model)")
-        variants = dict(DEFAULT_VARIANTS)
-        variants.update(parse_variant(v) for v in variant or [])
-        protocol = FrontierProtocol(
-            dataset=data if task else dataset, model=model, widths=_ints(widths, "--widths"),
-            grow_widths=_ints(grow_widths, "--grow-widths"),
-            arms=[a.strip() for a in arms.split(",") if a.strip()], variants=variants,
-            reference_widths=_ints(reference_widths, "--reference-widths") if reference_widths else None,
-            seeds=list(range(seeds)), max_epochs=epochs, patience=patience, stopping=stopping, lr=lr,
-            batch_size=batch_size, weight_decay=weight_decay,
-            config=pf.Config.load(config).to_dict() if config else {}, run_outputs=run_outputs,
-            metric=task.metric_name if task else "", direction=task.direction if task else "max",
-            controls=[c.strip() for c in (controls or "").split(",") if c.strip()],
-            control_inputs=control_inputs,
-            control_widths=_ints(control_widths, "--control-widths") if control_widths else None)
-        user = dict(data=data, train=train, evaluate=evaluate, metric=metric, direction=direction,
-                    kind=kind if task and kind != "classification" else None)
-        argv = _command_line(dataset=None if task else dataset, model=model, **user,
-                             widths=widths, grow_widths=grow_widths,
-                             arms=arms, variant=variant or [], reference_widths=reference_widths,
-                             seeds=seeds, epochs=epochs, patience=patience, stopping=stopping,
-                             lr=f"{lr:g}", batch_size=batch_size,
-                             weight_decay=f"{weight_decay:g}" if weight_decay else None,
-                             config=config, controls=controls,
-                             control_inputs=control_inputs if controls else None,
-                             control_widths=control_widths,
-                             max_minutes=f"{max_minutes:g}" if max_minutes else None, out=out)
+        task = _task_of(options)
+        protocol = _protocol_of(options, task)
+        argv = _frontier_command_line(options, task)
         start = time.perf_counter()
         doc, report = _run_and_render(protocol, out, argv, threads, task, max_minutes)
     for line in verdict(doc):
         typer.echo(f"- {line}")
     typer.echo(f"report: {report}  ({time.perf_counter() - start:.0f} s)")
+
+
+def _task_of(o: dict[str, Any]):
+    """The user's :class:`Task` when ``--model`` is an import string, else None (a harness
+    dataset and model); the user-task options without one are an error."""
+    if ":" in o["model"]:
+        return user_task(o["model"], o["data"], train=o["train"], evaluate=o["evaluate"],
+                         metric=o["metric"], direction=o["direction"], kind=o["kind"])
+    if any(o[name] is not None for name in ("data", "train", "evaluate", "metric", "direction")):
+        raise ExperimentError("--data, --train, --evaluate, --metric and --direction go with "
+                              "your own --model given as an import string "
+                              "(mypkg.models:make_model)")
+    return None
+
+
+def _protocol_of(o: dict[str, Any], task):
+    """The :class:`FrontierProtocol` of ``perforate bench frontier``'s options."""
+    import perforate as pf
+    from perforate.experiments.frontier.protocol import DEFAULT_VARIANTS, FrontierProtocol
+
+    variants = dict(DEFAULT_VARIANTS)
+    variants.update(parse_variant(v) for v in o["variant"] or [])
+    return FrontierProtocol(
+        dataset=o["data"] if task else o["dataset"], model=o["model"],
+        widths=_ints(o["widths"], "--widths"), grow_widths=_ints(o["grow_widths"], "--grow-widths"),
+        arms=[a.strip() for a in o["arms"].split(",") if a.strip()], variants=variants,
+        reference_widths=(_ints(o["reference_widths"], "--reference-widths")
+                          if o["reference_widths"] else None),
+        seeds=list(range(o["seeds"])), max_epochs=o["epochs"], patience=o["patience"],
+        stopping=o["stopping"], lr=o["lr"], batch_size=o["batch_size"],
+        weight_decay=o["weight_decay"],
+        config=pf.Config.load(o["config"]).to_dict() if o["config"] else {},
+        run_outputs=o["run_outputs"], metric=task.metric_name if task else "",
+        direction=task.direction if task else "max",
+        controls=[c.strip() for c in (o["controls"] or "").split(",") if c.strip()],
+        control_inputs=o["control_inputs"],
+        control_widths=_ints(o["control_widths"], "--control-widths") if o["control_widths"] else None)
+
+
+def _frontier_command_line(o: dict[str, Any], task) -> str:
+    """The ``perforate bench frontier`` line that reproduces these options (in the report)."""
+    user = dict(data=o["data"], train=o["train"], evaluate=o["evaluate"], metric=o["metric"],
+                direction=o["direction"],
+                kind=o["kind"] if task and o["kind"] != "classification" else None)
+    return _command_line(dataset=None if task else o["dataset"], model=o["model"], **user,
+                         widths=o["widths"], grow_widths=o["grow_widths"], arms=o["arms"],
+                         variant=o["variant"] or [], reference_widths=o["reference_widths"],
+                         seeds=o["seeds"], epochs=o["epochs"], patience=o["patience"],
+                         stopping=o["stopping"], lr=f"{o['lr']:g}", batch_size=o["batch_size"],
+                         weight_decay=f"{o['weight_decay']:g}" if o["weight_decay"] else None,
+                         config=o["config"], controls=o["controls"],
+                         control_inputs=o["control_inputs"] if o["controls"] else None,
+                         control_widths=o["control_widths"],
+                         max_minutes=f"{o['max_minutes']:g}" if o["max_minutes"] else None,
+                         out=o["out"])
 
 
 DEMO = {"dataset": "mnist1d", "model": "mlp", "widths": [8, 16, 32], "grow_widths": [8],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from perforate.experiments.harness import results as res
-from perforate.experiments.frontier.derive import _key, pareto
+from perforate.experiments.frontier.distances import _key, pareto
 from perforate.experiments.frontier.protocol import CONTROL, REFERENCE
 from perforate.experiments.frontier.runs import load_frontier, save_frontier
 from perforate.experiments.harness.text import count as _count
@@ -66,11 +66,33 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    p, f = doc["protocol"], doc["frontier"]
+    p = doc["protocol"]
     fig = Figure(figsize=(8.5, 5.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ladder = f["ladder"]
+    _plot_ladder(ax, doc, cost)
+    _plot_controls(ax, doc, cost)
+    _plot_points(ax, doc, cost)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{COSTS[cost]} (log scale)")
+    ax.set_ylabel(score_label(doc))
+    n = len(_seeds(doc))
+    spread = f"mean ± std over {n} seeds" if n > 1 else "one seed: single runs, no error bars"
+    ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
+                 f"{COSTS[cost]}\n{spread}, "
+                 f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
+                 "arrows: from the plain width a dendritic model grew from"
+                 + ("; horizontal bars: its size's spread over seeds" if n > 1 else ""), fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right" if _maximize(doc) else "upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _plot_ladder(ax, doc: dict[str, Any], cost: str) -> None:
+    """The plain widths (mean ± std) and their Pareto frontier, flat past the best width."""
+    ladder = doc["frontier"]["ladder"]
     xs = [ladder[w][cost]["mean"] for w in ladder]
     ys = [ladder[w]["test_score"]["mean"] for w in ladder]
     es = [ladder[w]["test_score"]["std"] for w in ladder]
@@ -84,16 +106,27 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
     for w, x, y in zip(ladder, xs, ys):
         ax.annotate(f"w{w}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
                     color="tab:blue")
-    for i, (arm, rows) in enumerate(f.get("controls", {}).items()):  # sparse plain ladders
+
+
+def _plot_controls(ax, doc: dict[str, Any], cost: str) -> None:
+    """The sparse plain ladders, dashed, hollow markers."""
+    inputs = doc["protocol"].get("control_inputs", 8)
+    for i, (arm, rows) in enumerate(doc["frontier"].get("controls", {}).items()):
         color = _CONTROL_COLORS[i % len(_CONTROL_COLORS)]
         ws = [w for w in rows if rows[w][cost]["mean"] is not None
               and math.isfinite(rows[w][cost]["mean"])]
         cx = [rows[w][cost]["mean"] for w in ws]
         cy = [rows[w]["test_score"]["mean"] for w in ws]
         ax.errorbar(cx, cy, yerr=[rows[w]["test_score"]["std"] for w in ws], fmt="o", mfc="none",
-                    color=color, capsize=2, label=f"{arm}, by width ({p.get('control_inputs', 8)} "
+                    color=color, capsize=2, label=f"{arm}, by width ({inputs} "
                     "inputs per unit of the first layer)")
         ax.plot(cx, cy, "--", color=color, alpha=0.6)
+
+
+def _plot_points(ax, doc: dict[str, Any], cost: str) -> None:
+    """Each dendritic point, with an arrow from the plain width it grew from."""
+    f = doc["frontier"]
+    ladder = f["ladder"]
     extra = [a for a in dict.fromkeys(pt["arm"] for pt in f["points"]) if a not in _MARKERS]
     seen = set()
     for pt in f["points"]:
@@ -115,21 +148,6 @@ def frontier_plot(doc: dict[str, Any], cost: str, path: Path) -> Path:
         if start is not None:
             ax.annotate("", (x, y), (start[cost]["mean"], start["test_score"]["mean"]),
                         arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.4, "lw": 0.8})
-    ax.set_xscale("log")
-    ax.set_xlabel(f"{COSTS[cost]} (log scale)")
-    ax.set_ylabel(score_label(doc))
-    n = len(_seeds(doc))
-    spread = f"mean ± std over {n} seeds" if n > 1 else "one seed: single runs, no error bars"
-    ax.set_title(f"{p['dataset']} / {p['model']}: {score_label(doc).split(' (')[0]} vs "
-                 f"{COSTS[cost]}\n{spread}, "
-                 f"{p['max_epochs']}-epoch budget for every run (stopping: {p['stopping']})\n"
-                 "arrows: from the plain width a dendritic model grew from"
-                 + ("; horizontal bars: its size's spread over seeds" if n > 1 else ""), fontsize=10)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right" if _maximize(doc) else "upper right")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
 
 
 def headline(doc: dict[str, Any]) -> str:
@@ -334,7 +352,7 @@ def render_frontier(out: str | Path) -> Path:
     """Recompute the statistics, draw both graphs and write ``out/report.md``; returns its path."""
     out = Path(out)
     doc = save_frontier(out, load_frontier(out))
-    p, f = doc["protocol"], doc["frontier"]
+    f = doc["frontier"]
     flops = all(math.isfinite(row["flops_per_sample"]["mean"]) for row in f["ladder"].values())
     for cost, name in (("params", "frontier-params.png"), ("flops_per_sample", "frontier-flops.png")):
         if cost == "params" or flops:  # FLOPs of a model the counter cannot call are unknown
@@ -342,29 +360,49 @@ def render_frontier(out: str | Path) -> Path:
         else:
             (out / name).unlink(missing_ok=True)
     score = score_label(doc)
-    lines = [f"# Frontier: {p['dataset']} / {p['model']}", "", f"**Verdict:** {headline(doc)}", "",
-             "Reproduce with:", "", "```",
-             doc.get("command") or "(command not recorded)", "```", "",
-             f"Seeds {', '.join(map(str, _seeds(doc)))}; {score}, read once at each run's best "
-             f"validation epoch. Every arm: {_training(doc)}, "
-             f"{p['max_epochs']}-epoch budget, stopping rule `{p['stopping']}` (patience "
-             f"{p['patience']} on the smoothed validation score), one improvement rule "
-             "(`Config.better`). The plain frontier of a seed is the upper envelope of its plain "
-             "widths (linear in log-parameters between them); a dendritic point's distance is "
-             "its score minus that frontier at its own parameter count, paired by seed; its gain "
-             "is its score minus the plain model of its starting width, same seed."
-             + ("" if _maximize(doc) else " The score is minimised here, so both are signed "
-                "the other way: positive still means better than width.")
-             + _task_line(doc), "",
-             "![score vs parameters](frontier-params.png)", "",
-             *(["![score vs FLOPs](frontier-flops.png)", ""] if flops else
-               ["(FLOPs could not be counted on this model: no FLOPs graph.)", ""]),
-             "## Plain ladder", "",
+    lines = [*_report_head(doc, score, flops), *_ladder_table(doc, score),
+             *_control_tables(doc, score), *_points_table(doc, score),
+             *_against_ladders_table(doc), *_arms_line(doc),
+             "", "## What the numbers say", "", *(f"- {line}" for line in verdict(doc))]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _report_head(doc: dict[str, Any], score: str, flops: bool) -> list[str]:
+    """Title, verdict, the command, how every arm trained and what the numbers mean, graphs."""
+    p = doc["protocol"]
+    return [f"# Frontier: {p['dataset']} / {p['model']}", "", f"**Verdict:** {headline(doc)}", "",
+            "Reproduce with:", "", "```",
+            doc.get("command") or "(command not recorded)", "```", "",
+            f"Seeds {', '.join(map(str, _seeds(doc)))}; {score}, read once at each run's best "
+            f"validation epoch. Every arm: {_training(doc)}, "
+            f"{p['max_epochs']}-epoch budget, stopping rule `{p['stopping']}` (patience "
+            f"{p['patience']} on the smoothed validation score), one improvement rule "
+            "(`Config.better`). The plain frontier of a seed is the upper envelope of its plain "
+            "widths (linear in log-parameters between them); a dendritic point's distance is "
+            "its score minus that frontier at its own parameter count, paired by seed; its gain "
+            "is its score minus the plain model of its starting width, same seed."
+            + ("" if _maximize(doc) else " The score is minimised here, so both are signed "
+               "the other way: positive still means better than width.")
+            + _task_line(doc), "",
+            "![score vs parameters](frontier-params.png)", "",
+            *(["![score vs FLOPs](frontier-flops.png)", ""] if flops else
+              ["(FLOPs could not be counted on this model: no FLOPs graph.)", ""])]
+
+
+def _ladder_table(doc: dict[str, Any], score: str) -> list[str]:
+    lines = ["## Plain ladder", "",
              f"| width | params | FLOPs/sample | {score} |", "|---|---|---|---|"]
-    for w, row in f["ladder"].items():
+    for w, row in doc["frontier"]["ladder"].items():
         lines.append(f"| {w} | {_count(row['params']['mean'])} | {_count(row['flops_per_sample']['mean'])} "
                      f"| {_pm(row['test_score'])} (n={row['test_score']['n']}) |")
-    unit = _unit(doc)
+    return lines
+
+
+def _control_tables(doc: dict[str, Any], score: str) -> list[str]:
+    """One table per plain sparse control: each width's distance to the dense frontier."""
+    p, f, lines = doc["protocol"], doc["frontier"], []
     for arm, rows in f.get("controls", {}).items():
         lines += ["", f"## Plain control `{arm}` ({p.get('control_inputs', 8)} inputs per "
                   "unit of the first layer; distance to the dense frontier, paired by seed)", "",
@@ -376,11 +414,16 @@ def render_frontier(out: str | Path) -> Path:
                          f"(n={cp['test_score']['n']}) | {_pm(cp['distance'], sign=True)} "
                          f"({cp['above']}/{cp['distance']['n']} above) | "
                          f"{_pm(cp['distance_flops'], sign=True)} |")
-    lines += ["", "## Dendritic points", "",
-              f"| arm | from width | dendrites/layer | params | {score} | distance to plain frontier "
-              "(equal params) | seeds above | distance (equal FLOPs) | gain over its width "
-              "(better/worse) | epochs |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for pt in f["points"]:
+    return lines
+
+
+def _points_table(doc: dict[str, Any], score: str) -> list[str]:
+    """Each dendritic point: its distance to the plain frontier and its gain over its width."""
+    lines = ["", "## Dendritic points", "",
+             f"| arm | from width | dendrites/layer | params | {score} | distance to plain frontier "
+             "(equal params) | seeds above | distance (equal FLOPs) | gain over its width "
+             "(better/worse) | epochs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for pt in doc["frontier"]["points"]:
         n = pt["distance"]["n"]
         gain = "–" if pt["gain"] is None else f"{_pm(pt['gain'], sign=True)} ({pt['better']}/{pt['worse']})"
         lines.append(
@@ -388,27 +431,37 @@ def render_frontier(out: str | Path) -> Path:
             f"| {_pm(pt['test_score'])} | {_pm(pt['distance'], sign=True)} | {pt['above']}/{n} "
             f"| {_pm(pt['distance_flops'], sign=True)} ({pt['above_flops']}/{n} above) | {gain} "
             f"| {pt['epochs']['mean']:.0f} |")
-    if f.get("controls"):
-        lines += ["", f"## Dendritic points against every plain ladder ({unit}, positive is better)",
-                  "", "| arm | from width | " + " | ".join(
-                      f"distance to `{a}`" for a in ["plain", *f["controls"]])
-                  + " | distance to the best plain frontier (equal params / equal FLOPs) | best ladder |",
-                  "|---|---|" + "---|" * (len(f["controls"]) + 3)]
-        for pt in f["points"]:
-            if "against" not in pt:
-                continue
-            cells = [_pm(pt["against"][a]["distance"], sign=True) if a in pt["against"] else "–"
-                     for a in ["plain", *f["controls"]]]
-            best = (f"{_pm(pt['distance_best'], sign=True)} ({pt['above_best']}/{pt['distance_best']['n']} "
-                    f"above) / {_pm(pt['distance_best_flops'], sign=True)}") if "distance_best" in pt else "–"
-            lines.append(f"| {pt['arm']} | {pt['width']} | " + " | ".join(cells)
-                         + f" | {best} | `{pt['best_plain']}` |")
+    return lines
+
+
+def _against_ladders_table(doc: dict[str, Any]) -> list[str]:
+    """With plain controls: each dendritic point against every plain ladder and the best one."""
+    f = doc["frontier"]
+    if not f.get("controls"):
+        return []
+    lines = ["", f"## Dendritic points against every plain ladder ({_unit(doc)}, positive is better)",
+             "", "| arm | from width | " + " | ".join(
+                 f"distance to `{a}`" for a in ["plain", *f["controls"]])
+             + " | distance to the best plain frontier (equal params / equal FLOPs) | best ladder |",
+             "|---|---|" + "---|" * (len(f["controls"]) + 3)]
+    for pt in f["points"]:
+        if "against" not in pt:
+            continue
+        cells = [_pm(pt["against"][a]["distance"], sign=True) if a in pt["against"] else "–"
+                 for a in ["plain", *f["controls"]]]
+        best = (f"{_pm(pt['distance_best'], sign=True)} ({pt['above_best']}/{pt['distance_best']['n']} "
+                f"above) / {_pm(pt['distance_best_flops'], sign=True)}") if "distance_best" in pt else "–"
+        lines.append(f"| {pt['arm']} | {pt['width']} | " + " | ".join(cells)
+                     + f" | {best} | `{pt['best_plain']}` |")
+    return lines
+
+
+def _arms_line(doc: dict[str, Any]) -> list[str]:
+    """What each dendritic arm is (its Config overrides), when any has some."""
+    p = doc["protocol"]
     variants = {a: v for a, v in p["variants"].items() if a in p["arms"]}
-    if variants or p.get("config"):
-        lines += ["", "Arms: " + "; ".join(f"`{a}` = {v}" for a, v in variants.items())
-                  + (f"; every arm also {p['config']}" if p.get("config") else "")
-                  + ("; `reference` = perforatedai 3.2.9 with its defaults" if REFERENCE in p["arms"] else "")]
-    lines += ["", "## What the numbers say", ""] + [f"- {line}" for line in verdict(doc)]
-    path = out / "report.md"
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    if not (variants or p.get("config")):
+        return []
+    return ["", "Arms: " + "; ".join(f"`{a}` = {v}" for a, v in variants.items())
+            + (f"; every arm also {p['config']}" if p.get("config") else "")
+            + ("; `reference` = perforatedai 3.2.9 with its defaults" if REFERENCE in p["arms"] else "")]

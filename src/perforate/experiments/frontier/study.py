@@ -177,31 +177,50 @@ def dendrites_vs_width(
     task = Task(make_model, data, train_epoch=train_epoch, evaluate=evaluate, loss=loss,
                 optimizer=optimizer, metric=metric, direction=direction, kind=kind,
                 model_name=name, example_input=example_input)
+    protocol = _study_protocol(
+        task, widths=widths, grow_widths=grow_widths, arms=arms, seeds=seeds, epochs=epochs,
+        stopping=stopping, patience=patience, lr=lr, variants=variants, config=config,
+        custom_arms=custom_arms, controls=controls, control_inputs=control_inputs,
+        control_widths=control_widths)
+    command = f"dendrites_vs_width({task.model_name}, {task.data_name}, ...)"
+    plan = prepare_frontier(protocol, out, command, task=task, arms=custom_arms,
+                            max_minutes=max_minutes)
+    _execute(plan, progress)
+    done = {r["run_id"] for r in plan.doc["runs"]}
+    return frontier_result(plan.out, complete=all(r.run_id in done for r in plan.todo))
+
+
+def _study_protocol(task: Task, *, widths: Sequence[float], grow_widths: Sequence[float] | None,
+                    arms: Sequence[str], seeds: int | Sequence[int], epochs: int, stopping: str,
+                    patience: int, lr: float, variants: Mapping[str, Mapping[str, Any]] | None,
+                    config: Mapping[str, Any] | None, custom_arms: Mapping[str, ArmFn] | None,
+                    controls: Sequence[str], control_inputs: int,
+                    control_widths: Sequence[int] | None) -> FrontierProtocol:
+    """The :class:`FrontierProtocol` of :func:`dendrites_vs_width`'s arguments."""
     widths = sorted(widths)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     all_variants = {**DEFAULT_VARIANTS, **{k: dict(v) for k, v in (variants or {}).items()}}
-    protocol = FrontierProtocol(
+    return FrontierProtocol(
         dataset=task.data_name, model=task.model_name, widths=list(widths),
         grow_widths=list(grow_widths) if grow_widths is not None else widths[:2], arms=list(arms),
-        variants=all_variants, seeds=seeds, max_epochs=epochs, patience=patience,
+        variants=all_variants, seeds=list(range(seeds)) if isinstance(seeds, int) else list(seeds),
+        max_epochs=epochs, patience=patience,
         stopping=stopping, lr=lr, config=dict(config or {}), metric=task.metric_name,
         direction=task.direction, custom_arms=list(custom_arms or {}), controls=list(controls),
         control_inputs=control_inputs,
         control_widths=list(control_widths) if control_widths is not None else None)
-    command = f"dendrites_vs_width({task.model_name}, {task.data_name}, ...)"
-    plan = prepare_frontier(protocol, out, command, task=task, arms=custom_arms,
-                            max_minutes=max_minutes)
+
+
+def _execute(plan, progress: bool) -> None:
+    """Run the plan's runs, under progress bars on stderr with ``progress`` (and runs to do)."""
     if not progress or not plan.todo:
         log.info("%s", plan.describe())
         execute_frontier(plan)
-    else:
-        import sys
+        return
+    import sys
 
-        from perforate.experiments.harness.progress import runs_progress
+    from perforate.experiments.harness.progress import runs_progress
 
-        print(plan.describe() + "; Ctrl-C keeps finished runs (call again to resume).",
-              file=sys.stderr)
-        with runs_progress(len(plan.todo), plan.protocol.max_epochs) as bars:
-            execute_frontier(plan, on_run=bars.on_run, on_epoch=bars.on_epoch)
-    done = {r["run_id"] for r in plan.doc["runs"]}
-    return frontier_result(plan.out, complete=all(r.run_id in done for r in plan.todo))
+    print(plan.describe() + "; Ctrl-C keeps finished runs (call again to resume).",
+          file=sys.stderr)
+    with runs_progress(len(plan.todo), plan.protocol.max_epochs) as bars:
+        execute_frontier(plan, on_run=bars.on_run, on_epoch=bars.on_epoch)

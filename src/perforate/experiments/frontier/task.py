@@ -386,7 +386,7 @@ class TensorBatches:
 
 
 def harness_task(dataset: str, model: str, batch_size: int = 100) -> Task:
-    """A harness dataset and reference model as a :class:`Task`: ``build_model`` is the factory,
+    """A harness dataset and standard model as a :class:`Task`: ``build_model`` is the factory,
     the dataset's seeded split the loaders (accuracy % or R² × 100, higher is better)."""
     from perforate.experiments.data.datasets import load_dataset
     from perforate.experiments.data.models import build_model

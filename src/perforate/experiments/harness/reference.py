@@ -92,13 +92,36 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs i
     import torch
 
     import perforate as pf
-    from perforate.experiments.data.datasets import load_dataset
-    from perforate.experiments.data.models import build_model
-    from perforate.experiments.harness.train import _Epochs, _evaluate, evaluate
+    from perforate.experiments.harness.train import evaluate
 
     torch.set_num_threads(args["threads"])
     from perforatedai import globals_perforatedai as GPA
     from perforatedai import utils_perforatedai as UPA
+
+    data, model = _wrapped_model(args, GPA, UPA)
+    model, history, restarts, complete, seconds = _train_loop(args, data, model, GPA)
+    if not complete:  # the budget ran out: the reference's best model is on disk
+        model = UPA.load_system(model, "PAI", "best_model", True)
+    model.eval()
+    best_epoch = max(range(len(history)), key=lambda e: (history[e]["val_score"], -e))
+    mv = GPA.pai_tracker.member_vars
+    return {
+        "val_score": float(mv.get("global_best_validation_score", history[best_epoch]["val_score"])),
+        "test_score": evaluate(model, data, data.x_test, data.y_test),
+        "params": _honest_parameters(model), "nonzero_params": _honest_parameters(model),
+        "flops_per_sample": pf.flops_per_sample(model, data.x_val[:8]),
+        "epochs": len(history), "seconds": seconds, "dendrites": int(mv["num_dendrites_added"]),
+        "history": history, "peak_memory_mb": None, "restart_epochs": restarts,
+        "best_epoch": best_epoch,
+    }
+
+
+def _wrapped_model(args: dict[str, Any], GPA, UPA):  # pragma: no cover - runs in the child
+    """The run's data and its standard model, wrapped by perforatedai (configured not to ask)."""
+    import torch
+
+    from perforate.experiments.data.datasets import load_dataset
+    from perforate.experiments.data.models import build_model
 
     for name, value in (("configuration_confirmed", True), ("testing_dendrite_capacity", False),
                         ("unwrapped_modules_confirmed", True)):
@@ -108,6 +131,18 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs i
     torch.manual_seed(args["seed"])  # the reference draws its dendrites from the global RNG
     model = UPA.perforate_model(model, doing_pai=True, save_name="PAI", making_graphs=True,
                                 maximizing_score=True)
+    return data, model
+
+
+def _train_loop(args: dict[str, Any], data, model, GPA):  # pragma: no cover - runs in the child
+    """perforatedai's own loop: train, report the validation score, restructure when it says
+    so (a fresh optimizer), until it is done or the budget runs out.
+
+    Returns (model, history rows, restart epochs, whether perforatedai finished, seconds)."""
+    import torch
+
+    from perforate.experiments.harness.train import _Epochs, _evaluate
+
     GPA.pai_tracker.set_optimizer(torch.optim.Adam)
     opt_args = {"lr": args["lr"], "weight_decay": args["weight_decay"]}
 
@@ -134,21 +169,7 @@ def _child(args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - runs i
         if restructured:
             optimizer = optimizer_for(model)
             restarts.append(epoch + 1)
-    seconds = time.perf_counter() - start
-    if not complete:  # the budget ran out: the reference's best model is on disk
-        model = UPA.load_system(model, "PAI", "best_model", True)
-    model.eval()
-    best_epoch = max(range(len(history)), key=lambda e: (history[e]["val_score"], -e))
-    mv = GPA.pai_tracker.member_vars
-    return {
-        "val_score": float(mv.get("global_best_validation_score", history[best_epoch]["val_score"])),
-        "test_score": evaluate(model, data, data.x_test, data.y_test),
-        "params": _honest_parameters(model), "nonzero_params": _honest_parameters(model),
-        "flops_per_sample": pf.flops_per_sample(model, data.x_val[:8]),
-        "epochs": len(history), "seconds": seconds, "dendrites": int(mv["num_dendrites_added"]),
-        "history": history, "peak_memory_mb": None, "restart_epochs": restarts,
-        "best_epoch": best_epoch,
-    }
+    return model, history, restarts, complete, time.perf_counter() - start
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ stop at a plateau, dendritic runs at a plateau where growth cannot go on)."""
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The dataset, the reference model and its width, and ``train_model``'s training settings."""
+    """The dataset, the standard model and its width, and ``train_model``'s training settings."""
 
     dataset: str = "mnist1d"
     model: str = "mlp"

@@ -215,7 +215,7 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
 
     Args:
         data: the dataset splits.
-        model_name, width: the reference model (``build_model(model_name, data, width, seed)``);
+        model_name, width: the standard model (``build_model(model_name, data, width, seed)``);
             ignored when ``model`` is given.
         mode: None trains the plain model with early stopping (:class:`EarlyStopper`:
             ``config.patience`` epochs, or :data:`DEFAULT_PATIENCE`) and keeps its
@@ -257,6 +257,15 @@ def train_model(data: DatasetSplits, model_name: str, width: int, *, mode: str |
         lambda live: _evaluate(live, data, x_val, y_val), max_epochs, by_loss, epoch_callback)
     model = controller.finish().eval()
     seconds = time.perf_counter() - start
+    return _scored(model, controller, data, x_val, history, restarts, peak_bytes, seconds, by_loss)
+
+
+def _scored(model: nn.Module, controller: pf.Grower | EarlyStopper, data: DatasetSplits,
+            x_val: torch.Tensor, history: list[dict[str, Any]], restarts: list[int],
+            peak_bytes: int, seconds: float, by_loss: bool) -> TrainResult:
+    """The trained model's result: its kept epoch's validation score, the test split scored
+    once, its size and cost."""
+    device = x_val.device
     best_epoch = controller.state.best_epoch  # the first epoch always improves: it is set
     val_score = _kept_val_score(history[best_epoch], controller.state.best_score, by_loss)
     test = evaluate(model, data, data.x_test.to(device), data.y_test.to(device))

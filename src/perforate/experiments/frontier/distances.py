@@ -108,16 +108,34 @@ def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
     width's distance to the dense frontier (``control_points``), and each point's distance to
     every ladder (``against``), to the envelope of all (``distance_best``) and the ladder that
     is best at its parameters (``best_plain``)."""
-    sign = 1.0 if maximize else -1.0
     ladders: dict[str, dict[int, dict[float, dict]]] = {}
     for r in runs:
         if r["arm"] == PLAIN or r["arm"].startswith(f"{PLAIN}-"):
             ladders.setdefault(r["arm"], {}).setdefault(r["seed"], {})[r["width"]] = r
     plain = ladders.get(PLAIN, {})
-    ladder = _ladder(plain)
     controls = {arm: _ladder(by_seed) for arm, by_seed in ladders.items() if arm != PLAIN}
+    points = []
+    for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] not in ladders}):
+        rows = [r for r in runs if r["arm"] == arm and r["width"] == width and len(plain.get(r["seed"], {})) >= 2]
+        if not rows:
+            continue
+        points.append(_point(arm, width, rows, plain, maximize))
+        if arm.startswith(CONTROL):  # the grown arm against its control, paired by seed
+            points[-1].update(_against_control(arm, width, rows, runs, maximize))
+        if controls:
+            points[-1].update(_control_summary(rows, ladders, maximize))
+    out = {"ladder": _ladder(plain), "points": points}
+    if controls:
+        out.update(controls=controls, control_points=_control_points(ladders, maximize))
+    return out
+
+
+def _control_points(ladders: dict[str, dict[int, dict[float, dict]]],
+                    maximize: bool) -> list[dict[str, Any]]:
+    """Each sparse control width's distance to the dense plain frontier of its seeds."""
+    plain = ladders.get(PLAIN, {})
     control_points = []
-    for arm in controls:
+    for arm in (a for a in ladders if a != PLAIN):
         for width in sorted({w for by_width in ladders[arm].values() for w in by_width}):
             rows = [by_width[width] for s, by_width in ladders[arm].items()
                     if width in by_width and len(plain.get(s, {})) >= 2]
@@ -129,42 +147,44 @@ def derive(runs: list[dict[str, Any]], maximize: bool = True) -> dict[str, Any]:
                     "distance": res.mean_std([d.get("params") for d in dist]),
                     "above": sum(d.get("params", 0) > 0 for d in dist),
                     "distance_flops": res.mean_std([d.get("flops_per_sample") for d in dist])})
-    points = []
-    for arm, width in sorted({(r["arm"], r["width"]) for r in runs if r["arm"] not in ladders}):
-        rows = [r for r in runs if r["arm"] == arm and r["width"] == width and len(plain.get(r["seed"], {})) >= 2]
-        if not rows:
-            continue
-        dist = {"params": [], "flops_per_sample": []}
-        gain = []
-        for r in rows:
-            ladder_s = plain[r["seed"]].values()
-            for cost in dist:
-                known = [(q[cost], q["test_score"]) for q in ladder_s if q.get(cost) is not None]
-                if r.get(cost) is None or len(known) < 2:
-                    continue
-                front = pareto(known, maximize)
-                dist[cost].append(sign * (r["test_score"] - frontier_at(front, r[cost])))
-            if width in plain[r["seed"]]:
-                gain.append(sign * (r["test_score"] - plain[r["seed"]][width]["test_score"]))
-        points.append({
-            "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
-            **{m: res.mean_std([r[m] for r in rows])
-               for m in ("test_score", "params", "flops_per_sample", "dendrites", "epochs", "seconds")},
-            "distance": res.mean_std(dist["params"]), "above": sum(d > 0 for d in dist["params"]),
-            "distance_flops": res.mean_std(dist["flops_per_sample"]),
-            "above_flops": sum(d > 0 for d in dist["flops_per_sample"]),
-            "gain": res.mean_std(gain) if gain else None, "gain_per_seed": gain,
-            "better": sum(g > 0 for g in gain), "worse": sum(g < 0 for g in gain),
-        })
-        if arm.startswith(CONTROL):  # the grown arm against its control, paired by seed
-            grown = {r["seed"]: r for r in runs if r["arm"] == arm[len(CONTROL):] and r["width"] == width}
-            diffs = [sign * (grown[r["seed"]]["test_score"] - r["test_score"])
-                     for r in rows if r["seed"] in grown]
-            points[-1]["grown_minus_control"] = res.mean_std(diffs) if diffs else None
-            points[-1]["control_width"] = res.mean_std([r.get("control_width") for r in rows])
-        if controls:
-            points[-1].update(_control_summary(rows, ladders, maximize))
-    out = {"ladder": ladder, "points": points}
-    if controls:
-        out.update(controls=controls, control_points=control_points)
-    return out
+    return control_points
+
+
+def _point(arm: str, width: float, rows: list[dict[str, Any]],
+           plain: dict[int, dict[float, dict]], maximize: bool) -> dict[str, Any]:
+    """One dendritic (arm, width) over its seeds ``rows``: the distance to each seed's plain
+    frontier at equal parameters and FLOPs, and the gain over the plain run of its width."""
+    sign = 1.0 if maximize else -1.0
+    dist: dict[str, list[float]] = {"params": [], "flops_per_sample": []}
+    gain = []
+    for r in rows:
+        ladder_s = plain[r["seed"]].values()
+        for cost in dist:
+            known = [(q[cost], q["test_score"]) for q in ladder_s if q.get(cost) is not None]
+            if r.get(cost) is None or len(known) < 2:
+                continue
+            front = pareto(known, maximize)
+            dist[cost].append(sign * (r["test_score"] - frontier_at(front, r[cost])))
+        if width in plain[r["seed"]]:
+            gain.append(sign * (r["test_score"] - plain[r["seed"]][width]["test_score"]))
+    return {
+        "arm": arm, "width": width, "seeds": [r["seed"] for r in rows],
+        **{m: res.mean_std([r[m] for r in rows])
+           for m in ("test_score", "params", "flops_per_sample", "dendrites", "epochs", "seconds")},
+        "distance": res.mean_std(dist["params"]), "above": sum(d > 0 for d in dist["params"]),
+        "distance_flops": res.mean_std(dist["flops_per_sample"]),
+        "above_flops": sum(d > 0 for d in dist["flops_per_sample"]),
+        "gain": res.mean_std(gain) if gain else None, "gain_per_seed": gain,
+        "better": sum(g > 0 for g in gain), "worse": sum(g < 0 for g in gain),
+    }
+
+
+def _against_control(arm: str, width: float, rows: list[dict[str, Any]],
+                     runs: list[dict[str, Any]], maximize: bool) -> dict[str, Any]:
+    """A ``control-<arm>`` point: the grown arm's score minus its control's, paired by seed."""
+    sign = 1.0 if maximize else -1.0
+    grown = {r["seed"]: r for r in runs if r["arm"] == arm[len(CONTROL):] and r["width"] == width}
+    diffs = [sign * (grown[r["seed"]]["test_score"] - r["test_score"])
+             for r in rows if r["seed"] in grown]
+    return {"grown_minus_control": res.mean_std(diffs) if diffs else None,
+            "control_width": res.mean_std([r.get("control_width") for r in rows])}
