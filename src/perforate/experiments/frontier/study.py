@@ -174,40 +174,40 @@ def dendrites_vs_width(
         a :class:`FrontierResult`. Raises :class:`perforate.errors.ExperimentError` (before any
         training) when the factory ignores its width, a loader is empty, or a setting is bad.
     """
-    task = Task(make_model, data, train_epoch=train_epoch, evaluate=evaluate, loss=loss,
-                optimizer=optimizer, metric=metric, direction=direction, kind=kind,
-                model_name=name, example_input=example_input)
-    protocol = _study_protocol(
-        task, widths=widths, grow_widths=grow_widths, arms=arms, seeds=seeds, epochs=epochs,
-        stopping=stopping, patience=patience, lr=lr, variants=variants, config=config,
-        custom_arms=custom_arms, controls=controls, control_inputs=control_inputs,
-        control_widths=control_widths)
-    command = f"dendrites_vs_width({task.model_name}, {task.data_name}, ...)"
-    plan = prepare_frontier(protocol, out, command, task=task, arms=custom_arms,
-                            max_minutes=max_minutes)
-    _execute(plan, progress)
-    done = {r["run_id"] for r in plan.doc["runs"]}
-    return frontier_result(plan.out, complete=all(r.run_id in done for r in plan.todo))
+    a = dict(locals())  # every argument above, by name
+    task = Task(a["make_model"], a["data"], train_epoch=a["train_epoch"], evaluate=a["evaluate"],
+                loss=a["loss"], optimizer=a["optimizer"], metric=a["metric"],
+                direction=a["direction"], kind=a["kind"], model_name=a["name"],
+                example_input=a["example_input"])
+    return _run_study(task, _study_protocol(task, a), a)
 
 
-def _study_protocol(task: Task, *, widths: Sequence[float], grow_widths: Sequence[float] | None,
-                    arms: Sequence[str], seeds: int | Sequence[int], epochs: int, stopping: str,
-                    patience: int, lr: float, variants: Mapping[str, Mapping[str, Any]] | None,
-                    config: Mapping[str, Any] | None, custom_arms: Mapping[str, ArmFn] | None,
-                    controls: Sequence[str], control_inputs: int,
-                    control_widths: Sequence[int] | None) -> FrontierProtocol:
-    """The :class:`FrontierProtocol` of :func:`dendrites_vs_width`'s arguments."""
-    widths = sorted(widths)
-    all_variants = {**DEFAULT_VARIANTS, **{k: dict(v) for k, v in (variants or {}).items()}}
+def _study_protocol(task: Task, a: dict[str, Any]) -> FrontierProtocol:
+    """The :class:`FrontierProtocol` of :func:`dendrites_vs_width`'s arguments ``a``."""
+    widths = sorted(a["widths"])
+    seeds, grow_widths, control_widths = a["seeds"], a["grow_widths"], a["control_widths"]
+    all_variants = {**DEFAULT_VARIANTS, **{k: dict(v) for k, v in (a["variants"] or {}).items()}}
     return FrontierProtocol(
         dataset=task.data_name, model=task.model_name, widths=list(widths),
-        grow_widths=list(grow_widths) if grow_widths is not None else widths[:2], arms=list(arms),
-        variants=all_variants, seeds=list(range(seeds)) if isinstance(seeds, int) else list(seeds),
-        max_epochs=epochs, patience=patience,
-        stopping=stopping, lr=lr, config=dict(config or {}), metric=task.metric_name,
-        direction=task.direction, custom_arms=list(custom_arms or {}), controls=list(controls),
-        control_inputs=control_inputs,
+        grow_widths=list(grow_widths) if grow_widths is not None else widths[:2],
+        arms=list(a["arms"]), variants=all_variants,
+        seeds=list(range(seeds)) if isinstance(seeds, int) else list(seeds),
+        max_epochs=a["epochs"], patience=a["patience"], stopping=a["stopping"], lr=a["lr"],
+        config=dict(a["config"] or {}), metric=task.metric_name, direction=task.direction,
+        custom_arms=list(a["custom_arms"] or {}), controls=list(a["controls"]),
+        control_inputs=a["control_inputs"],
         control_widths=list(control_widths) if control_widths is not None else None)
+
+
+def _run_study(task: Task, protocol: FrontierProtocol, a: dict[str, Any]) -> FrontierResult:
+    """Plan the runs still to do in ``a["out"]`` (within ``max_minutes``), run them, read the
+    result back."""
+    command = f"dendrites_vs_width({task.model_name}, {task.data_name}, ...)"
+    plan = prepare_frontier(protocol, a["out"], command, task=task, arms=a["custom_arms"],
+                            max_minutes=a["max_minutes"])
+    _execute(plan, a["progress"])
+    done = {r["run_id"] for r in plan.doc["runs"]}
+    return frontier_result(plan.out, complete=all(r.run_id in done for r in plan.todo))
 
 
 def _execute(plan, progress: bool) -> None:
