@@ -8,6 +8,7 @@ from typing import Any
 from perforate.experiments.frontier.protocol import CONTROL, PLAIN
 from perforate.experiments.harness import results as res
 
+
 def pareto(points: list[tuple[float, float]], maximize: bool = True) -> list[tuple[float, float]]:
     """The envelope of (cost, score) points: sorted by cost, each beats every cheaper one
     (higher scores beat lower ones, or lower beat higher with ``maximize=False``)."""

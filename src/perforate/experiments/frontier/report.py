@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from perforate.experiments.harness import results as res
 from perforate.experiments.frontier.distances import _key, pareto
 from perforate.experiments.frontier.protocol import CONTROL, REFERENCE
 from perforate.experiments.frontier.runs import load_frontier, save_frontier
+from perforate.experiments.harness import results as res
 from perforate.experiments.harness.text import count as _count
 from perforate.experiments.harness.text import pm as _pm
 from perforate.files import write_text

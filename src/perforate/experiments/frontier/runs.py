@@ -50,12 +50,12 @@ import torch
 
 import perforate as pf
 from perforate.errors import ExperimentError
+from perforate.experiments.frontier.distances import derive
+from perforate.experiments.frontier.protocol import (CONTROL, PLAIN, REFERENCE, SCHEMA,
+                                                     FrontierProtocol, parse_control)
+from perforate.experiments.frontier.task import Task, fit, harness_task
 from perforate.experiments.harness import results as res
 from perforate.experiments.harness.settings import finite_number
-from perforate.experiments.frontier.distances import derive
-from perforate.experiments.frontier.protocol import (CONTROL, PLAIN, REFERENCE, SCHEMA, FrontierProtocol,
-                                                   parse_control)
-from perforate.experiments.frontier.task import Task, fit, harness_task
 from perforate.files import write_json
 
 log = logging.getLogger(__name__)
