@@ -22,21 +22,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "data table: one Knob line per GPA.pc setting of perforatedai 3.2.9 (defaults, effect, note)",
 }
 
-# ---- TEMPORARY: being split on branches issue21-a / issue21-d ---------------------------------
-# The lead removes this section when those branches are merged. Matched by qualified name
-# anywhere under the folder given, so that it holds while experiments/ moves into subpackages.
-BEING_SPLIT: dict[tuple[str, str], str] = {
-    ("experiments", "_child"): "issue21-d",
-    ("experiments", "train_model"): "issue21-d",
-    ("experiments", "run_cost"): "issue21-d",
-    ("experiments", "_Runner.run"): "issue21-d",
-    ("experiments", "frontier_plot"): "issue21-d",
-    ("experiments", "derive"): "issue21-d",
-    ("experiments", "render_frontier"): "issue21-d",
-    ("experiments", "dendrites_vs_width"): "issue21-d",
-}
-# ---- end of TEMPORARY section --------------------------------------------------------------------
-
 
 def _is_option_list(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """True for a typer command whose signature holds its options."""
@@ -71,13 +56,9 @@ def _lengths() -> dict[tuple[str, str], int]:
     return out
 
 
-def _being_split(rel: str, name: str) -> bool:
-    return any(rel.startswith(folder + "/") and name == qualname for folder, qualname in BEING_SPLIT)
-
-
 def test_no_function_is_longer_than_the_limit():
     long = {key: n for key, n in _lengths().items()
-            if n > LIMIT and key not in ALLOWED and not _being_split(*key)}
+            if n > LIMIT and key not in ALLOWED}
     assert not long, (
         f"functions over {LIMIT} lines (split them into named steps; only CLI option lists and "
         "data tables may stay long, listed in ALLOWED with the reason): "
