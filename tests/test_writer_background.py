@@ -114,7 +114,7 @@ def test_a_growth_forced_between_epochs_is_in_the_history_file_at_once(tmp_path,
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert [r["event"] for r in rows] == ["", "grow"]
     saved = load_grower_state(tmp_path / "state")
-    assert saved["state"]["level"] == grower.state.level == 1  # the grown model can be resumed
+    assert saved["state"]["dendrites"] == grower.state.level == 1  # the grown model can be resumed
 
 
 def test_background_rows_are_copies_the_next_decision_cannot_change(tmp_path, monkeypatch):

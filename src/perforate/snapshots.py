@@ -141,3 +141,34 @@ def _remove(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
+
+
+class Snapshots:
+    """The grower's model copies: ``best`` (the model kept), ``trial`` (the best epoch of a
+    grown model on trial) and ``before`` (the model when that growth began), each None when
+    absent. ``version`` counts changes of ``best`` (a writer rewrites best files only when it
+    moved)."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, Any] | None = None
+        self.trial: dict[str, Any] | None = None
+        self.before: dict[str, Any] | None = None
+        self.version = 0
+
+    def set_best(self, snap: dict[str, Any] | None) -> None:
+        self.best = snap
+        self.version += 1
+
+    def accept_trial(self) -> None:
+        """The grown model on trial paid: its best epoch becomes the best model."""
+        self.set_best(self.trial)
+        self.trial = self.before = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """``best``, ``best_version``, ``trial`` and ``before`` with their tensors in memory."""
+        return {"best": in_memory(self.best), "best_version": self.version,
+                "trial": in_memory(self.trial), "before": in_memory(self.before)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best, self.version = state["best"], state["best_version"]
+        self.trial, self.before = state.get("trial"), state.get("before")

@@ -14,6 +14,8 @@ from torch import nn
 
 import perforate as pf
 from perforate.grower import OptimizerFactory
+from perforate.plateau import Plateau
+from perforate.policy import at_plateau
 
 
 @dataclass
@@ -23,9 +25,8 @@ class StopperState:
     epoch: int = 0
     best_score: float | None = None
     best_epoch: int = -1
-    stale: int = 0
-    cycle_best: float | None = None
-    window: list = field(default_factory=list)
+    plateau: Plateau = field(default_factory=Plateau)
+    """The smoothed window, best smoothed score and stale count (the grower's plateau)."""
 
 
 class EarlyStopper:
@@ -70,18 +71,14 @@ class EarlyStopper:
         if improved:
             s.best_score, s.best_epoch = score, s.epoch
             self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        s.window = (s.window + [score])[-cfg.smoothing:]
-        smoothed = sum(s.window) / len(s.window)
-        if cfg.better(smoothed, s.cycle_best):
-            s.cycle_best, s.stale = smoothed, 0
-        else:
-            s.stale += 1
+        s.plateau.update(score, cfg.smoothing, cfg.better)
         epoch, s.epoch = s.epoch, s.epoch + 1
-        done = self.stop_early and s.stale >= self.config.patience
+        done = self.stop_early and at_plateau(s.plateau, cfg)
         restart = not done and s.epoch in self.restart_epochs
         if restart:
             self.optimizer = self._new_optimizer()
-        return pf.Decision(restart, done, "neuron", "done" if done else "", improved, epoch)
+        return pf.Decision(restructured=restart, done=done, phase="neuron", event="done" if done else "",
+                           improved=improved, epoch=epoch)
 
     def finish(self) -> nn.Module:
         """Restore the best epoch's weights and return the model."""
