@@ -1,21 +1,13 @@
 """The growth controller: one validation score per epoch decides when and how the model grows.
 
-:class:`Grower` carries out what the growth policy decides (:mod:`perforate.policy`, whose
-docstring states the rules): it keeps the model, its optimizer (:mod:`perforate.trainable`),
-the snapshots (:class:`perforate.snapshots.Snapshots`) and the shadow run
-(:mod:`perforate.shadow`), and the state the policy reads (:class:`GrowerState`). The actions
-are in :mod:`perforate.grower_actions`, the state and resume path in :mod:`perforate.grower_io`.
-Every decision's reason goes to ``history`` (the ``reason`` column), to
-``summary()["decisions"]`` and to the ``perforate`` logger at INFO. The grower rebuilds
-``grower.optimizer`` (and scheduler) after every restructure from the factories, holding
-exactly the parameters that train in the new phase.
-
-Its whole state is public, so that a run can be resumed and a framework can drive it:
-:meth:`Grower.state_dict` / :meth:`Grower.load_state_dict` (the one resume path,
-:meth:`Grower.resume` and the integrations use it), :class:`GrowerState` (the decisions),
-:meth:`Grower.apply_trainable` and :meth:`Grower.param_groups` (what trains in the current phase,
-for integrations whose framework builds the optimizer). Files are written by
-:class:`perforate.writer.RunWriter`, never by the decision logic.
+:class:`Grower` carries out what the growth policy (:mod:`perforate.policy`, whose docstring
+states the rules) decides. It holds the model and its optimizer (rebuilt from the factories after
+every restructure, over exactly what trains: :mod:`perforate.trainable`), the snapshots
+(:class:`perforate.snapshots.Snapshots`), the shadow run (:mod:`perforate.shadow`) and the state
+the policy reads (:class:`GrowerState`); its actions are in :mod:`perforate.grower_actions`, its
+state and resume path in :mod:`perforate.grower_io`. Every decision's reason goes to ``history``
+(the ``reason`` column), ``summary()["decisions"]`` and the ``perforate`` logger at INFO. Files
+are written by :class:`perforate.writer.RunWriter`, never by the decision logic.
 """
 from __future__ import annotations
 
@@ -28,22 +20,20 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
 from . import grower_actions as act
-from . import grower_io, policy, resuming, snapshots, trainable
+from . import grower_io, policy, trainable
 from .checks import score_problem
 from .config import Config
 from .convert import dendritic_layers, perforate
-from .errors import CheckpointError, GrowthError
-from .grower_actions import budget_log  # noqa: F401  (its home was here)
-from .grower_state import PHASES, Decision, GrowerState  # noqa: F401
-from .guards import DIRECTION_EPOCHS, OptimizerGuard, ScoreDirectionWarning, direction_problem
+from .errors import GrowthError
+from .grower_state import Decision, GrowerState
+from .guards import OptimizerGuard
 from .health import DivergenceCheck
 from .measure import count_parameters
 from .shadow import LossFn, ShadowRun
 from .snapshots import Snapshots
 from .trainable import LR_SCALE_KEY, OptimizerFactory, SchedulerFactory  # noqa: F401
-from .writer import RESUME_STEM, RunWriter, load_grower_state
+from .writer import RunWriter
 
 log = logging.getLogger("perforate")
 
@@ -110,8 +100,6 @@ class Grower:
         self._capture_handle = model.register_forward_pre_hook(self._capture_example)
         self._last_time = time.perf_counter()
         self._params = count_parameters(model)
-        self.optimizer: torch.optim.Optimizer
-        self.scheduler = None
         self._guard = OptimizerGuard()
         self._divergence = DivergenceCheck()  # warns once when scores or weights turn non-finite
         self._rebuild_optimizer()
@@ -161,17 +149,9 @@ class Grower:
                                          self.state.trainable_flags)
 
     def param_groups(self, groups: Iterable[Any] | None = None) -> list[dict[str, Any]]:
-        """Optimizer parameter groups for the current phase.
-
-        ``groups`` is what an optimizer takes (parameters, or group dicts such as the
-        ``param_groups`` of an optimizer a framework built the user's way); None means all of
-        the model's parameters. Returns new group dicts without the model's parameters that do
-        not train now (other parameters are kept), with ``lr`` and ``initial_lr`` multiplied by
-        :attr:`lr_scale`. The multiplier is recorded under ``LR_SCALE_KEY``, so groups passed
-        through twice, or from another phase, get the current phase's rate exactly once. Fit an
-        optimizer that has not stepped yet in place with
-        ``optimizer.param_groups[:] = grower.param_groups(optimizer.param_groups)``.
-        """
+        """Optimizer parameter groups for the current phase, at :attr:`lr_scale`
+        (:func:`perforate.trainable.param_groups`). Fit an optimizer that has not stepped yet with
+        ``optimizer.param_groups[:] = grower.param_groups(optimizer.param_groups)``."""
         return trainable.param_groups(self.model, groups, self.lr_scale)
 
     def _rebuild_optimizer(self) -> None:
@@ -188,34 +168,21 @@ class Grower:
 
     # ------------------------------------------------------------------ the policy's measures
     def overfit_gap(self) -> float | None:
-        """``|train - val| / max(|train|, |val|)`` of the smoothed scores when training beats
-        validation (0 when it does not); None without a training score."""
+        """:func:`perforate.policy.overfit_gap` now."""
         return policy.overfit_gap(self.state, self.config)
 
     def train_rise(self) -> float | None:
-        """How much the smoothed training score improved over the last ``patience`` epochs, as a
-        share of where it started; None without ``patience + 1`` training scores in this cycle."""
+        """:func:`perforate.policy.train_rise` now."""
         return policy.train_rise(self.state, self.config)
 
     def cycle_epochs(self) -> int:
-        """Epochs a growth cycle needs to show it paid (:func:`perforate.policy.cycle_epochs`)."""
+        """:func:`perforate.policy.cycle_epochs` now."""
         return policy.cycle_epochs(self.state, self.config)
 
     # ------------------------------------------------------------------ growth actions
     def add_dendrites(self) -> Decision:
         """Grow now, on the current weights (no rollback). In pb mode this starts a dendrite phase."""
-        if self.state.done:
-            raise GrowthError("growth is done; start a new Grower to grow further")
-        if self.state.phase == "dendrite":
-            raise GrowthError("a dendrite phase is already running; keep calling step()")
-        reason = "add_dendrites() was called"
-        if act.growth_paid(self):  # the grown model on trial has paid: it becomes the best
-            act.accept_trial(self)
-            reason += "; the growth before it paid"
-        if self.state.cycle != "growth":
-            self.snaps.before = snapshots.take(self.model, self.config.snapshot_device)
-        shadow_note = act.start_shadow(self)
-        decision = act.grow(self, "grow", f"{reason}; {shadow_note}" if shadow_note else reason)
+        decision = act.add_dendrites(self)
         if self.writer is not None:
             self.writer.between_epochs(self)
         return decision
@@ -263,10 +230,7 @@ class Grower:
                            "seconds": round(now - self._last_time, 6), "event": "", **extra}
         self._last_time = now
         act.log_epoch(self, row)
-        if len(self.history) + 1 == DIRECTION_EPOCHS:
-            problem = direction_problem([r["score"] for r in self.history] + [score], cfg)
-            if problem:
-                warnings.warn(problem, ScoreDirectionWarning, stacklevel=2)
+        act.check_direction(self, score)
         try:
             act.take_shadow_score(self, shadow_score)
             if s.phase == "dendrite":
@@ -292,32 +256,18 @@ class Grower:
         return grower_io.summary(self)
 
     def state_dict(self, model: bool = True, optimizer: bool = True) -> dict[str, Any]:
-        """The grower's state: what :meth:`load_state_dict` needs to continue the run.
-
-        Always: ``"config"``, ``"state"`` (:class:`GrowerState` as a dict), ``"history"``,
-        ``"structure"`` (the live model's wrapping), all JSON-able, and ``"best"`` (the best
-        model's structure and tensors, or None) with ``"best_version"``, ``"trial"`` (the best
-        grown model of a growth cycle on trial) and ``"before"`` (the model when that growth
-        began), each None outside a growth cycle. With ``model``: ``"model"``, the live model's
-        state dict. With ``optimizer``: ``"optimizer"`` and ``"scheduler"`` state dicts and
-        ``"optimizer_params"``, the optimizer's parameter names by group (its state is loaded by
-        name). As in ``nn.Module.state_dict``, tensors are references, not copies. A framework
-        that checkpoints the model and optimizer itself passes ``model=False, optimizer=False``.
-        """
+        """The grower's state: what :meth:`load_state_dict` needs to continue the run (the parts:
+        :func:`perforate.grower_io.state_dict`). As in ``nn.Module.state_dict``, tensors are
+        references, not copies. A framework that checkpoints the model and optimizer itself
+        passes ``model=False, optimizer=False``."""
         return grower_io.state_dict(self, model, optimizer)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Continue from :meth:`state_dict` output (its model and optimizer parts are optional).
-
-        Restores the decisions, history and best snapshot; when present, the model's structure
-        and weights. Then applies the saved phase's trainable set (:meth:`apply_trainable`),
-        rebuilds the optimizer and scheduler for it and, when present, loads their states
-        (matched to the parameters by name): from here ``step`` decides as the saved grower
-        would have. Without a model part, a state saved in a pb dendrite phase needs the model's
-        candidate pools (loaded into the model before this grower was built). The config is not
-        replaced; build the grower with ``Config.from_dict(state_dict["config"])`` (as
-        :meth:`resume` does). A malformed state raises :class:`CheckpointError`.
-        """
+        """Continue from :meth:`state_dict` output (its model and optimizer parts are optional):
+        from here ``step`` decides as the saved grower would have (details:
+        :func:`perforate.grower_io.load_state_dict`). The config is not replaced; build the
+        grower with ``Config.from_dict(state_dict["config"])`` (as :meth:`resume` does). A
+        malformed state raises :class:`CheckpointError`."""
         grower_io.load_state_dict(self, state_dict)
         if self.writer is not None:
             self.writer.restart(self)
@@ -338,17 +288,7 @@ class Grower:
         :mod:`perforate.resuming` (changes are logged at INFO; those the saved state depends on,
         such as ``mode``, raise ConfigError). The optimizer keeps its saved learning rates.
         """
-        folder = Path(out_dir) / "state"
-        if not (folder / f"{RESUME_STEM}.safetensors").is_file():
-            raise CheckpointError(f"no resumable run in {out_dir} (no state/{RESUME_STEM}.safetensors); "
-                                  "was it started with out_dir set and checkpoint_every > 0?")
-        state_dict = load_grower_state(folder)
-        grower_io.check_state_dict(state_dict)
-        saved_state = state_dict["state"]
-        prefix = f"{f'[{name}] ' if name else ''}epoch {saved_state.get('epoch')}: "
-        config = resuming.resumed_config(state_dict["config"], config, saved_state.get("phase"),
-                                                   out_dir, prefix)
-        model = ckpt.apply_structure(base_model, state_dict["structure"], state_dict.get("model"), folder)
+        model, config, state_dict = grower_io.read_run(out_dir, base_model, config, name)
         grower = cls(model, config, optimizer_factory, scheduler_factory, out_dir, step_scheduler,
                      verbose=verbose, name=name)
         grower.load_state_dict(state_dict)

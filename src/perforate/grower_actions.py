@@ -15,6 +15,7 @@ from . import policy, snapshots
 from .config import CANDIDATE_FLAT_LR_SCALE, CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS
 from .errors import GrowthError
 from .grower_state import Decision
+from .guards import DIRECTION_EPOCHS, ScoreDirectionWarning, direction_problem
 from .measure import count_parameters
 from .policy import fmt
 from .shadow import ShadowRun
@@ -31,6 +32,15 @@ script that wants it silent can say so)."""
 
 
 # ------------------------------------------------------------------ one epoch
+def check_direction(g: Grower, score: float) -> None:
+    """Warn once, at the epoch ``DIRECTION_EPOCHS``, when the scores so far move steadily the
+    way the config calls worse."""
+    if len(g.history) + 1 == DIRECTION_EPOCHS:
+        problem = direction_problem([r["score"] for r in g.history] + [score], g.config)
+        if problem:
+            warnings.warn(problem, ScoreDirectionWarning, stacklevel=3)
+
+
 def neuron_step(g: Grower, score: float, train: float | None) -> Decision:
     """Count the epoch's score (best, trial best, plateau); at a plateau, act on the policy."""
     s, cfg = g.state, g.config
@@ -120,6 +130,22 @@ def dendrite_step(g: Grower, row: dict[str, Any]) -> Decision:
 
 
 # ------------------------------------------------------------------ structure changes
+def add_dendrites(g: Grower) -> Decision:
+    """See :meth:`perforate.Grower.add_dendrites`."""
+    if g.state.done:
+        raise GrowthError("growth is done; start a new Grower to grow further")
+    if g.state.phase == "dendrite":
+        raise GrowthError("a dendrite phase is already running; keep calling step()")
+    reason = "add_dendrites() was called"
+    if growth_paid(g):  # the grown model on trial has paid: it becomes the best
+        accept_trial(g)
+        reason += "; the growth before it paid"
+    if g.state.cycle != "growth":
+        g.snaps.before = snapshots.take(g.model, g.config.snapshot_device)
+    shadow_note = start_shadow(g)
+    return grow(g, "grow", f"{reason}; {shadow_note}" if shadow_note else reason)
+
+
 def grow(g: Grower, event: str, reason: str, improved: bool = False) -> Decision:
     """Add a dendrite (gd) or start a dendrite phase (pb)."""
     s, cfg = g.state, g.config

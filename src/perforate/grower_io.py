@@ -4,6 +4,7 @@ resume path)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -16,7 +17,7 @@ from .errors import CheckpointError, GrowthError
 from .grower_state import GrowerState
 from .measure import count_parameters, flops_per_sample
 from .report import BASE_COLUMNS
-from .writer import STATE_FORMAT
+from .writer import RESUME_STEM, STATE_FORMAT, load_grower_state
 
 if TYPE_CHECKING:
     from .grower import Grower
@@ -78,7 +79,14 @@ def summary(g: Grower) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ state and resume
 def state_dict(g: Grower, model: bool = True, optimizer: bool = True) -> dict[str, Any]:
-    """See :meth:`perforate.Grower.state_dict`."""
+    """:meth:`perforate.Grower.state_dict`. Always: ``"config"``, ``"state"`` (:class:`GrowerState`
+    as a dict), ``"history"``, ``"structure"`` (the live model's wrapping), all JSON-able, and
+    ``"best"`` (the best model's structure and tensors, or None) with ``"best_version"``,
+    ``"trial"`` (the best grown model of a growth cycle on trial) and ``"before"`` (the model when
+    that growth began), each None outside a growth cycle. With ``model``: ``"model"``, the live
+    model's state dict. With ``optimizer``: ``"optimizer"`` and ``"scheduler"`` state dicts and
+    ``"optimizer_params"``, the optimizer's parameter names by group (its state is loaded by
+    name)."""
     out: dict[str, Any] = {
         "format": STATE_FORMAT, "config": g.config.to_dict(), "state": g.state.to_dict(),
         "history": [dict(row) for row in g.history], "structure": ckpt.structure(g.model),
@@ -94,7 +102,12 @@ def state_dict(g: Grower, model: bool = True, optimizer: bool = True) -> dict[st
 
 
 def load_state_dict(g: Grower, sd: Mapping[str, Any]) -> None:
-    """See :meth:`perforate.Grower.load_state_dict`."""
+    """:meth:`perforate.Grower.load_state_dict`: restores the decisions, history and snapshots;
+    when present, the model's structure and weights. Then applies the saved phase's trainable set
+    (``apply_trainable``), rebuilds the optimizer and scheduler for it and, when present, loads
+    their states (matched to the parameters by name). Without a model part, a state saved in a pb
+    dendrite phase needs the model's candidate pools (loaded into the model before the grower
+    was built)."""
     check_state_dict(sd)
     source = "the grower state"
     if "model" in sd:
@@ -130,6 +143,22 @@ def load_state_dict(g: Grower, sd: Mapping[str, Any]) -> None:
         resuming.note_learning_rates(factory_lrs, g.optimizer, f"{g._log_prefix}epoch {state.epoch}: ")
     if g.scheduler is not None and sd.get("scheduler") is not None:
         g.scheduler.load_state_dict(ckpt.match_scheduler_state(sd["scheduler"], g.scheduler))
+
+
+def read_run(out_dir: str | Path, base_model: torch.nn.Module, config: Config | None,
+             name: str) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
+    """For :meth:`perforate.Grower.resume`: the model, config and state saved in ``out_dir``."""
+    folder = Path(out_dir) / "state"
+    if not (folder / f"{RESUME_STEM}.safetensors").is_file():
+        raise CheckpointError(f"no resumable run in {out_dir} (no state/{RESUME_STEM}.safetensors); "
+                              "was it started with out_dir set and checkpoint_every > 0?")
+    state_dict = load_grower_state(folder)
+    check_state_dict(state_dict)
+    saved_state = state_dict["state"]
+    prefix = f"{f'[{name}] ' if name else ''}epoch {saved_state.get('epoch')}: "
+    config = resuming.resumed_config(state_dict["config"], config, saved_state.get("phase"), out_dir, prefix)
+    model = ckpt.apply_structure(base_model, state_dict["structure"], state_dict.get("model"), folder)
+    return model, config, state_dict
 
 
 def place_pools(g: Grower, phase: str) -> None:

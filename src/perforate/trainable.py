@@ -50,8 +50,15 @@ def apply_trainable(model: nn.Module, layers: Mapping[str, nn.Module], phase: st
 
 
 def param_groups(model: nn.Module, groups: Iterable[Any] | None, scale: float) -> list[dict[str, Any]]:
-    """``groups`` (parameters or group dicts; None: all of ``model``'s) without the model's
-    parameters that do not train now, ``lr`` and ``initial_lr`` at ``scale`` exactly once."""
+    """Optimizer parameter groups for the current phase.
+
+    ``groups`` is what an optimizer takes (parameters, or group dicts such as the
+    ``param_groups`` of an optimizer a framework built the user's way); None means all of
+    ``model``'s parameters. Returns new group dicts without the model's parameters that do not
+    train now (other parameters are kept), with ``lr`` and ``initial_lr`` multiplied by
+    ``scale``. The multiplier is recorded under ``LR_SCALE_KEY``, so groups passed through
+    twice, or from another phase, get the current phase's rate exactly once.
+    """
     groups = list(model.parameters() if groups is None else groups)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
