@@ -32,7 +32,7 @@ from .health import DivergenceCheck
 from .measure import count_parameters
 from .shadow import LossFn, ShadowRun
 from .snapshots import Snapshots
-from .trainable import LR_SCALE_KEY, OptimizerFactory, SchedulerFactory  # noqa: F401
+from .trainable import LR_SCALE_KEY, OptimizerFactory, SchedulerFactory  # noqa: F401 (importable from here)
 from .writer import RunWriter
 
 log = logging.getLogger("perforate")
@@ -190,7 +190,7 @@ class Grower:
     def finish(self) -> nn.Module:
         """End growth now (e.g. the epoch budget ran out): restore the best model, write outputs.
 
-        A growth cycle still on trial is kept if it paid so far (see the module rules). When
+        A growth cycle still on trial is kept if it paid so far (:mod:`perforate.policy`). When
         writing the outputs failed (:class:`CheckpointError`, e.g. disk full), call it again."""
         if not self.state.done:
             act.finish(self, "finish() was called")
@@ -230,8 +230,8 @@ class Grower:
                            "seconds": round(now - self._last_time, 6), "event": "", **extra}
         self._last_time = now
         act.log_epoch(self, row)
-        act.check_direction(self, score)
         try:
+            act.check_direction(self, score)
             act.take_shadow_score(self, shadow_score)
             if s.phase == "dendrite":
                 decision = act.dendrite_step(self, row)

@@ -38,7 +38,7 @@ class Decision:
     growth cannot help, training on to the budget), "done" or ""."""
     improved: bool = False
     """This epoch's score, in a neuron phase, beat the best score so far (whatever was decided
-    after it; a grown model is kept only once its growth paid, see :mod:`perforate.grower`)."""
+    after it; a grown model is kept only once its growth paid, see :mod:`perforate.policy`)."""
     epoch: int = 0
     reason: str = ""
     """Why this decision was taken (empty on ordinary epochs)."""
