@@ -311,7 +311,8 @@ class PAITracker:
             return decision
         if not capacity and level >= grower.config.max_dendrites:
             grower.finish()
-            return Decision(restructured=True, done=True, phase="neuron", event="done", epoch=decision.epoch)
+            return Decision(restructured=True, done=True, phase="neuron", event="done",
+                            improved=decision.improved, epoch=decision.epoch)
         return grower.add_dendrites()
 
     def _outcome(self, decision: Decision) -> tuple[Any, bool]:
