@@ -7,7 +7,7 @@ from torch import nn
 
 import perforate as pf
 from perforate import policy
-from perforate.experiments.stopper import EarlyStopper
+from perforate.experiments.harness.stopper import EarlyStopper
 from perforate.grower_state import GrowerState
 from perforate.plateau import Plateau
 
