@@ -177,7 +177,7 @@ def test_plots_switched_off_write_everything_else(tmp_path, monkeypatch):
     def no_drawing(*args, **kwargs):
         raise AssertionError("plots=False drew a graph")
 
-    monkeypatch.setattr(perforate.writer, "plot_grower", no_drawing)
+    monkeypatch.setattr(perforate.writer, "plot_run", no_drawing)
     cfg = pf.Config(smoothing=1, patience=1, max_dendrites=1, max_growth_retries=1, plots=False)
     grower = pf.Grower(nn.Sequential(nn.Linear(4, 3)), cfg, lambda p: torch.optim.SGD(p, lr=0.1),
                        out_dir=tmp_path)

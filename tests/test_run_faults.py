@@ -174,7 +174,7 @@ def test_a_hold_is_written_as_an_ordinary_epoch_and_best_pt_carries_no_history(t
     rewrites = []  # epochs whose step rewrote every output (summary, graph, best.pt, state)
     outputs = RunWriter._outputs
     monkeypatch.setattr(RunWriter, "_outputs",
-                        lambda self, grower: (rewrites.append(grower.state.epoch - 1), outputs(self, grower)))
+                        lambda self, record: (rewrites.append(record.epoch - 1), outputs(self, record)))
     g = _grower(tmp_path, max_epochs=60, max_growth_retries=0)
     events = {}
     for _ in range(60):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import grower_actions as act
-from . import grower_io, policy, trainable
+from . import grower_io, policy, records, trainable
 from .checks import score_problem
 from .config import Config
 from .convert import dendritic_layers, perforate
@@ -184,7 +184,7 @@ class Grower:
         """Grow now, on the current weights (no rollback). In pb mode this starts a dendrite phase."""
         decision = act.add_dendrites(self)
         if self.writer is not None:
-            self.writer.between_epochs(self)
+            records.hand_over(self, self.writer, "between")
         return decision
 
     def finish(self) -> nn.Module:
@@ -195,14 +195,14 @@ class Grower:
         if not self.state.done:
             act.finish(self, "finish() was called")
         if self.writer is not None and not self.writer.ended:
-            self.writer.run_end(self)
+            records.hand_over(self, self.writer, "end")
         return self.model
 
     def flush(self) -> None:
         """Wait until the files of every step so far are in ``out_dir`` (``finish`` does this;
         e.g. before reading them, or resuming the run, in this process)."""
         if self.writer is not None:
-            self.writer.flush(self)
+            records.hand_over(self, self.writer, "flush")
 
     # ------------------------------------------------------------------ the epoch step
     def step(self, val_score: float, *, shadow_score: float | None = None,
@@ -247,7 +247,7 @@ class Grower:
             trainable.step_scheduler(self.scheduler, score)
         s.epoch += 1
         if self.writer is not None:
-            self.writer.epoch_end(self, decision)
+            records.hand_over(self, self.writer, "epoch", decision)
         return decision
 
     # ------------------------------------------------------------------ outputs, state, resume
@@ -270,7 +270,7 @@ class Grower:
         malformed state raises :class:`CheckpointError`."""
         grower_io.load_state_dict(self, state_dict)
         if self.writer is not None:
-            self.writer.restart(self)
+            records.hand_over(self, self.writer, "restart")
 
     @classmethod
     def resume(cls, out_dir: str | Path, base_model: nn.Module, optimizer_factory: OptimizerFactory,

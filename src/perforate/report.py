@@ -5,15 +5,14 @@ matplotlib is imported only when a graph is drawn, so ``import perforate`` stays
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .files import atomic_path
+from .records import BASE_COLUMNS, GrowthGraph, growth_graph
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grower import Grower
 
-BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event", "reason"]
-"""The columns of every history row, in order; extra scores given to ``Grower.step`` follow."""
 
 # event -> (legend label, colour, line style); drawn only when the run has one
 _EVENT_STYLE = {
@@ -145,20 +144,16 @@ def plot_growth(history: list[dict[str, Any]], path: Path, title: str = "",
     return fig
 
 
-def plot_grower(grower: Grower, path: Path) -> Any:
-    """:func:`plot_growth` of a grower's run: titled with its name and mode, the score named
-    and its direction given, and the kept model's size once growth is done."""
-    cfg = grower.config
-    better = "higher" if cfg.score_mode == "max" else "lower"
-    name = grower.name or "perforate"
-    final = None
-    if grower.done:
-        from .measure import count_parameters
+def plot_run(history: Sequence[Mapping[str, Any]], graph: GrowthGraph, path: Path) -> Any:
+    """:func:`plot_growth` of a run's history rows with a record's graph data (its title, the
+    score named with its direction, the kept model's size once growth is done, the best epoch)."""
+    return plot_growth(history, path, title=graph.title, score_label=graph.score_label,
+                       final_params=graph.final_params, best_epoch=graph.best_epoch)
 
-        final = count_parameters(grower.model)
-    return plot_growth(grower.history, path, title=f"{name} — dendrites trained by {cfg.mode}",
-                score_label=f"{cfg.score_name} ({better} is better)", final_params=final,
-                best_epoch=grower.state.best_epoch)
+
+def plot_grower(grower: Grower, path: Path) -> Any:
+    """:func:`plot_run` of a grower's run as it stands (see :func:`perforate.records.growth_graph`)."""
+    return plot_run(grower.history, growth_graph(grower), path)
 
 
 def _mark_decisions(axes, history: list[dict[str, Any]]) -> None:

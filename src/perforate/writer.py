@@ -35,8 +35,9 @@ A failed write (disk full) raises :class:`CheckpointError` naming ``out_dir`` an
 file whole (a history row cut mid-way is taken off again); the next ``flush``, ``step`` or
 ``finish`` writes again.
 
-The writer reads only the grower's public face (``history``, ``config``, ``state``,
-``best_version``, ``summary()``, ``state_dict()``) and decides the cadence itself.
+The writer never reads the grower: at each moment the grower asks :meth:`RunWriter.needs`
+what to bring and hands :meth:`RunWriter.write` a frozen record holding it
+(:mod:`perforate.records`); the writer decides the cadence itself.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -58,11 +59,12 @@ from . import checkpoint as ckpt
 from .checks import show
 from .errors import CheckpointError, GrowthError
 from .files import atomic_path, remove_stale_temps, write_json
-from .report import BASE_COLUMNS, plot_grower
+from .records import BASE_COLUMNS, MOMENTS, BestModel, EpochRecord, Needs
+from .report import plot_run
 from .runlock import RunLock
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .grower import Decision, Grower
+    from .config import Config
 
 log = logging.getLogger("perforate")
 
@@ -91,7 +93,7 @@ class HistoryWriter:
         self.rows_written = 0
         self._damaged = False  # an append failed: the next write rewrites the whole file
 
-    def write(self, rows: list[dict[str, Any]], rewrite: bool = False) -> None:
+    def write(self, rows: Sequence[Mapping[str, Any]], rewrite: bool = False) -> None:
         """Make the file hold ``rows``; appends only the rows not yet written unless a new
         column appeared or ``rewrite`` (an already written row changed)."""
         columns = list(self.columns or BASE_COLUMNS)
@@ -121,7 +123,9 @@ class HistoryWriter:
 
 
 class RunWriter:
-    """Writes one grower's run to ``out_dir``; call :meth:`epoch_end` after every ``step``."""
+    """Writes one run to ``out_dir`` from the records the grower hands it (see
+    :mod:`perforate.records`): at each moment the grower asks :meth:`needs`, then hands
+    :meth:`write` the record. It never reads the grower."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
@@ -136,6 +140,7 @@ class RunWriter:
             for tmp in remove_stale_temps(self.out_dir / sub, patterns):
                 log.info("removed %s, left by a writer that was killed mid-write", tmp)
         self.history = HistoryWriter(self.out_dir / "history.csv")
+        self._rows: list[Mapping[str, Any]] = []  # the run's history rows, as the records gave them
         self._best_pt_version = 0  # the best_version that best.pt holds
         self._state_best_version = 0  # the best_version this writer wrote into state/
         self._best_submitted = 0  # the best_version handed to a background write
@@ -146,49 +151,70 @@ class RunWriter:
         self.ended = False
         """The end of the run (its "done" event) is written: every file says so."""
 
-    def epoch_end(self, grower: Grower, decision: Decision) -> None:
-        """Write what this epoch changed: the history row, and more at events and at the end
-        (a "hold" changes no model or structure: it is written as an ordinary epoch)."""
-        if (decision.event and decision.event != "hold") or decision.done:
-            self.ended = False
+    def needs(self, moment: str, epoch: int, config: Config, event: str = "",
+              done: bool = False) -> Needs:
+        """What the record of ``moment`` (see :data:`perforate.records.MOMENTS`) must carry;
+        ``epoch``: the epochs done; ``event`` and ``done``: an epoch's decision.
+
+        An epoch with an event (other than "hold", which changes no model or structure) or
+        that ends the run, a growth between epochs and the run's end rewrite every output;
+        an ordinary epoch's files go to the background at most once per ``WRITE_INTERVAL_S``
+        (the resume state every ``config.checkpoint_every`` epochs, ``best.pt`` in "disk"
+        mode when the best changed); a flush hands over what the interval held back."""
+        if moment not in MOMENTS:
+            raise GrowthError(f"unknown moment {moment!r}; use one of {', '.join(MOMENTS)}")
+        every, known = config.checkpoint_every, len(self._rows)
+        if moment == "epoch" and ((event and event != "hold") or done):
+            moment = "outputs"
+        if moment in ("outputs", "between", "end"):
+            return Needs(moment, rows_from=known if moment == "outputs" else max(known - 1, 0),
+                         state=bool(every), best=True, summary=True, graph=config.plots)
+        if moment == "restart":
+            return Needs(moment, rows_from=0)
+        if moment == "epoch":
+            submit = time.monotonic() - self._write_time >= WRITE_INTERVAL_S
+            state_due = self._state_owed or (bool(every) and epoch % every == 0)
+        else:  # flush
+            submit, state_due = self._owed, self._state_owed
+        return Needs(moment, rows_from=known, submit=submit, state=submit and state_due,
+                     state_due=state_due, best=submit and config.checkpoint_best == "disk",
+                     best_held=self._best_submitted)
+
+    def write(self, record: EpochRecord) -> None:
+        """Write what ``record`` (built for :meth:`needs`) holds, at once or in the background."""
+        needs = record.needs
+        self._rows[needs.rows_from:] = record.rows
+        if needs.action in ("outputs", "between"):
+            if needs.action == "outputs":
+                self.ended = False
             with self._writing():
                 self.flush()
-                self.history.write(grower.history)
-                self._outputs(grower)
-            self.ended = decision.done
-            if decision.done:
+                self.history.write(self._rows, rewrite=needs.action == "between")
+                self._outputs(record)
+            if needs.action == "outputs" and record.done:
+                self.ended = True
                 self._unlock()
-            return
-        every = grower.config.checkpoint_every
-        self._state_owed |= bool(every) and grower.state.epoch % every == 0
-        self._owed = True
-        if time.monotonic() - self._write_time >= WRITE_INTERVAL_S:
-            self._submit(grower)
-
-    def between_epochs(self, grower: Grower) -> None:
-        """After a decision taken between epochs (``Grower.add_dendrites``): it marked a history
-        row already written, so the file is rewritten, with the event's outputs."""
-        with self._writing():
+        elif needs.action == "end":
+            self.ended = False
+            with self._writing():
+                self._background.close()
+                self.history.write(self._rows, rewrite=True)
+                self._outputs(record)
+            self.ended = True
+            self._unlock()
+        elif needs.action == "restart":  # the loaded history replaces the file's
+            with self._writing():
+                self.flush()
+                self.history.write(self._rows, rewrite=True)
+        elif needs.action == "epoch":
+            self._state_owed |= needs.state_due
+            self._owed = True
+            if needs.submit:
+                self._submit(record)
+        else:  # flush
+            if needs.submit:
+                self._submit(record)
             self.flush()
-            self.history.write(grower.history, rewrite=True)
-            self._outputs(grower)
-
-    def run_end(self, grower: Grower) -> None:
-        """After ``Grower.finish``: the "done" event marked a row already written; final outputs.
-        Sets :attr:`ended` once every file is written (``finish`` calls this again until then)."""
-        self.ended = False
-        with self._writing():
-            self._background.close()
-            self.history.write(grower.history, rewrite=True)
-            self._outputs(grower)
-        self.ended = True
-        self._unlock()
-
-    def restart(self, grower: Grower) -> None:
-        """After ``Grower.load_state_dict``: the history file holds the loaded rows only."""
-        with self._writing():
-            self.flush()
-            self.history.write(grower.history, rewrite=True)
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -208,51 +234,44 @@ class RunWriter:
                 "folder), then call Grower.finish() (or flush()) again: every file is rewritten "
                 "whole, none is left half-written") from exc
 
-    def flush(self, grower: Grower | None = None) -> None:
-        """Wait until the background writes are on disk, first handing over what
-        ``WRITE_INTERVAL_S`` held back (when ``grower`` is given); raise the error of a write
-        that failed."""
-        if grower is not None and self._owed:
-            self._submit(grower)
+    def flush(self) -> None:
+        """Wait until the background writes are on disk; raise the error of a write that failed.
+        (A "flush" record first hands over what ``WRITE_INTERVAL_S`` held back.)"""
         with self._writing():
             self._background.flush()
 
-    def _submit(self, grower: Grower) -> None:
+    def _submit(self, record: EpochRecord) -> None:
         """Hand the epochs' writes since the last ones, from copies, to the background thread
         (first raising the error of a failed earlier one)."""
         with self._writing():
             self._background.check()
-        snapshot = None
-        if self._state_owed:
-            snapshot = grower.state_dict()  # fresh containers; the live tensors are copied below
-            snapshot.update({k: _copied(snapshot[k]) for k in ("model", "optimizer", "scheduler")})
+        state = None
+        if record.state is not None:  # fresh containers; the live tensors are copied
+            state = {k: _copied(v) if k in ("model", "optimizer", "scheduler") else v
+                     for k, v in record.state.items()}
         self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
-        best = None
-        if grower.config.checkpoint_best == "disk" and grower.best_version != self._best_submitted:
-            parts = snapshot if snapshot is not None else grower.state_dict(model=False, optimizer=False)
-            best = (parts["best"], grower.best_version, grower.best_score)
-            self._best_submitted = grower.best_version
-        # the rows are copied: a later decision marks the last one while the thread writes it
-        rows = [dict(row) for row in grower.history]
-        self._background.submit(_EpochWrite(self, rows, snapshot, best))
+        if record.best is not None:
+            self._best_submitted = record.best.version
+        # the rows are read-only: a later decision that marks the last one hands over a new one
+        self._background.submit(_EpochWrite(self, tuple(self._rows), state, record.best))
 
-    def _outputs(self, grower: Grower) -> None:
+    def _outputs(self, record: EpochRecord) -> None:
         """An event's or the end's outputs, on the calling thread: every file is rewritten."""
-        config, state_dict = grower.config, grower.state_dict()
-        self._write_best(state_dict["best"], grower.best_version, grower.best_score)
-        if config.plots:
-            plot_grower(grower, self.out_dir / "growth.png")
-        if config.checkpoint_every:
-            self._save_state(state_dict)
-        write_json(self.out_dir / "summary.json", grower.summary())  # last: says "done" when all is
+        if record.best is not None:
+            self._write_best(record.best.snapshot, record.best.version, record.best.score)
+        if record.graph is not None:
+            plot_run(self._rows, record.graph, self.out_dir / "growth.png")
+        if record.state is not None:
+            self._save_state(record.state)
+        write_json(self.out_dir / "summary.json", record.summary)  # last: says "done" when all is
         self._write_time, self._owed, self._state_owed = time.monotonic(), False, False
 
-    def _save_state(self, state_dict: dict[str, Any]) -> None:
+    def _save_state(self, state_dict: Mapping[str, Any]) -> None:
         save_grower_state(self.out_dir / "state", state_dict,
                           best_written=state_dict["best_version"] == self._state_best_version)
         self._state_best_version = state_dict["best_version"]
 
-    def _write_best(self, best: dict[str, Any] | None, version: int, score: float | None) -> None:
+    def _write_best(self, best: Mapping[str, Any] | None, version: int, score: float | None) -> None:
         """``best.pt``: the model without the run's history (that is history.csv; carried along,
         it made the model file and every write of it grow with the run)."""
         if best is None:
@@ -267,8 +286,8 @@ class _EpochWrite:
     """An ordinary epoch's writes, from copies: history rows, the resume state (or None) and,
     in "disk" mode, the best snapshot with its version and score (or None)."""
 
-    def __init__(self, writer: RunWriter, rows: list[dict[str, Any]], state: dict[str, Any] | None,
-                 best: tuple | None) -> None:
+    def __init__(self, writer: RunWriter, rows: tuple[Mapping[str, Any], ...],
+                 state: dict[str, Any] | None, best: BestModel | None) -> None:
         self.writer, self.rows, self.state, self.best = writer, rows, state, best
 
     def covers(self, older: _EpochWrite) -> bool:
@@ -280,8 +299,8 @@ class _EpochWrite:
     def __call__(self) -> None:
         writer = self.writer
         writer.history.write(self.rows)
-        if self.best is not None and self.best[1] != writer._best_pt_version:
-            writer._write_best(self.best[0], self.best[1], self.best[2])
+        if self.best is not None and self.best.version != writer._best_pt_version:
+            writer._write_best(self.best.snapshot, self.best.version, self.best.score)
         if self.state is not None:
             writer._save_state(self.state)
 
