@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grower import Decision, Grower
+    from .writer import RunWriter
 
 BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event", "reason"]
 """The columns of every history row, in order; extra scores given to ``Grower.step`` follow."""
@@ -127,7 +128,7 @@ def epoch_record(grower: Grower, needs: Needs, decision: Decision | None = None)
         graph=growth_graph(grower) if needs.graph else None)
 
 
-def hand_over(grower: Grower, writer: Any, moment: str, decision: Decision | None = None) -> None:
+def hand_over(grower: Grower, writer: RunWriter, moment: str, decision: Decision | None = None) -> None:
     """Ask ``writer`` what it needs at ``moment`` (one of :data:`MOMENTS`) and hand it the
     record (``decision``: the one an epoch's end took)."""
     needs = writer.needs(moment, grower.state.epoch, grower.config,
