@@ -34,7 +34,7 @@ import perforate as pf
 from perforate.experiments.cost.bench import _adam, _grown, _Loop
 from perforate.experiments.data.datasets import load_dataset
 from perforate.experiments.data.models import build_model, width_for_params
-from perforate.training import cached
+from perforate.growth import cached
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul"}
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import perforate as pf
-from perforate.training import pb
+from perforate.growth import pb
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import perforate as pf
 from perforate.experiments.data.datasets import load_dataset
 from perforate.experiments.data.models import build_model
-from perforate.training import pb
+from perforate.growth import pb
 
 
 class _FreeStatistics(pb.CandidatePool):

@@ -26,7 +26,7 @@ import perforate as pf
 from perforate.experiments.data.datasets import load_dataset
 from perforate.experiments.data.models import build_model
 from perforate.layers import _ACTIVATIONS
-from perforate.training import pb
+from perforate.growth import pb
 
 torch.set_num_threads(1)
 

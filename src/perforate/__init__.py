@@ -8,7 +8,7 @@ from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError,
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower, GrowerState
 from .health import DivergenceWarning
-from .guards import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
+from .loop_warnings import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
 from .layers import DendriticLayer
 from .measure import (count_parameters, flops_per_sample, parameter_breakdown, peak_training_memory,
                       remaining_error_reduction)
@@ -17,9 +17,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BypassError", "CheckpointError", "Config", "ConfigError", "Decision", "DendriticLayer", "DivergenceWarning",
-    "ExperimentError", "ExportedDendriticLayer", "Grower", "GrowerState", "GrowthError",
-    "MissingExtraError", "PerforateError", "PerforateWarning", "RunLockedError", "ScoreDirectionWarning",
-    "StaleOptimizerWarning", "WrapError", "count_parameters", "dendritic_layers",
+    "Grower", "GrowthError", "MissingExtraError", "PerforateError", "PerforateWarning", "RunLockedError",
+    "ScoreDirectionWarning", "StaleOptimizerWarning", "WrapError", "count_parameters", "dendritic_layers",
     "export", "flops_per_sample", "load", "parameter_breakdown", "peak_training_memory",
     "perforate", "read_checkpoint_meta", "remaining_error_reduction", "restrict_inputs", "save",
 ]
+# Importable as attributes but left out of ``__all__`` (no script needs them; docs/architecture.md
+# lists them): ExperimentError (the experiment harness's error), ExportedDendriticLayer (the layer
+# class ``export`` builds; perforate.inference), GrowerState (``grower.state``'s type).

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import connectivity
 from .activations import ACTIVATIONS
-from .checks import fits, show
+from .validation import fits, show
 from .convert import dendritic_layers
 from .errors import CheckpointError, WrapError
 from .files import atomic_path
@@ -135,7 +135,7 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
     first checked against them and the model (:class:`CheckpointError` before any allocation).
     """
     from .kinds import openers
-    from .training.pb import CandidatePool
+    from .growth.pb import CandidatePool
 
     check_structure(struct, source)
     model = openers.open_for(model, list(struct))

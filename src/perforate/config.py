@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .activations import ACTIVATIONS
-from .checks import check_fields, show
+from .validation import check_fields, show
 from .errors import ConfigError
 from .files import read_settings, write_text
 
@@ -257,7 +257,7 @@ class Config:
         """Raise ConfigError naming the first bad field.
 
         Fields are checked against their bounds, then every field against its annotation
-        (:func:`perforate.checks.check_fields`).
+        (:func:`perforate.validation.check_fields`).
         """
         for name in ("include", "exclude"):
             value = getattr(self, name)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .convert import dendritic_layers
-from .exported import ExportedDendriticLayer
+from .inference import ExportedDendriticLayer
 from .layers import DendriticLayer
 from .modules import replace_module
 

@@ -22,12 +22,12 @@ from torch import nn
 
 from . import grower_actions as act
 from . import grower_io, policy, records, trainable
-from .checks import score_problem
+from .validation import score_problem
 from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import GrowthError
 from .grower_state import Decision, GrowerState
-from .guards import OptimizerGuard
+from .loop_warnings import OptimizerGuard
 from .health import DivergenceCheck
 from .measure import count_parameters
 from .shadow import LossFn, ShadowRun

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .checks import describe, fits, hints, show
+from .validation import describe, fits, hints, show
 from .errors import CheckpointError
 from .plateau import Plateau
 

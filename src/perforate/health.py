@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .guards import PerforateWarning
+from .loop_warnings import PerforateWarning
 
 log = logging.getLogger("perforate")
 

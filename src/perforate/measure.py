@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 def _inference_parameters(model: nn.Module):
     """Parameters inference needs: everything except pb candidate pools (training-only)."""
-    from .training.pb import CandidatePool
+    from .growth.pb import CandidatePool
 
     skip = {id(p) for m in model.modules() if isinstance(m, CandidatePool) for p in m.parameters()}
     seen = set()
@@ -88,8 +88,8 @@ def _masked_ops(model: nn.Module):
     is the one whose output shows the positions the weight runs at (an exported layer's
     stacked Linear is called as a function: its layer stands for it)."""
     from .connectivity import masked_parameters
-    from .exported import ExportedDendriticLayer
-    from .training.pb import CandidatePool
+    from .inference import ExportedDendriticLayer
+    from .growth.pb import CandidatePool
 
     stacks = {id(m.stacked): m for m in model.modules()
               if isinstance(m, ExportedDendriticLayer) and m.stacked is not None}
@@ -100,7 +100,7 @@ def _masked_ops(model: nn.Module):
 
 def _skip_counter(module: nn.Module, p: torch.Tensor, mask: torch.Tensor, skipped: list):
     """A forward hook adding the FLOPs of ``p``'s masked-out connections to ``skipped[0]``."""
-    from .exported import ExportedDendriticLayer
+    from .inference import ExportedDendriticLayer
     from .layers import DendriticLayer
 
     from .connectivity import existing

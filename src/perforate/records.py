@@ -65,7 +65,7 @@ class BestModel:
 
 @dataclass(frozen=True)
 class GrowthGraph:
-    """What growth.png shows beside the history rows (:func:`perforate.report.plot_growth`)."""
+    """What growth.png shows beside the history rows (:func:`perforate.growth_plot.plot_growth`)."""
 
     title: str
     score_label: str

@@ -56,11 +56,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import torch
 
 from . import checkpoint as ckpt
-from .checks import show
+from .validation import show
 from .errors import CheckpointError, GrowthError
 from .files import atomic_path, remove_stale_temps, write_json
 from .records import BASE_COLUMNS, MOMENTS, BestModel, EpochRecord, Needs
-from .report import plot_run
+from .growth_plot import plot_run
 from .runlock import RunLock
 
 if TYPE_CHECKING:  # pragma: no cover

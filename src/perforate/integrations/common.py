@@ -13,11 +13,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..checkpoint import apply_structure, structure
-from ..config import Config
-from ..convert import dendritic_layers
-from ..errors import ConfigError
-from ..grower import LR_SCALE_KEY
+from .. import Config, ConfigError, dendritic_layers
+from ..integration_api import LR_SCALE_KEY, dendrite_structure, rebuild_structure
 
 _HOOK_ATTR = "_perforate_resize_hook"
 
@@ -33,13 +30,13 @@ def refuse_shadow_trials(config: Config, integration: str) -> None:
 
 
 def structure_from_state(model: nn.Module, state: Mapping[str, Any], prefix: str = "") -> dict[str, dict]:
-    """The structure (as :func:`perforate.checkpoint.structure`) that ``state`` was saved from.
+    """The structure (as :func:`perforate.integration_api.dendrite_structure`) that ``state`` was saved from.
 
     Layer settings come from ``model``'s own wrapping; dendrite and candidate counts come from
     the shapes in ``state`` (``<layer>.output_weight`` is ``[K, C]``, a candidate pool's
     ``best_score`` buffer is ``[P, C]``). Perforated (``pb``) layers hold frozen dendrites.
     """
-    struct = structure(model)
+    struct = dendrite_structure(model)
     for name, spec in struct.items():
         key = f"{prefix}{name}." if name else prefix
         out = state.get(key + "output_weight")
@@ -53,12 +50,12 @@ def structure_from_state(model: nn.Module, state: Mapping[str, Any], prefix: str
 
 def resize_to_state(model: nn.Module, state: Mapping[str, Any], prefix: str = "") -> bool:
     """Resize ``model``'s dendritic layers to fit ``state``; returns True when anything changed."""
-    current = structure(model)
+    current = dendrite_structure(model)
     wanted = structure_from_state(model, state, prefix)
     changed = any(current[n]["num_dendrites"] != s["num_dendrites"] or
                   current[n]["candidates"] != s["candidates"] for n, s in wanted.items())
     if changed:
-        apply_structure(model, wanted)
+        rebuild_structure(model, wanted)
     return changed
 
 

@@ -40,9 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import Config
-from ..errors import GrowthError
-from ..grower import Decision, Grower, OptimizerFactory, SchedulerFactory
+from .. import Config, Decision, Grower, GrowthError
+from ..integration_api import OptimizerFactory, SchedulerFactory
 from .common import refuse_shadow_trials
 
 
@@ -135,7 +134,7 @@ class DDPGrower:
         """Continue the run saved in ``out_dir`` on every rank (each reads it: a shared folder,
         or a copy on each machine); rank ``src`` writes on. Arguments as for :class:`DDPGrower`
         and ``Grower.resume``."""
-        from ..writer import load_grower_state
+        from ..integration_api import load_grower_state
 
         state_dict = load_grower_state(Path(out_dir) / "state")
         config = Config.from_dict(state_dict["config"])

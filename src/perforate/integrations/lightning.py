@@ -57,13 +57,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..checkpoint import apply_structure, load_state, structure
-from ..config import Config
-from ..convert import dendritic_layers, perforate
-from ..errors import CheckpointError, ConfigError, GrowthError, require_extra
-from ..grower import Grower
-from ..measure import count_parameters
-from ..report import BASE_COLUMNS
+from .. import CheckpointError, Config, ConfigError, Grower, GrowthError, count_parameters, dendritic_layers, perforate
+from ..integration_api import (HISTORY_BASE_COLUMNS, dendrite_structure, load_weights, rebuild_structure,
+                               require_extra)
 from .common import carry_schedule, install_resize_hook, refuse_shadow_trials, resize_to_state
 from .ddp import broadcast_module_state, reduce_score
 
@@ -221,7 +217,7 @@ class DendriteCallback(pl.Callback):
         score = float(metrics[self.monitor])
         extras = {}
         for key, value in metrics.items():
-            if key == self.monitor or key.startswith(self.log_prefix) or key in BASE_COLUMNS:
+            if key == self.monitor or key.startswith(self.log_prefix) or key in HISTORY_BASE_COLUMNS:
                 continue
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 extras[key] = float(value)
@@ -286,7 +282,7 @@ class DendriteCallback(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["perforate"] = {
             "format": FORMAT, "config": self.config.to_dict(), "attribute": self.attribute,
-            "structure": structure(_target(pl_module, self.attribute)),
+            "structure": dendrite_structure(_target(pl_module, self.attribute)),
         }
 
 
@@ -323,7 +319,7 @@ def load_checkpoint(module: nn.Module, checkpoint: str | Path | Mapping[str, Any
     target = _target(module, attribute)
     prefix = f"{attribute}." if attribute else ""
     if info is not None:
-        wrapped = apply_structure(target, info["structure"])
+        wrapped = rebuild_structure(target, info["structure"])
     else:
         if config is None:
             raise CheckpointError("this checkpoint has no 'perforate' entry (saved weights-only?); "
@@ -333,5 +329,5 @@ def load_checkpoint(module: nn.Module, checkpoint: str | Path | Mapping[str, Any
     if wrapped is not target:
         parent, _, child = attribute.rpartition(".")
         setattr(module.get_submodule(parent) if parent else module, child, wrapped)
-    load_state(module, state, "the Lightning checkpoint")
+    load_weights(module, state, "the Lightning checkpoint")
     return module

@@ -30,8 +30,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import Config
-from ..errors import require_extra
+from .. import Config
+from ..integration_api import require_extra
 
 require_extra("pytorch_tabular", "tabular")
 pl = require_extra("pytorch_lightning", "tabular")

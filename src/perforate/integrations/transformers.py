@@ -44,7 +44,7 @@ counters restart at each restructure.
 
 Checkpoints: each ``checkpoint-N`` folder gets ``perforate.safetensors`` (the grower's state
 without model and optimizer: config, structure, decisions, history; see
-``perforate.writer.save_grower_state``) and ``perforate.best-<n>.safetensors`` (the best
+``perforate.integration_api.save_grower_state``) and ``perforate.best-<n>.safetensors`` (the best
 snapshot). The model's own ``load_state_dict`` accepts states of any dendrite count, so
 ``load_best_model_at_end`` and ``resume_from_checkpoint`` work. On resume the grower loads its
 state from the checkpoint folder of the resumed step (``Grower.load_state_dict``: the saved
@@ -64,14 +64,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .. import checkpoint as ckpt
-from ..config import Config
-from ..convert import dendritic_layers, perforate
-from ..errors import CheckpointError, ConfigError, GrowthError, require_extra
-from ..grower import Grower
-from ..measure import count_parameters
-from ..report import BASE_COLUMNS
-from ..writer import load_grower_state, save_grower_state
+from .. import (CheckpointError, Config, ConfigError, Grower, GrowthError, count_parameters, dendritic_layers,
+                perforate, read_checkpoint_meta)
+from ..integration_api import (HISTORY_BASE_COLUMNS, load_grower_state, load_weights, rebuild_structure,
+                               require_extra, save_grower_state)
 from .common import carry_schedule, install_resize_hook, refuse_shadow_trials, resize_to_state
 
 transformers = require_extra("transformers", "transformers")
@@ -219,7 +215,7 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
                               f"return (got {sorted(metrics)}); fix TrainingArguments."
                               "metric_for_best_model or compute_metrics")
         extras = {k: float(v) for k, v in metrics.items()
-                  if k != self.metric_key and k not in BASE_COLUMNS
+                  if k != self.metric_key and k not in HISTORY_BASE_COLUMNS
                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
         decision = grower.step(float(metrics[self.metric_key]), **extras)
         if decision.restructured:
@@ -281,7 +277,7 @@ def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None 
     state = _read_safetensors_folder(folder)
     info = folder / STATE_FILE
     if info.is_file():
-        model = ckpt.apply_structure(model, ckpt.read_checkpoint_meta(info)["structure"])
+        model = rebuild_structure(model, read_checkpoint_meta(info)["structure"])
     else:
         if config is None:
             raise CheckpointError(f"{folder} has no {STATE_FILE}; pass the config used in training: "
@@ -290,7 +286,7 @@ def load_checkpoint(model: nn.Module, folder: str | Path, config: Config | None 
             model = perforate(model, config, blocks=blocks)
         resize_to_state(model, state)
     _add_tied_names(model, state)
-    ckpt.load_state(model, state, folder)
+    load_weights(model, state, folder)
     return model
 
 

@@ -22,9 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import GrowthError, require_extra
-from ..grower import Decision, Grower
-from ..report import BASE_COLUMNS, plot_grower
+from .. import Decision, Grower, GrowthError
+from ..integration_api import HISTORY_BASE_COLUMNS, plot_grower, require_extra
 
 wandb = require_extra("wandb", "wandb")
 
@@ -68,7 +67,7 @@ class GrowthLogger:
         if grower.best_score is not None:
             data[p + "best_score"] = grower.best_score
         for key, value in row.items():
-            if key not in BASE_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in HISTORY_BASE_COLUMNS and isinstance(value, (int, float)) and not isinstance(value, bool):
                 data[p + key] = value
         if self.log_graph and (row["event"] or (decision is not None and decision.done)):
             data[p + "growth"] = self._graph(grower)

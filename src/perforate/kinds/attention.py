@@ -171,7 +171,7 @@ class OrdinaryPathEncoderLayer(nn.TransformerEncoderLayer):
 
 def _touched(module: nn.Module) -> bool:
     """True when ``module`` holds a dendritic layer or an opened attention module."""
-    from ..exported import ExportedDendriticLayer
+    from ..inference import ExportedDendriticLayer
     from ..layers import DendriticLayer
 
     return any(isinstance(m, (DendriticLayer, ExportedDendriticLayer, ProjectedMultiheadAttention))
@@ -250,7 +250,7 @@ class AttentionOpener:
 def _touched_below(module: nn.Module) -> bool:
     """True when a dendritic layer sits inside ``module`` (an opened attention module counts for
     the containers around it only)."""
-    from ..exported import ExportedDendriticLayer
+    from ..inference import ExportedDendriticLayer
     from ..layers import DendriticLayer
 
     kinds_ = (DendriticLayer, ExportedDendriticLayer)

@@ -145,7 +145,7 @@ class Kind:
     def export_layer(self, layer: nn.Module, fold_main: bool = True) -> nn.Module:
         """The inference form of a layer with at least one dendrite (``pf.export`` calls this on
         its own copy of the model, so the layer's modules are reused, not copied)."""
-        from ..exported import ExportedDendriticLayer
+        from ..inference import ExportedDendriticLayer
 
         return ExportedDendriticLayer(layer, share=True, fold_main=fold_main)
 

@@ -1,7 +1,7 @@
 """Typed errors of the perforatedai compatibility layer; each message says what to change."""
 from __future__ import annotations
 
-from ...errors import ConfigError, PerforateError
+from ... import ConfigError, PerforateError
 
 
 class CompatUsageError(PerforateError, RuntimeError):

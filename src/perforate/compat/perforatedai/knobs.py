@@ -21,9 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ...activations import ACTIVATIONS
-from ...config import Config
-from ...errors import ConfigError
+from ... import Config, ConfigError
+from ...integration_api import DENDRITE_ACTIVATIONS
 from .errors import CompatConfigError
 
 USED, NOT_NEEDED, UNSUPPORTED = "used", "not_needed", "unsupported"
@@ -180,9 +179,9 @@ def activation_name(fn: Any) -> str:
     """The registry name (``perforate.activations``) of torch.sigmoid / nn.Tanh() / F.relu / 'gelu' ..."""
     name = fn if isinstance(fn, str) else getattr(fn, "__name__", type(fn).__name__)
     name = name.lower().strip("_")
-    if name not in ACTIVATIONS:
+    if name not in DENDRITE_ACTIVATIONS:
         raise CompatConfigError(f"GPA.pc.set_pai_forward_function: perforate's dendrites use one of "
-                                f"{list(ACTIVATIONS)} (e.g. torch.sigmoid); got {fn!r}")
+                                f"{list(DENDRITE_ACTIVATIONS)} (e.g. torch.sigmoid); got {fn!r}")
     return name
 
 

@@ -28,10 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...convert import dendritic_layers
-from ...kinds.recurrent import RecurrentStack
-from ...layers import DendriticLayer
-from ...modules import replace_module
+from ... import DendriticLayer, dendritic_layers
+from ...integration_api import RecurrentStack, replace_module
 from .errors import CompatConfigError, CompatUsageError
 from .settings import PAIConfig
 

@@ -1,6 +1,6 @@
 """The files a perforatedai run leaves in ``<save_name>/``, written with perforate's own tools.
 
-``<save_name>.png`` is :func:`perforate.report.plot_growth` (scores with growth points, phases,
+``<save_name>.png`` is :func:`perforate.integration_api.plot_growth` (scores with growth points, phases,
 parameters). It and the score CSVs (the reference's names and headers, one row per epoch) are
 rewritten at growth events, at the end and every ``GRAPH_EVERY`` epochs, not every epoch.
 Checkpoints (``latest.pt``, ``best_model.pt``) are :func:`perforate.save` files: safetensors
@@ -20,9 +20,8 @@ from typing import Any, Iterable
 
 from torch import nn
 
-from ...checkpoint import save
-from ...report import plot_growth
-from ...writer import load_grower_state, save_grower_state
+from ... import save
+from ...integration_api import load_grower_state, plot_growth, save_grower_state
 
 GRAPH_EVERY = 50
 SWITCH_EVENTS = ("grow", "retry", "dendrite_start", "join")
@@ -108,7 +107,7 @@ class RunFiles:
 def write_system(model: nn.Module, folder: str | Path, name: str, history: list[dict] | None = None,
                  tracker_state: dict[str, Any] | None = None) -> None:
     """``<folder>/<name>.pt`` (:func:`perforate.save`) and, given a tracker state, beside it
-    ``<name>.tracker.safetensors`` (:func:`perforate.writer.save_grower_state`): no pickle."""
+    ``<name>.tracker.safetensors`` (:func:`perforate.integration_api.save_grower_state`): no pickle."""
     save(model, Path(folder) / f"{name}.pt", history=history)
     if tracker_state is not None:
         save_grower_state(folder, tracker_state, stem=f"{name}.tracker")

@@ -15,10 +15,8 @@ import re
 
 from torch import nn
 
-from ...config import Config
-from ...convert import perforate, replace_module
-from ...errors import WrapError
-from ...kinds import kind_of
+from ... import Config, WrapError, perforate
+from ...integration_api import kind_of, replace_module
 from .errors import CompatConfigError, CompatUsageError
 from .modules_perforatedai import adopt, check_processors
 from .settings import PAIConfig

@@ -14,12 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...checks import score_problem
-from ...config import Config
-from ...convert import dendritic_layers
-from ...grower import Decision, Grower
-from ...measure import count_parameters
-from ...report import BASE_COLUMNS
+from ... import Config, Decision, Grower, count_parameters, dendritic_layers
+from ...integration_api import HISTORY_BASE_COLUMNS, invalid_score_reason
 from . import knobs
 from .camel import snake
 from .errors import CompatUsageError
@@ -40,8 +36,8 @@ def _number(value: Any, what: str, finite: bool = False) -> float:
                                f"got {value!r}") from exc
     if math.isnan(number):
         raise CompatUsageError(f"{what} got NaN; check the training loop (diverged loss?)")
-    if finite and score_problem(number, None):  # an infinity would poison the running average
-        raise CompatUsageError(score_problem(number, None, what))
+    if finite and invalid_score_reason(number, None):  # an infinity would poison the running average
+        raise CompatUsageError(invalid_score_reason(number, None, what))
     return number
 
 
@@ -204,7 +200,7 @@ class PAITracker:
 
     @staticmethod
     def _column(name: str, names: dict[str, None]) -> str:
-        column = f"{name} (extra)" if name in BASE_COLUMNS or name == "running" else str(name)
+        column = f"{name} (extra)" if name in HISTORY_BASE_COLUMNS or name == "running" else str(name)
         names.setdefault(column, None)
         return column
 

@@ -17,11 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from ...checkpoint import DOC_KEY, load
-from ...convert import dendritic_layers
-from ...errors import CheckpointError
-from ...export import export
-from ...measure import count_parameters
+from ... import CheckpointError, count_parameters, dendritic_layers, export, load
+from ...integration_api import CHECKPOINT_DOC_KEY
 from . import globals_perforatedai as GPA
 from . import knobs, selection
 from .errors import CompatConfigError, CompatUsageError
@@ -169,7 +166,7 @@ def from_hf_pretrained(net: nn.Module, repo_id: str | Path, force_download: bool
                               "folder a model was published from (model.safetensors, config.json)")
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
-            perforate_file = DOC_KEY in (f.metadata() or {})
+            perforate_file = CHECKPOINT_DOC_KEY in (f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for damaged headers
         raise CheckpointError(f"{weights} is not a safetensors file: {exc}") from exc
     if perforate_file:

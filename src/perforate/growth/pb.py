@@ -324,8 +324,8 @@ def fit_cached(layers: dict[str, DendriticLayer], steps: int, lr: float,
                passes: float = 0.0, flat_steps: int | None = None,
                flat_lr: float | None = None) -> dict[str, int]:
     """Cached training of every layer's pool (see :meth:`CandidatePool.fit_cached`), all the
-    layers in lock step (:mod:`perforate.training.cached`; ``passes``: see
-    :func:`~perforate.training.cached.fit`, as ``flat_steps`` and ``flat_lr``); returns the steps each layer took. Warns about a
+    layers in lock step (:mod:`perforate.growth.cached`; ``passes``: see
+    :func:`~perforate.growth.cached.fit`, as ``flat_steps`` and ``flat_lr``); returns the steps each layer took. Warns about a
     cached epoch that holds non-finite values."""
     check_cached_epochs({name: layer.candidate_pool for name, layer in layers.items()})
     return dict(zip(layers, cached.fit([(layer.candidate_pool, layer) for layer in layers.values()],

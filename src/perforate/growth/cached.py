@@ -1,6 +1,6 @@
 """Cascade-correlation training of pb candidates on a cached epoch (``candidate_training="cached"``).
 
-During one dendrite-phase epoch every layer's :class:`~perforate.training.pb.CandidatePool`
+During one dendrite-phase epoch every layer's :class:`~perforate.growth.pb.CandidatePool`
 records each batch's detached input, the accepted dendrites' activations and the neuron error.
 :func:`fit` then trains the candidates with full-batch Adam steps on that epoch, maximising
 
