@@ -35,8 +35,8 @@ def compare(build: Callable[[], nn.Module], train_epoch: Callable[[nn.Module, to
         else:
             # growth_lr_scale=1: the plain arm keeps its rate, and the growth is forced while the
             # model still learns (the default 0.3 is for growth at a plateau)
-            config = pf.Config(mode=mode, patience=epochs, maximize=maximize, dendrite_max_epochs=3,
-                               growth_lr_scale=1.0, max_epochs=epochs)
+            config = pf.Config(mode=mode, patience=epochs, score_mode="max" if maximize else "min",
+                               dendrite_max_epochs=3, growth_lr_scale=1.0, max_epochs=epochs)
             model = pf.perforate(model, config, blocks=blocks)
             grower = pf.Grower(model, config, lambda p: torch.optim.AdamW(p, lr=lr))
             for epoch in range(epochs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
@@ -34,6 +35,15 @@ MAX_INIT_SCALE = 1e3
 """New dendrite weights are ``init_scale`` times the layer's default bound: larger ones overflow
 half-precision activations and saturate every dendrite activation."""
 MAX_LR_SCALE = 1e6
+RENAMED_FIELDS = {
+    "min_correlation": "join_min_correlation",
+    "correlation_floor": "warn_min_correlation",
+    "correlation_improvement": "dendrite_improvement_threshold",
+}
+"""Old field name -> new. The old names still work (``Config(...)``, ``replace``, attributes)
+with a DeprecationWarning; files keep the old keys (:meth:`Config.to_dict` writes them, so a run
+saved by this version resumes on one that knows only those) and :meth:`Config.from_dict` reads
+either, silently. ``maximize`` is the older spelling of ``score_mode`` in the same way."""
 
 
 @dataclass
@@ -46,8 +56,8 @@ class Config:
     ``improvement_threshold_abs`` (an absolute floor): a new score counts as an improvement
     only when it beats the best by more than both. Which way is better is ``score_mode``:
     ``"max"`` (accuracy, the default) or ``"min"`` (a loss), as in ``ReduceLROnPlateau`` and
-    Lightning's ``EarlyStopping``; ``maximize`` is the same setting as a bool, and the two
-    always agree (set either; setting one later changes the other).
+    Lightning's ``EarlyStopping``; ``maximize`` is its older spelling as a bool (read it freely;
+    passing or setting it warns).
     """
 
     mode: str = "gd"
@@ -94,8 +104,6 @@ class Config:
     score_mode: str | None = None
     """"max" when a higher validation score is better (accuracy), "min" when lower is (a loss).
     Default "max"."""
-    maximize: bool | None = None
-    """The same as ``score_mode == "max"`` (kept for older scripts and files)."""
     score_name: str = "validation score"
     """What the score is, e.g. "validation accuracy %" or "validation loss": the growth graph's
     axis and the log lines name it."""
@@ -185,9 +193,10 @@ class Config:
     fit's peak is counted (its inputs twice, its neuron error twice, and four error-sized
     tensors per candidate for the full-batch steps); batches past the cap are not cached (a
     random subset of the epoch, since batches come shuffled)."""
-    min_correlation: float = 0.0
-    """pb: a layer whose chosen candidates' mean |correlation| with their neurons' error is
-    below this gets no dendrite at the join (growth skips layers that cannot learn)."""
+    join_min_correlation: float = 0.0
+    """pb, the join gate: a layer whose chosen candidates' mean |correlation| with their
+    neurons' error is below this gets no dendrite at the join (growth skips layers that cannot
+    learn). Formerly ``min_correlation``."""
     dendrite_patience: int = 3
     dendrite_max_epochs: int = 20
     correlation_decay: float = 0.9
@@ -196,10 +205,13 @@ class Config:
     """Learning-rate multiplier for candidates during a dendrite phase: their minibatch
     correlation gradients are noisy, and at the user's lr candidates reach about a third of
     the objective that full-batch training reaches (measured on two-spirals)."""
-    correlation_improvement: float = 0.01
-    """Relative rise of the summed candidate score that resets ``dendrite_patience``."""
-    correlation_floor: float = 0.05
-    """Layers whose best candidate correlation stays below this are reported as weak."""
+    dendrite_improvement_threshold: float = 0.01
+    """pb dendrite phase: relative rise of the summed candidate score that resets
+    ``dendrite_patience`` (the phase's ``improvement_threshold``). Formerly
+    ``correlation_improvement``."""
+    warn_min_correlation: float = 0.05
+    """pb: layers whose best candidate correlation stays below this are reported as weak (a
+    WARNING at the join; nothing else changes). Formerly ``correlation_floor``."""
     # --- outputs ---
     checkpoint_best: str = "memory"
     """"memory": keep the best model in memory, write best.pt at growth events and at the
@@ -212,25 +224,31 @@ class Config:
     importing matplotlib); history.csv holds the same numbers."""
 
     def __post_init__(self) -> None:
-        self._set_direction(self.score_mode, self.maximize)
+        self._set_direction(self.score_mode, self.__dict__.pop("_maximize_given", None))
         self.validate()
         object.__setattr__(self, "_built", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Set a field and validate the config; a rejected value leaves the config unchanged.
 
-        ``score_mode`` and ``maximize`` are one setting: changing one changes the other.
+        ``maximize`` and the old field names (:data:`RENAMED_FIELDS`) set the setting they name.
         """
-        if not self.__dict__.get("_built") or name not in self.__dataclass_fields__:
+        if name == "maximize" or name in RENAMED_FIELDS:
+            _warn_renamed(name)
+            name = RENAMED_FIELDS.get(name, name)
+        elif not self.__dict__.get("_built") or name not in self.__dataclass_fields__:
             object.__setattr__(self, name, value)
             return
-        old = {key: self.__dict__[key] for key in (name, "score_mode", "maximize")}
+        old = {key: self.__dict__[key] for key in {name, "score_mode"} - {"maximize"}}
         try:
-            if name in ("score_mode", "maximize"):
+            if name == "score_mode":
                 if value is None:  # "not given" means something only while the config is built
-                    allowed = "'max' or 'min'" if name == "score_mode" else "true or false"
-                    raise ConfigError(f"{name} must be {allowed}; got None")
-                self._set_direction(**{name: value})
+                    raise ConfigError("score_mode must be 'max' or 'min'; got None")
+                self._set_direction(score_mode=value)
+            elif name == "maximize":
+                if value is None:
+                    raise ConfigError("maximize must be true or false; got None")
+                self._set_direction(maximize=value)
             else:
                 object.__setattr__(self, name, value)
             self.validate()
@@ -238,6 +256,16 @@ class Config:
             for key, kept in old.items():
                 object.__setattr__(self, key, kept)
             raise
+
+    @property
+    def maximize(self) -> bool:
+        """``score_mode == "max"`` (the older spelling of ``score_mode``; setting it warns)."""
+        return self.score_mode == "max"
+
+    # the old names of renamed fields, read (silently) and set (with a warning) as the new ones
+    min_correlation = property(lambda self: self.join_min_correlation)
+    correlation_floor = property(lambda self: self.warn_min_correlation)
+    correlation_improvement = property(lambda self: self.dendrite_improvement_threshold)
 
     def _set_direction(self, score_mode: Any = None, maximize: Any = None) -> None:
         if score_mode is not None:
@@ -250,7 +278,6 @@ class Config:
         if score_mode is None:
             score_mode = "min" if maximize is False else "max"
         object.__setattr__(self, "score_mode", score_mode)
-        object.__setattr__(self, "maximize", score_mode == "max")
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -294,27 +321,35 @@ class Config:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as plain values, under the keys files have always used (the old names of
+        :data:`RENAMED_FIELDS`, and ``maximize`` beside ``score_mode``)."""
+        out: dict[str, Any] = {}
+        for key, value in dataclasses.asdict(self).items():
+            out[_FILE_KEYS.get(key, key)] = value
+            if key == "score_mode":
+                out["maximize"] = self.maximize
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Build from a mapping; unknown keys raise ConfigError listing the known ones."""
+        """Build from a mapping (a file's keys, old or new names); unknown keys raise
+        ConfigError listing the known ones."""
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of field names to values; got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(map(str, data)) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {show(unknown)}; known fields are: {sorted(known)}")
-        return cls(**data)
+        return _build(cls, data)
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with some fields changed (validated); changing ``score_mode`` or ``maximize``
-        changes both."""
-        data = self.to_dict()
-        for name, partner in (("score_mode", "maximize"), ("maximize", "score_mode")):
-            if name in changes and partner not in changes:
-                data.pop(partner)
-        return self.from_dict({**data, **changes})
+        """A copy with some fields changed (validated); ``maximize`` changes ``score_mode``."""
+        for name in changes:
+            if name == "maximize" or name in RENAMED_FIELDS:
+                _warn_renamed(name)
+        data = dataclasses.asdict(self)
+        if "maximize" in changes and "score_mode" not in changes:
+            data.pop("score_mode")
+        for old, new in RENAMED_FIELDS.items():
+            if old in changes and new not in changes:
+                data.pop(new)
+        return _build(type(self), {**data, **changes})
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -345,6 +380,54 @@ class Config:
             write_text(path, text)
         except OSError as exc:
             raise ConfigError(f"cannot write config file {path}: {exc}; choose a writable path") from exc
+
+
+_FILE_KEYS = {new: old for old, new in RENAMED_FIELDS.items()}
+_dataclass_init = Config.__init__
+
+
+def _init(self: Config, *args: Any, **kwargs: Any) -> None:
+    for name in kwargs:
+        if (name == "maximize" and kwargs[name] is not None) or name in RENAMED_FIELDS:
+            _warn_renamed(name, stacklevel=3)
+    _fill(self, args, kwargs)
+
+
+_init.__doc__, _init.__wrapped__ = _dataclass_init.__doc__, _dataclass_init  # type: ignore[attr-defined]
+Config.__init__ = _init  # type: ignore[method-assign]
+
+
+def _fill(config: Config, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Run the dataclass's ``__init__`` with old names (``maximize``, :data:`RENAMED_FIELDS`)
+    turned into current ones; ConfigError when a setting is given under both."""
+    current: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        new = RENAMED_FIELDS.get(name, name)
+        if new in current:
+            old = name if new != name else _FILE_KEYS[new]
+            raise ConfigError(f"{old} is the old name of {new}, which is also given; give {new} alone")
+        current[new] = value
+    config.__dict__["_maximize_given"] = current.pop("maximize", None)
+    _dataclass_init(config, *args, **current)
+
+
+def _build(cls: type[Config], data: dict[str, Any]) -> Config:
+    """``cls(**data)`` without deprecation warnings (files keep the old keys); unknown keys
+    raise ConfigError listing the known ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(map(str, data)) - known - set(RENAMED_FIELDS) - {"maximize"})
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {show(unknown)}; known fields are: {sorted(known)}")
+    config = cls.__new__(cls)
+    _fill(config, (), data)
+    return config
+
+
+def _warn_renamed(name: str, stacklevel: int = 3) -> None:
+    new = "score_mode" if name == "maximize" else RENAMED_FIELDS[name]
+    warnings.warn(f"Config field {name!r} is renamed {new!r}" + (
+        " ('max' or 'min')" if name == "maximize" else "") + "; the old name will be removed",
+        DeprecationWarning, stacklevel=stacklevel)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -430,7 +513,7 @@ _BOUNDS: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
     ("candidate_lr", partial(_number, minimum=0.0, strict=True)),
     ("candidate_passes", partial(_number, minimum=0.0)),
     ("candidate_cache_mb", partial(_number, minimum=0.0, strict=True)),
-    ("min_correlation", partial(_number, minimum=0.0)),
+    ("join_min_correlation", partial(_number, minimum=0.0)),
     ("dendrite_activation", _activation),
     ("checkpoint_best", partial(_choice, allowed=CHECKPOINT_POLICIES)),
     ("trial", partial(_choice, allowed=TRIALS)),
@@ -446,8 +529,8 @@ _BOUNDS: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
     ("improvement_threshold_abs", partial(_number, minimum=0.0)),
     ("init_scale", partial(_number, minimum=0.0, strict=True, maximum=MAX_INIT_SCALE)),
     ("candidate_lr_scale", partial(_number, minimum=0.0, strict=True, maximum=MAX_LR_SCALE)),
-    ("correlation_floor", partial(_number, minimum=0.0)),
-    ("correlation_improvement", partial(_number, minimum=0.0)),
+    ("warn_min_correlation", partial(_number, minimum=0.0)),
+    ("dendrite_improvement_threshold", partial(_number, minimum=0.0)),
     ("correlation_decay", _below_one),
     ("score_mode", partial(_choice, allowed=SCORE_MODES)),
     ("score_name", _score_name),

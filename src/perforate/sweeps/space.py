@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import RENAMED_FIELDS, Config
 from ..errors import ConfigError, ExperimentError
 from ..experiments.harness.settings import RunSettings, finite_number
 from ..files import read_settings
@@ -324,7 +324,7 @@ def _early_terminate(raw: Any) -> EarlyTerminate:
 def _parameter(raw_name: Any, raw: Any) -> Parameter:
     name = WIDTH_ALIASES.get(raw_name, raw_name)
     where = f"parameters.{raw_name}"
-    if name not in DENDRITE_PARAMETERS and name not in MODEL_PARAMETERS:
+    if name not in DENDRITE_PARAMETERS and name not in MODEL_PARAMETERS and name not in RENAMED_FIELDS:
         raise ConfigError(
             f"{where}: unknown hyperparameter; dendrite hyperparameters are "
             f"{list(DENDRITE_PARAMETERS)} (+ alias compressed_width), model hyperparameters "
@@ -458,7 +458,7 @@ def _check_number(where: str, value: Any) -> None:
 
 def split_hyperparameters(hyper: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split resolved hyperparameters into (pf.Config fields, model/training settings)."""
-    config_fields = {f.name for f in fields(Config)}
+    config_fields = {f.name for f in fields(Config)} | set(RENAMED_FIELDS)  # old names too
     dendrite = {k: v for k, v in hyper.items() if k in config_fields}
     rest = {k: v for k, v in hyper.items() if k not in config_fields}
     return dendrite, rest

@@ -165,13 +165,13 @@ def canonical(name: str) -> str | None:
 SOURCES = {  # Config field -> the setting it comes from (for error messages)
     "mode": "perforated_backpropagation", "patience": "n_epochs_to_switch",
     "improvement_threshold": "improvement_threshold",
-    "improvement_threshold_abs": "improvement_threshold_raw", "maximize": "maximizing_score",
+    "improvement_threshold_abs": "improvement_threshold_raw", "score_mode": "maximizing_score",
     "max_dendrites": "max_dendrites", "max_growth_retries": "max_dendrite_tries",
     "dendrite_activation": "pai_forward_function", "candidates": "global_candidates",
     "init_scale": "candidate_weight_initialization_multiplier",
-    "dendrite_patience": "p_epochs_to_switch", "correlation_improvement": "pai_improvement_threshold",
+    "dendrite_patience": "p_epochs_to_switch", "dendrite_improvement_threshold": "pai_improvement_threshold",
 }
-ONLY_WHEN_SET = ("init_scale", "dendrite_patience", "correlation_improvement")
+ONLY_WHEN_SET = ("init_scale", "dendrite_patience", "dendrite_improvement_threshold")
 """Fields whose reference default differs in meaning from perforate's own default."""
 
 
@@ -193,7 +193,7 @@ def config_fields(get: Callable[[str], Any], is_set: Callable[[str], bool]) -> d
         "patience": get("n_epochs_to_switch"),
         "improvement_threshold": get("improvement_threshold"),
         "improvement_threshold_abs": get("improvement_threshold_raw"),
-        "maximize": bool(get("maximizing_score")),
+        "score_mode": "max" if get("maximizing_score") else "min",
         "max_dendrites": get("max_dendrites"),
         # the reference counts the first attempt among its tries
         "max_growth_retries": max(0, tries - 1) if isinstance(tries, int) else tries,
