@@ -40,10 +40,11 @@ RENAMED_FIELDS = {
     "correlation_floor": "warn_min_correlation",
     "correlation_improvement": "dendrite_improvement_threshold",
 }
-"""Old field name -> new. The old names still work (``Config(...)``, ``replace``, attributes)
-with a DeprecationWarning; files keep the old keys (:meth:`Config.to_dict` writes them, so a run
-saved by this version resumes on one that knows only those) and :meth:`Config.from_dict` reads
-either, silently. ``maximize`` is the older spelling of ``score_mode`` in the same way."""
+"""Old field name -> new. The old names still work: passed to ``Config(...)`` or ``replace``,
+or set, with a DeprecationWarning; read, silently. Files keep the old keys
+(:meth:`Config.to_dict` writes them, so a run saved by this version resumes on one that knows
+only those) and :meth:`Config.from_dict` reads either, silently. ``maximize`` is the older
+spelling of ``score_mode`` in the same way."""
 
 
 @dataclass
