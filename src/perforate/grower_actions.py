@@ -121,7 +121,7 @@ def dendrite_step(g: Grower, row: dict[str, Any]) -> Decision:
         pool.remember_best()
         total += pool.layer_score()
         row[f"corr/{name}"] = round(pool.layer_correlation(), 6)
-    s.dendrite.update_candidates(total, cfg.correlation_improvement)
+    s.dendrite.update_candidates(total, cfg.dendrite_improvement_threshold)
     if s.dendrite.stale >= cfg.dendrite_patience or s.dendrite.epochs >= cfg.dendrite_max_epochs:
         return join(g, f"candidates stopped improving for {cfg.dendrite_patience} epochs"
                        if s.dendrite.stale >= cfg.dendrite_patience
@@ -174,23 +174,23 @@ def grow(g: Grower, event: str, reason: str, improved: bool = False) -> Decision
 
 
 def join(g: Grower, why: str) -> Decision:
-    """End a dendrite phase: join the candidates that reached ``min_correlation``."""
+    """End a dendrite phase: join the candidates that reached ``Config.join_min_correlation``."""
     s, cfg = g.state, g.config
-    scores = pb.join_candidates(g.layers, cfg.min_correlation)
+    scores = pb.join_candidates(g.layers, cfg.join_min_correlation)
     s.dendrite.last_epochs = s.dendrite.epochs
     s.phase = "neuron"
     s.correlations.append({"epoch": s.epoch, "level": s.dendrites + 1, "layers": scores})
     joined = [n for n, v in scores.items() if v["joined"]]
-    weak = [n for n, v in scores.items() if v["correlation"] < cfg.correlation_floor]
+    weak = [n for n, v in scores.items() if v["correlation"] < cfg.warn_min_correlation]
     if weak:
         s.weak_layers.append({"epoch": s.epoch, "level": s.dendrites + 1, "layers": weak})
         log.warning("dendrites in %s reached |correlation| below %.3f: they are unlikely to help",
-                    ", ".join(weak), cfg.correlation_floor)
+                    ", ".join(weak), cfg.warn_min_correlation)
     corr = ", ".join(f"{n} {v['correlation']:.3f}" for n, v in scores.items())
     s.switch_epochs.append(s.epoch)
     if not joined:  # nothing grew: a growth step that did not pay
         record(g, "join", f"{why}: no layer's candidates reached min_correlation "
-                          f"{cfg.min_correlation} (|correlation| {corr}): nothing joined")
+                          f"{cfg.join_min_correlation} (|correlation| {corr}): nothing joined")
         s.cycle = "growth"
         return plateau(g)
     s.dendrites += 1

@@ -25,7 +25,7 @@ trains the candidates with full-batch steps on that cached epoch and scores them
 covariance over the whole epoch at their final, fixed weights. The running minibatch average
 overstates the correlation a candidate reaches (1-2.4x on MNIST-1D and digits layers,
 ``results/ablation.md``); the full-epoch score is the one the join and
-``Config.min_correlation`` use.
+``Config.join_min_correlation`` use.
 """
 from __future__ import annotations
 
