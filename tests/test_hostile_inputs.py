@@ -14,7 +14,6 @@ from torch import nn
 import perforate as pf
 from perforate.checkpoint import DIGEST_KEY, DOC_KEY, _digest
 
-from _compat import fresh  # noqa: F401
 
 
 def _adam(params):

@@ -11,7 +11,7 @@ import perforate as pf
 
 transformers = pytest.importorskip("transformers")
 from perforate.integrations.transformers import DendriteTrainerCallback, load_checkpoint  # noqa: E402
-from test_families import check_family, check_pb  # noqa: E402
+from tests.helpers.families import check_family, check_pb  # noqa: E402
 
 VOCAB, SEQ, LR = 40, 8, 1e-3
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")

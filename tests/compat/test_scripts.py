@@ -17,7 +17,7 @@ from perforate.compat.perforatedai import outputs
 from perforate.compat.perforatedai import utils_perforatedai as UPA
 from perforate.compat.perforatedai.errors import CompatConfigError, CompatUsageError
 
-from _compat import feed, fresh, mlp  # noqa: F401
+from tests.helpers.compat import feed, mlp
 
 GENERATIONS = pytest.mark.parametrize("api", ["3.0", "3.2"])
 

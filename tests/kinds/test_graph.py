@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import perforate as pf
-from test_families import check_family, check_pb
+from tests.helpers.families import check_family, check_pb
 
 pyg = pytest.importorskip("torch_geometric")
 from torch_geometric.datasets import KarateClub  # noqa: E402

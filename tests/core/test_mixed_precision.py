@@ -7,7 +7,7 @@ from torch import nn
 
 import perforate as pf
 
-from _models import ConvBN
+from tests.helpers.models import ConvBN
 
 transformers = pytest.importorskip("transformers")
 

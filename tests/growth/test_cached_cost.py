@@ -8,7 +8,7 @@ from torch import nn
 
 import perforate as pf
 from perforate.training import cached, pb
-from _models import ConvBN
+from tests.helpers.models import ConvBN
 
 N, BATCH = 64, 8
 

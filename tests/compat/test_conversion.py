@@ -10,7 +10,6 @@ from perforate.compat.perforatedai import globals_perforatedai as GPA
 from perforate.compat.perforatedai import utils_perforatedai as UPA
 from perforate.compat.perforatedai.errors import CompatConfigError, CompatUsageError
 
-from _compat import fresh  # noqa: F401
 
 
 class Block(nn.Module):

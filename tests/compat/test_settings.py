@@ -9,7 +9,7 @@ from perforate.compat.perforatedai import pb_globals as PBG
 from perforate.compat.perforatedai import utils_perforatedai as UPA
 from perforate.compat.perforatedai.errors import CompatConfigError
 
-from _compat import fresh, mlp  # noqa: F401
+from tests.helpers.compat import mlp
 
 # every set_* that GPA.pc of perforatedai 3.2.9 has (read from the installed wheel)
 REFERENCE_3_2_9 = """candidate_weight_init_by_main candidate_weight_initialization_multiplier

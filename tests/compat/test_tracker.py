@@ -12,7 +12,7 @@ from perforate.compat.perforatedai import globals_perforatedai as GPA
 from perforate.compat.perforatedai import utils_perforatedai as UPA
 from perforate.compat.perforatedai.errors import CompatUsageError
 
-from _compat import X, feed, fresh, mlp, train_epoch  # noqa: F401
+from tests.helpers.compat import X, feed, mlp, train_epoch
 
 PLATEAU = [50, 60, 61, 61, 61, 61, 61, 61, 61, 61, 61, 61]
 

@@ -127,7 +127,7 @@ def test_the_monitored_validation_loss_drives_growth():
 
 @pytest.mark.slow
 def test_example_runs(tmp_path):
-    examples = pathlib.Path(__file__).resolve().parents[1] / "examples"
+    examples = pathlib.Path(__file__).resolve().parents[2] / "examples"
     run = subprocess.run([sys.executable, str(examples / "tabular_pytorch_tabular.py"), "--epochs", "4",
                           "--rows", "400", "--out", str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=600)

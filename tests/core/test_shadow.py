@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import perforate as pf
-from test_core_grower import X, adam, make_model, train_a_little
+from tests.helpers.grower import X, adam, make_model, train_a_little
 
 
 def shadow_loss(model):

@@ -7,7 +7,6 @@ import logging
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import perforate as pf
 
@@ -16,46 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: 
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from perforate.integrations.lightning import DendriteCallback, load_checkpoint  # noqa: E402
-
-LR = 0.05
-
-
-class Net(L.LightningModule):
-    """A tiny classifier that also logs a scripted 'score' so growth happens at known epochs."""
-
-    def __init__(self, scores):
-        super().__init__()
-        self.scores = list(scores)
-        torch.manual_seed(0)
-        self.model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.model(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_acc", (self(x).argmax(1) == y).float().mean())
-
-    def on_validation_epoch_end(self):
-        self.log("score", self.scores[min(self.current_epoch, len(self.scores) - 1)])
-
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=LR)
-        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9)]
-
-
-def _loaders():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(96, 8, generator=g)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-    return (DataLoader(TensorDataset(x[:64], y[:64]), batch_size=16),
-            DataLoader(TensorDataset(x[64:], y[64:]), batch_size=32))
+from tests.helpers.lightning import LR, Net, _loaders  # noqa: E402
 
 
 class Recorder(L.Callback):
@@ -274,11 +234,11 @@ def test_missing_metric_names_the_fix(tmp_path):
 
 DDP_SCRIPT = '''
 import os, sys, torch
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {root!r})
 import lightning.pytorch as L
 import perforate as pf
 from perforate.integrations.lightning import DendriteCallback
-from test_integration_lightning import Net, _loaders
+from tests.helpers.lightning import Net, _loaders
 
 
 def say(*parts):
@@ -321,7 +281,7 @@ def test_ddp_strategy_two_cpu_processes(tmp_path):
     from pathlib import Path
 
     script = tmp_path / "ddp_fit.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(DDP_SCRIPT.format(root=str(Path(__file__).resolve().parents[2])))
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

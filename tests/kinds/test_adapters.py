@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import perforate as pf
-from _models import ConvBN
 from perforate import activations, kinds
+from tests.helpers.models import ConvBN
 
 
 def _grow(model, k=1, seed=0):

@@ -9,7 +9,7 @@ from torch import nn
 
 import perforate as pf
 from perforate.training import cached, pb
-from test_pb import CASES, _epoch, _eval, _main_state, _mlp, _task, case_data, linear_at_its_optimum
+from tests.helpers.pb import CASES, _epoch, _eval, _main_state, _mlp, _task, case_data, linear_at_its_optimum
 
 
 def test_one_cached_epoch_leaves_the_model_alone_then_joins():

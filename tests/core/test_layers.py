@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import perforate as pf
-from _models import ConvBN
+from tests.helpers.models import ConvBN
 
 
 class TinyTransformerMLP(nn.Module):

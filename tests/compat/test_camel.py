@@ -7,7 +7,7 @@ from perforate.compat.perforatedai import pb_globals as PBG
 from perforate.compat.perforatedai import pb_utils as PBU
 from perforate.compat.perforatedai.camel import snake
 
-from _compat import X, fresh, mlp, train_epoch  # noqa: F401
+from tests.helpers.compat import X, mlp, train_epoch
 
 
 def test_names_translate_to_the_3x_names():

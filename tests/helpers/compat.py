@@ -1,10 +1,9 @@
-"""Helpers shared by the perforatedai compat tests: a tiny model, fresh globals, scripted epochs."""
-import pytest
+"""Helpers of the perforatedai compat tests: a tiny model, its data, scripted epochs.
+The ``fresh`` fixture (fresh globals in a temporary folder) is in ``tests/conftest.py``."""
 import torch
 from torch import nn
 
 from perforate.compat.perforatedai import globals_perforatedai as GPA
-from perforate.compat.perforatedai import reset
 
 X = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
 Y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1))
@@ -13,18 +12,6 @@ Y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1))
 def mlp():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-
-
-@pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    """Run in tmp_path with default settings and no tracker; the capacity test off as in real runs,
-    and no graph drawn (tests that look at PAI.png turn it on)."""
-    monkeypatch.chdir(tmp_path)
-    reset()
-    GPA.pc.set_testing_dendrite_capacity(False)
-    GPA.pc.set_drawing_pai(False)
-    yield tmp_path
-    reset()
 
 
 def train_epoch(model, optimizer):
