@@ -59,7 +59,7 @@ def test_a_factory_with_a_width_knob_gives_a_result_with_table_distances_plots_a
     assert result.verdict.startswith("Too few seeds to tell") and "one seed" in result.verdict
     report = result.report.read_text()
     assert report.splitlines()[2].startswith("**Verdict:** Too few seeds")
-    assert report.splitlines()[0].endswith(":loaders / test_frontier_api:mlp")  # names in the title
+    assert report.splitlines()[0].endswith(f":loaders / {__name__}:mlp")  # names in the title
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["task"]["optimizer"] == "Adam lr 0.001" and doc["task"]["train_epoch"].startswith("default")
 
