@@ -100,6 +100,7 @@ class HistoryWriter:
         for row in rows[self.rows_written:] if self.columns else rows:
             columns += [k for k in row if k not in columns]
         if rewrite or self._damaged or columns != self.columns or not self.path.exists():
+            self._damaged = True  # until the rewrite is done: one that failed is tried again
             with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()

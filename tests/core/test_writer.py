@@ -134,3 +134,25 @@ def test_the_writer_asks_for_what_the_cadence_makes_due(tmp_path, monkeypatch):
     assert [r["score"] for r in csv.DictReader(open(tmp_path / "history.csv"))] == ["0.7"]
     with pytest.raises(pf.GrowthError, match="moment"):
         writer.needs("later", 1, cfg)
+
+
+def test_a_failed_rewrite_is_tried_again_by_the_next_write(tmp_path, monkeypatch):
+    """A rewrite that failed (disk full) leaves the file as it was; the next write, even a
+    plain append, rewrites it, so a row marked after it was written is not lost."""
+    path = tmp_path / "history.csv"
+    history = writer_module.HistoryWriter(path)
+    rows = [{"epoch": 0, "score": 1.0, "event": ""}, {"epoch": 1, "score": 2.0, "event": ""}]
+    history.write(rows)
+    marked = [rows[0], {**rows[1], "event": "grow"}]
+
+    def disk_full(_path):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer_module, "atomic_path", disk_full)
+        with pytest.raises(OSError):
+            history.write(marked, rewrite=True)
+    history.write(marked + [{"epoch": 2, "score": 3.0, "event": ""}])
+    with open(path, newline="") as f:
+        events = [row["event"] for row in csv.DictReader(f)]
+    assert events == ["", "grow", ""]
