@@ -1,13 +1,13 @@
 """Deprecated module path: renamed :mod:`perforate.validation` (checking values from users and files against field annotations).
 
 Importing ``perforate.checks`` issues a DeprecationWarning and gives the very module
-``perforate.validation`` (the same object: patching one patches the other). Kept as a package
-directory so that git follows the rename; import ``perforate.validation`` instead.
+``perforate.validation`` (the same object: patching one patches the other).
+Import ``perforate.validation`` instead.
 """
 import sys
 import warnings
 
-from .. import validation
+from . import validation
 
 warnings.warn("perforate.checks is renamed perforate.validation; import perforate.validation instead",
               DeprecationWarning, stacklevel=2)

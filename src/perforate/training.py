@@ -3,13 +3,14 @@
 
 Importing ``perforate.training`` (or ``perforate.training.pb`` ...) issues a DeprecationWarning
 and gives the very modules of ``perforate.growth`` (the same objects: patching one patches the
-other). Import ``perforate.growth`` instead.
+other). A module, not a package: importing it registers the old submodule paths. Import
+``perforate.growth`` instead.
 """
 import sys
 import warnings
 
-from .. import growth
-from ..growth import cached, gd, pb
+from . import growth
+from .growth import cached, gd, pb
 
 warnings.warn("perforate.training is renamed perforate.growth; import perforate.growth instead",
               DeprecationWarning, stacklevel=2)
