@@ -20,7 +20,7 @@ from .files import read_settings, write_text
 MODES = ("gd", "pb")
 SCORE_MODES = ("max", "min")
 CANDIDATE_TRAINING = ("cached", "online")
-CHECKPOINT_POLICIES = ("memory", "disk")
+CHECKPOINT_POLICIES = ("events", "every_best")
 TRIALS = ("rollback", "shadow")
 INPUT_CHOICES = ("local", "random")
 MAX_SEED = 2**32 - 1
@@ -45,6 +45,12 @@ or set, with a DeprecationWarning; read, silently. Files keep the old keys
 (:meth:`Config.to_dict` writes them, so a run saved by this version resumes on one that knows
 only those) and :meth:`Config.from_dict` reads either, silently. ``maximize`` is the older
 spelling of ``score_mode`` in the same way."""
+RENAMED_VALUES = {
+    "checkpoint_best": {"memory": "events", "disk": "every_best"},
+}
+"""Field -> {old value: new value}, handled as :data:`RENAMED_FIELDS`: an old value given to
+``Config(...)`` or ``replace``, or set, warns and becomes the new one; files keep the old values
+(:meth:`Config.to_dict` writes them) and :meth:`Config.from_dict` reads either, silently."""
 
 
 @dataclass
@@ -214,9 +220,10 @@ class Config:
     """pb: layers whose best candidate correlation stays below this are reported as weak (a
     WARNING at the join; nothing else changes). Formerly ``correlation_floor``."""
     # --- outputs ---
-    checkpoint_best: str = "memory"
-    """"memory": keep the best model in memory, write best.pt at growth events and at the
-    end; "disk": also write best.pt whenever the best score changes."""
+    checkpoint_best: str = "events"
+    """When best.pt is written (the best model is kept in memory either way): "events" at
+    growth events and at the end; "every_best" also whenever the best score changes (a run
+    killed between events leaves its latest best). Formerly "memory" and "disk"."""
     checkpoint_every: int = 1
     """Write the resume state every N epochs (0: never; the run then cannot be resumed); between
     growth events the writer takes it at most once a second (see :mod:`perforate.writer`)."""
@@ -237,6 +244,9 @@ class Config:
         if name == "maximize" or name in RENAMED_FIELDS:
             _warn_renamed(name)
             name = RENAMED_FIELDS.get(name, name)
+        elif self.__dict__.get("_built") and _old_value(name, value):
+            _warn_renamed_value(name, value)
+            value = RENAMED_VALUES[name][value]
         elif not self.__dict__.get("_built") or name not in self.__dataclass_fields__:
             object.__setattr__(self, name, value)
             return
@@ -322,10 +332,13 @@ class Config:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
-        """The fields as plain values, under the keys files have always used (the old names of
-        :data:`RENAMED_FIELDS`, and ``maximize`` beside ``score_mode``)."""
+        """The fields as plain values, under the keys and values files have always used (the old
+        names of :data:`RENAMED_FIELDS`, the old values of :data:`RENAMED_VALUES`, and
+        ``maximize`` beside ``score_mode``)."""
         out: dict[str, Any] = {}
         for key, value in dataclasses.asdict(self).items():
+            if key in _FILE_VALUES:
+                value = _FILE_VALUES[key].get(value, value)
             out[_FILE_KEYS.get(key, key)] = value
             if key == "score_mode":
                 out["maximize"] = self.maximize
@@ -344,6 +357,8 @@ class Config:
         for name in changes:
             if name == "maximize" or name in RENAMED_FIELDS:
                 _warn_renamed(name)
+            elif _old_value(name, changes[name]):
+                _warn_renamed_value(name, changes[name])
         data = dataclasses.asdict(self)
         if "maximize" in changes and "score_mode" not in changes:
             data.pop("score_mode")
@@ -384,6 +399,7 @@ class Config:
 
 
 _FILE_KEYS = {new: old for old, new in RENAMED_FIELDS.items()}
+_FILE_VALUES = {name: {new: old for old, new in values.items()} for name, values in RENAMED_VALUES.items()}
 _dataclass_init = Config.__init__
 
 
@@ -391,6 +407,8 @@ def _init(self: Config, *args: Any, **kwargs: Any) -> None:
     for name in kwargs:
         if (name == "maximize" and kwargs[name] is not None) or name in RENAMED_FIELDS:
             _warn_renamed(name, stacklevel=3)
+        elif _old_value(name, kwargs[name]):
+            _warn_renamed_value(name, kwargs[name], stacklevel=3)
     _fill(self, args, kwargs)
 
 
@@ -400,10 +418,13 @@ Config.__init__ = _init  # type: ignore[method-assign]
 
 def _fill(config: Config, args: tuple, kwargs: dict[str, Any]) -> None:
     """Run the dataclass's ``__init__`` with old names (``maximize``, :data:`RENAMED_FIELDS`)
-    turned into current ones; ConfigError when a setting is given under both."""
+    and old values (:data:`RENAMED_VALUES`) turned into current ones; ConfigError when a setting
+    is given under both names."""
     current: dict[str, Any] = {}
     for name, value in kwargs.items():
         new = RENAMED_FIELDS.get(name, name)
+        if _old_value(new, value):
+            value = RENAMED_VALUES[new][value]
         if new in current:
             old = name if new != name else _FILE_KEYS[new]
             raise ConfigError(f"{old} is the old name of {new}, which is also given; give {new} alone")
@@ -429,6 +450,23 @@ def _warn_renamed(name: str, stacklevel: int = 3) -> None:
     warnings.warn(f"Config field {name!r} is renamed {new!r}" + (
         " ('max' or 'min')" if name == "maximize" else "") + "; the old name will be removed",
         DeprecationWarning, stacklevel=stacklevel)
+
+
+def _old_value(name: str, value: Any) -> bool:
+    """Whether ``value`` is an old value of field ``name`` (:data:`RENAMED_VALUES`)."""
+    return isinstance(value, str) and value in RENAMED_VALUES.get(name, {})
+
+
+def _warn_renamed_value(name: str, value: str, stacklevel: int = 3) -> None:
+    warnings.warn(f"Config {name}={value!r} is renamed {name}={RENAMED_VALUES[name][value]!r}; "
+                  "the old value will be removed", DeprecationWarning, stacklevel=stacklevel)
+
+
+def _renamed_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """:func:`_choice`, whose error also names the old values (which still work)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)} (formerly "
+                          f"{' and '.join(map(repr, RENAMED_VALUES[name]))}); got {show(value)}")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -516,7 +554,7 @@ _BOUNDS: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
     ("candidate_cache_mb", partial(_number, minimum=0.0, strict=True)),
     ("join_min_correlation", partial(_number, minimum=0.0)),
     ("dendrite_activation", _activation),
-    ("checkpoint_best", partial(_choice, allowed=CHECKPOINT_POLICIES)),
+    ("checkpoint_best", partial(_renamed_choice, allowed=CHECKPOINT_POLICIES)),
     ("trial", partial(_choice, allowed=TRIALS)),
     ("patience", partial(_int, minimum=1)),
     ("max_dendrites", partial(_int, minimum=0)),

@@ -9,12 +9,12 @@ Files in ``out_dir``:
   changes neither the model nor its structure: it is written as an ordinary epoch, so a long
   budgeted run's holds cost what its other epochs cost.
 - ``best.pt``: the best model, readable with ``pf.load``: at events and at the end, and also
-  whenever the best changed when ``Config.checkpoint_best == "disk"``. Its history is empty (the
+  whenever the best changed when ``Config.checkpoint_best == "every_best"``. Its history is empty (the
   history is ``history.csv``), so its size does not grow with the run.
 - ``state/``: the grower's :meth:`~perforate.Grower.state_dict` (see :func:`save_grower_state`),
   every ``Config.checkpoint_every`` epochs, and at events and the end; ``Grower.resume`` reads it.
 
-Writes of ordinary epochs (history rows, the resume state, ``best.pt`` in "disk" mode) run on a
+Writes of ordinary epochs (history rows, the resume state, ``best.pt`` with "every_best") run on a
 background thread, from copies taken at the end of ``Grower.step``, at most once per
 ``WRITE_INTERVAL_S`` (a resume state that fell due meanwhile is taken then): the next epoch
 trains while they are written. A file on disk is always a complete one (atomic writes); it may
@@ -160,8 +160,8 @@ class RunWriter:
         An epoch with an event (other than "hold", which changes no model or structure) or
         that ends the run, a growth between epochs and the run's end rewrite every output;
         an ordinary epoch's files go to the background at most once per ``WRITE_INTERVAL_S``
-        (the resume state every ``config.checkpoint_every`` epochs, ``best.pt`` in "disk"
-        mode when the best changed); a flush hands over what the interval held back."""
+        (the resume state every ``config.checkpoint_every`` epochs, ``best.pt`` with "every_best"
+        when the best changed); a flush hands over what the interval held back."""
         if moment not in MOMENTS:
             raise GrowthError(f"unknown moment {moment!r}; use one of {', '.join(MOMENTS)}")
         every, known = config.checkpoint_every, len(self._rows)
@@ -178,7 +178,7 @@ class RunWriter:
         else:  # flush
             submit, state_due = self._owed, self._state_owed
         return Needs(moment, rows_from=known, submit=submit, state=submit and state_due,
-                     state_due=state_due, best=submit and config.checkpoint_best == "disk",
+                     state_due=state_due, best=submit and config.checkpoint_best == "every_best",
                      best_held=self._best_submitted)
 
     def write(self, record: EpochRecord) -> None:
@@ -285,7 +285,7 @@ class RunWriter:
 
 class _EpochWrite:
     """An ordinary epoch's writes, from copies: history rows, the resume state (or None) and,
-    in "disk" mode, the best snapshot with its version and score (or None)."""
+    with "every_best", the best snapshot with its version and score (or None)."""
 
     def __init__(self, writer: RunWriter, rows: tuple[Mapping[str, Any], ...],
                  state: dict[str, Any] | None, best: BestModel | None) -> None:

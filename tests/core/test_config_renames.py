@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 import perforate as pf
-from perforate.config import RENAMED_FIELDS
+from perforate.config import CHECKPOINT_POLICIES, RENAMED_FIELDS, RENAMED_VALUES
 
 # what Config.to_dict wrote before the renames, in order: a run saved now must resume on that code
 FILE_KEYS_0_1_0 = [
@@ -70,3 +70,50 @@ def test_files_keep_the_old_keys_and_read_back_silently():
         assert pf.Config.from_dict(current) == cfg  # a file written with the new names
     with pytest.raises(pf.ConfigError, match="unknown config field"):
         pf.Config.from_dict({"min_corelation": 0.1})
+
+
+@pytest.mark.parametrize("old, new", sorted(RENAMED_VALUES["checkpoint_best"].items()))
+def test_an_old_checkpoint_best_value_warns_and_becomes_the_new_one(old, new):
+    with pytest.warns(DeprecationWarning, match=f"checkpoint_best='{old}' is renamed checkpoint_best='{new}'"):
+        cfg = pf.Config(checkpoint_best=old)
+    assert cfg.checkpoint_best == new and cfg == pf.Config(checkpoint_best=new)
+    other = "events" if new == "every_best" else "every_best"
+    with pytest.warns(DeprecationWarning, match=f"renamed checkpoint_best='{new}'"):
+        assert pf.Config(checkpoint_best=other).replace(checkpoint_best=old).checkpoint_best == new
+    cfg.checkpoint_best = other
+    with pytest.warns(DeprecationWarning, match=f"renamed checkpoint_best='{new}'"):
+        cfg.checkpoint_best = old
+    assert cfg.checkpoint_best == new
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # files: the old value written, either read, silently
+        assert cfg.to_dict()["checkpoint_best"] == old
+        assert pf.Config.from_dict({"checkpoint_best": old}) == cfg == pf.Config.from_dict(
+            {"checkpoint_best": new})
+        assert pf.Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_checkpoint_best_values_say_when_best_pt_is_written():
+    assert pf.Config().checkpoint_best == "events"
+    assert set(RENAMED_VALUES["checkpoint_best"].values()) == set(CHECKPOINT_POLICIES)
+    with pytest.raises(pf.ConfigError, match=r"\['events', 'every_best'\] \(formerly 'memory' and 'disk'\)"):
+        pf.Config(checkpoint_best="cloud")
+    cfg = pf.Config()
+    with pytest.raises(pf.ConfigError, match="every_best"):
+        cfg.checkpoint_best = "always"
+    assert cfg.checkpoint_best == "events"  # a rejected value leaves the config unchanged
+
+
+@pytest.mark.parametrize("value", ["events", "every_best", "memory", "disk"])
+def test_best_pt_follows_each_new_best_only_with_every_best(value, tmp_path):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cfg = pf.Config(checkpoint_best=value)
+    model = pf.perforate(torch.nn.Sequential(torch.nn.Linear(2, 2)), cfg)
+    grower = pf.Grower(model, cfg, lambda params: torch.optim.Adam(params, lr=1e-3), out_dir=tmp_path)
+    grower.step(0.5)  # a new best, no growth event
+    grower.flush()
+    assert (tmp_path / "best.pt").exists() == (cfg.checkpoint_best == "every_best")
+    grower.finish()
+    assert (tmp_path / "best.pt").exists()  # the end writes it either way
