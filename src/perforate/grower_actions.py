@@ -122,10 +122,9 @@ def dendrite_step(g: Grower, row: dict[str, Any]) -> Decision:
         total += pool.layer_score()
         row[f"corr/{name}"] = round(pool.layer_correlation(), 6)
     s.dendrite.update_candidates(total, cfg.dendrite_improvement_threshold)
-    if s.dendrite.stale >= cfg.dendrite_patience or s.dendrite.epochs >= cfg.dendrite_max_epochs:
-        return join(g, f"candidates stopped improving for {cfg.dendrite_patience} epochs"
-                       if s.dendrite.stale >= cfg.dendrite_patience
-                       else f"dendrite_max_epochs ({cfg.dendrite_max_epochs}) reached")
+    ended = policy.dendrite_phase_end(s.dendrite, cfg)
+    if ended:
+        return join(g, ended)
     return Decision(restructured=False, done=False, phase="dendrite", epoch=s.epoch)
 
 

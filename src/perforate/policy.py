@@ -8,6 +8,7 @@ and carries out the action::
 
     plateau ──> judge_trial ──> "paid" | "failed" | ""  (the grower accepts or rolls back)
             └─> decide ──> ("grow" | "retry" | "finish" | "continue" | "hold", reason)
+    pb dendrite phase epoch ──> dendrite_phase_end ──> reason | ""  (the grower joins or trains on)
 
 Rules (both modes):
 - A score counts as an improvement when ``Config.better`` says so (relative and absolute
@@ -39,7 +40,7 @@ Rules (both modes):
 from __future__ import annotations
 
 from .config import Config
-from .grower_state import GrowerState
+from .grower_state import DendritePhase, GrowerState
 from .plateau import Plateau
 
 NO_SHADOW = object()
@@ -157,6 +158,16 @@ def train_rise(s: GrowerState, cfg: Config) -> float | None:
         return None
     change = trace[-1] - trace[0] if cfg.maximize else trace[0] - trace[-1]
     return change / max(abs(trace[0]), 1e-12)
+
+
+def dendrite_phase_end(phase: DendritePhase, cfg: Config) -> str:
+    """Why a pb dendrite phase ends now: its candidates stopped improving for
+    ``dendrite_patience`` epochs or it reached ``dendrite_max_epochs`` ("" = it goes on)."""
+    if phase.stale >= cfg.dendrite_patience:
+        return f"candidates stopped improving for {cfg.dendrite_patience} epochs"
+    if phase.epochs >= cfg.dendrite_max_epochs:
+        return f"dendrite_max_epochs ({cfg.dendrite_max_epochs}) reached"
+    return ""
 
 
 def cycle_epochs(s: GrowerState, cfg: Config) -> int:

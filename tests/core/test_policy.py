@@ -8,7 +8,7 @@ from torch import nn
 import perforate as pf
 from perforate import policy
 from perforate.experiments.harness.stopper import EarlyStopper
-from perforate.grower_state import GrowerState
+from perforate.grower_state import DendritePhase, GrowerState
 from perforate.plateau import Plateau
 
 NOTE = "no improvement on 0.6 for 3 epochs"
@@ -146,6 +146,35 @@ def test_a_growth_cycle_needs_its_dendrite_phase_and_twice_the_patience():
     assert policy.cycle_epochs(s, online) == 15
     s.dendrite.last_epochs = 4  # the last dendrite phase took 4 epochs
     assert policy.cycle_epochs(s, online) == 10
+
+
+def dendrite_phase(totals, config) -> tuple[int, str]:
+    """The epoch (1-based, as ``DendritePhase.epochs`` counts) at which a dendrite phase whose
+    candidates score ``totals`` ends, and why (0, "" when it does not end)."""
+    phase = DendritePhase()
+    phase.start()
+    for total in totals:
+        phase.epochs += 1
+        phase.update_candidates(total, config.dendrite_improvement_threshold)
+        why = policy.dendrite_phase_end(phase, config)
+        if why:
+            return phase.epochs, why
+    return 0, ""
+
+
+def test_a_dendrite_phase_ends_when_its_candidates_stop_improving_or_at_its_epoch_limit():
+    config = cfg(mode="pb", dendrite_patience=2, dendrite_max_epochs=6, dendrite_improvement_threshold=0.1)
+    stopped = "candidates stopped improving for 2 epochs"
+    # 1.0 -> 1.05 is under a 10% gain, as is 1.05 after it: two stale epochs end the phase
+    assert dendrite_phase([1.0, 1.05, 1.05], config) == (3, stopped)
+    assert dendrite_phase([1.0, 1.2, 1.3, 1.3], config) == (4, stopped)  # 1.3 < 1.2 * 1.1 + gain
+    assert dendrite_phase([1.0, 1.2, 1.4, 1.6, 1.8], config) == (0, "")
+    assert dendrite_phase([1.0, 1.2, 1.4, 1.6, 1.8, 2.0], config) == (6, "dendrite_max_epochs (6) reached")
+    assert dendrite_phase([1.0, 1.2, 1.4, 1.6, 1.8, 1.8], config) == (6, "dendrite_max_epochs (6) reached")
+    phase = DendritePhase(epochs=6, stale=2)  # both at once: the candidates' plateau is named
+    assert policy.dendrite_phase_end(phase, config) == stopped
+    assert phase == DendritePhase(epochs=6, stale=2)  # pure: the phase is only read
+    assert policy.dendrite_phase_end(DendritePhase(epochs=5, stale=1), config) == ""
 
 
 def test_the_early_stopper_stops_at_the_growers_plateau():
