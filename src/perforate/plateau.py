@@ -1,5 +1,6 @@
-"""The plateau counter: one rule shared by the grower (its neuron and dendrite phases) and the
-plain arms' early stopper (:class:`perforate.experiments.harness.stopper.EarlyStopper`).
+"""The plateau counter: one rule shared by the grower (its neuron and dendrite phases), the shadow
+run of a growth trial (:class:`perforate.shadow.ShadowRun`) and the plain arms' early stopper
+(:class:`perforate.experiments.harness.stopper.EarlyStopper`).
 
 A score goes into a window of the last ``smoothing`` scores; when the window's mean (the
 *smoothed* score) beats the best smoothed score so far (``better(new, best)``, e.g.

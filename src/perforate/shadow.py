@@ -28,6 +28,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .config import Config
 from .errors import GrowthError
+from .plateau import Plateau
 
 LossFn = Callable[[nn.Module], torch.Tensor]
 
@@ -37,7 +38,8 @@ class ShadowRun:
 
     Built by the grower (:meth:`start`); ``model``, ``optimizer`` and ``scheduler`` are the
     shadow's own. ``best_smoothed`` / ``best_score`` are its best smoothed and single-epoch
-    validation scores during the trial; ``steps`` counts :meth:`train_step` calls.
+    validation scores during the trial (``plateau`` counts the smoothed ones, as the grower's
+    own :class:`~perforate.plateau.Plateau` does); ``steps`` counts :meth:`train_step` calls.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -46,8 +48,7 @@ class ShadowRun:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.started = epoch
-        self.window: list[float] = []
-        self.best_smoothed: float | None = None
+        self.plateau = Plateau()
         self.best_score: float | None = None
         self.best_epoch = -1
         self.scores = 0
@@ -95,10 +96,7 @@ class ShadowRun:
         if math.isnan(score):
             raise GrowthError("shadow_score is NaN; check the shadow's training (diverged loss?)")
         self.scores += 1
-        self.window = (self.window + [score])[-config.smoothing:]
-        smoothed = sum(self.window) / len(self.window)
-        if config.better(smoothed, self.best_smoothed):
-            self.best_smoothed = smoothed
+        self.plateau.update(score, config.smoothing, config.better)
         best = config.better(score, self.best_score)
         if best:
             self.best_score, self.best_epoch = score, epoch
@@ -110,9 +108,19 @@ class ShadowRun:
         return best
 
     @property
+    def window(self) -> list[float]:
+        """The shadow's last ``smoothing`` scores."""
+        return self.plateau.window
+
+    @property
+    def best_smoothed(self) -> float | None:
+        """The shadow's best smoothed score of the trial (None before its first score)."""
+        return self.plateau.best
+
+    @property
     def smoothed(self) -> float | None:
         """Mean of the shadow's last ``smoothing`` scores (None before its first)."""
-        return sum(self.window) / len(self.window) if self.window else None
+        return self.plateau.smoothed
 
     def beaten_by(self, grown_smoothed: float | None, config: Config) -> bool:
         """The grown model's best smoothed score of the trial beat the shadow's."""
