@@ -91,10 +91,11 @@ def decide(s: GrowerState, cfg: Config, *, failed: bool = False, shadowed: bool 
     did not pay; ``shadowed``: training already went on from its shadow run."""
     smoothed = " (smoothed)" if cfg.smoothing > 1 else ""
     note = f"no improvement on {fmt(s.cycle_best)}{smoothed} for {cfg.patience} epochs"
-    blocked = blocker(s, cfg)
+    capacity = overfit_gap(s, cfg), train_rise(s, cfg)
+    blocked = blocker(s, cfg, capacity)
     if not blocked:
         action = "retry" if s.failures else "grow"
-        return action, f"{note}: {action}{capacity_note(s, cfg)}"
+        return action, f"{note}: {action}{capacity_note(s, cfg, capacity)}"
     reason = f"{note}; no growth: {blocked}"
     if not cfg.max_epochs:
         return "finish", reason
@@ -104,8 +105,9 @@ def decide(s: GrowerState, cfg: Config, *, failed: bool = False, shadowed: bool 
     return "hold", reason + "; training on to the budget"
 
 
-def blocker(s: GrowerState, cfg: Config) -> str:
-    """Why the model should not grow now ("" when it may)."""
+def blocker(s: GrowerState, cfg: Config, capacity: tuple[float | None, float | None] | None = None) -> str:
+    """Why the model should not grow now ("" when it may). ``capacity``: ``(overfit_gap,
+    train_rise)`` of ``s`` when the caller already has them."""
     if s.best_dendrites >= cfg.max_dendrites:
         return f"max_dendrites ({cfg.max_dendrites}) reached"
     if s.failures > cfg.max_growth_retries:
@@ -115,12 +117,11 @@ def blocker(s: GrowerState, cfg: Config) -> str:
         left, need = cfg.max_epochs - s.epoch - 1, cycle_epochs(s, cfg)
         if left < need:
             return f"budget: {left} epoch(s) left, a growth cycle needs about {need}"
-    gap = overfit_gap(s, cfg)
+    gap, rise = capacity if capacity is not None else (overfit_gap(s, cfg), train_rise(s, cfg))
     if gap is not None and gap > cfg.overfit_gap:
         return (f"over-fitting: training {mean(s.train_window):.4g} vs validation "
                 f"{mean(s.window):.4g} (gap {gap:.2f} > overfit_gap {cfg.overfit_gap}); more "
                 "capacity would fit the training set harder")
-    rise = train_rise(s, cfg)
     if rise is not None and rise > cfg.train_rise:
         return (f"still learning: the training score rose from {s.train_trace[0]:.4g} to "
                 f"{s.train_trace[-1]:.4g} ({rise:.1%} > train_rise {cfg.train_rise:.0%}) over "
@@ -128,11 +129,12 @@ def blocker(s: GrowerState, cfg: Config) -> str:
     return ""
 
 
-def capacity_note(s: GrowerState, cfg: Config) -> str:
-    gap = overfit_gap(s, cfg)
+def capacity_note(s: GrowerState, cfg: Config, capacity: tuple[float | None, float | None]) -> str:
+    """The grow decision's note on over-fitting and learning; ``capacity``: ``(overfit_gap,
+    train_rise)`` of ``s``."""
+    gap, rise = capacity
     if gap is None:
         return " (no training score given: over-fitting not checked)"
-    rise = train_rise(s, cfg)
     rose = "" if rise is None else f", training {rise:+.1%} over {cfg.patience} epochs"
     return (f" (training {mean(s.train_window):.4g} vs validation "
             f"{mean(s.window):.4g}: gap {gap:.2f}{rose}; capacity-limited)")

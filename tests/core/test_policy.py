@@ -72,6 +72,20 @@ def test_a_plateau_grows_and_the_policy_changes_nothing():
     assert s.to_dict() == before  # pure: decide and judge_trial read the state only
 
 
+@pytest.mark.parametrize("train_window", [[], [0.61], [0.95]])
+def test_a_decision_computes_the_overfit_gap_and_train_rise_once(monkeypatch, train_window):
+    config = cfg()
+    s = at_plateau([0.5, 0.6, 0.6, 0.6, 0.6], config, train_window=train_window,
+                   train_trace=[0.6, 0.6, 0.61, 0.61] if train_window else [])
+    expected = policy.decide(s, config)
+    calls = []
+    for name in ("overfit_gap", "train_rise"):
+        real = getattr(policy, name)
+        monkeypatch.setattr(policy, name, lambda s, c, real=real, name=name: calls.append(name) or real(s, c))
+    assert policy.decide(s, config) == expected  # grow, or blocked by over-fitting
+    assert calls.count("overfit_gap") == 1 and calls.count("train_rise") <= 1
+
+
 def test_after_a_growth_that_did_not_pay_the_policy_retries_when_retries_are_left():
     s = at_plateau([0.5, 0.6, 0.6, 0.6, 0.6], cfg(), failures=1)
     assert policy.decide(s, cfg(max_growth_retries=1))[0] == "retry"
