@@ -20,12 +20,12 @@ from torch import nn
 
 from . import connectivity
 from .activations import ACTIVATIONS
-from .validation import fits, show
 from .convert import dendritic_layers
 from .errors import CheckpointError, WrapError
 from .files import atomic_path
 from .layers import DendriticLayer
 from .modules import replace_module
+from .validation import fits, show
 
 FORMAT = "perforate/1"
 DOC_KEY, DIGEST_KEY = "perforate", "perforate_sha256"
@@ -134,8 +134,8 @@ def apply_structure(model: nn.Module, struct: dict[str, dict[str, Any]],
     With ``state`` (the tensors that will be loaded, e.g. read from a file), ``struct`` is
     first checked against them and the model (:class:`CheckpointError` before any allocation).
     """
-    from .kinds import openers
     from .growth.pb import CandidatePool
+    from .kinds import openers
 
     check_structure(struct, source)
     model = openers.open_for(model, list(struct))

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .activations import ACTIVATIONS
-from .validation import check_fields, show
 from .errors import ConfigError
 from .files import read_settings, write_text
+from .validation import check_fields, show
 
 MODES = ("gd", "pb")
 SCORE_MODES = ("max", "min")

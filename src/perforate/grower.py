@@ -22,17 +22,17 @@ from torch import nn
 
 from . import grower_actions as act
 from . import grower_io, policy, records, trainable
-from .validation import score_problem
 from .config import Config
 from .convert import dendritic_layers, perforate
 from .errors import GrowthError
 from .grower_state import Decision, GrowerState
-from .loop_warnings import OptimizerGuard
 from .health import DivergenceCheck
+from .loop_warnings import OptimizerGuard
 from .measure import count_parameters
 from .shadow import LossFn, ShadowRun
 from .snapshots import Snapshots
 from .trainable import LR_SCALE_KEY, OptimizerFactory, SchedulerFactory  # noqa: F401 (importable from here)
+from .validation import score_problem
 from .writer import RunWriter
 
 log = logging.getLogger("perforate")

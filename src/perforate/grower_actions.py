@@ -15,12 +15,12 @@ from . import policy, snapshots
 from .config import CANDIDATE_FLAT_LR_SCALE, CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS
 from .errors import GrowthError
 from .grower_state import Decision
+from .growth import gd, pb
 from .loop_warnings import DIRECTION_EPOCHS, ScoreDirectionWarning, direction_problem
 from .measure import count_parameters
 from .policy import fmt
 from .shadow import ShadowRun
 from .trainable import step_scheduler
-from .growth import gd, pb
 
 if TYPE_CHECKING:
     from .grower import Grower

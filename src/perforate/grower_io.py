@@ -11,12 +11,12 @@ import torch
 
 from . import checkpoint as ckpt
 from . import resuming
-from .validation import show
 from .config import Config
 from .errors import CheckpointError, GrowthError
 from .grower_state import GrowerState
 from .measure import count_parameters, flops_per_sample
 from .records import BASE_COLUMNS
+from .validation import show
 from .writer import RESUME_STEM, STATE_FORMAT, load_grower_state
 
 if TYPE_CHECKING:

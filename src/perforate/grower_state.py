@@ -15,9 +15,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .validation import describe, fits, hints, show
 from .errors import CheckpointError
 from .plateau import Plateau
+from .validation import describe, fits, hints, show
 
 PHASES = ("neuron", "dendrite")
 

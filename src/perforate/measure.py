@@ -88,8 +88,8 @@ def _masked_ops(model: nn.Module):
     is the one whose output shows the positions the weight runs at (an exported layer's
     stacked Linear is called as a function: its layer stands for it)."""
     from .connectivity import masked_parameters
-    from .inference import ExportedDendriticLayer
     from .growth.pb import CandidatePool
+    from .inference import ExportedDendriticLayer
 
     stacks = {id(m.stacked): m for m in model.modules()
               if isinstance(m, ExportedDendriticLayer) and m.stacked is not None}

@@ -15,8 +15,8 @@ from torch import nn
 
 from .config import Config
 from .errors import GrowthError
-from .loop_warnings import OptimizerGuard
 from .growth import pb
+from .loop_warnings import OptimizerGuard
 
 LR_SCALE_KEY = "perforate_lr_scale"
 """Parameter-group option recording the phase's learning-rate multiplier already in ``lr``."""

@@ -56,12 +56,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import torch
 
 from . import checkpoint as ckpt
-from .validation import show
 from .errors import CheckpointError, GrowthError
 from .files import atomic_path, remove_stale_temps, write_json
-from .records import BASE_COLUMNS, MOMENTS, BestModel, EpochRecord, Needs
 from .growth_plot import plot_run
+from .records import BASE_COLUMNS, MOMENTS, BestModel, EpochRecord, Needs
 from .runlock import RunLock
+from .validation import show
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
