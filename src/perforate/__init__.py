@@ -8,8 +8,8 @@ from .errors import (BypassError, CheckpointError, ConfigError, ExperimentError,
 from .export import ExportedDendriticLayer, export
 from .grower import Decision, Grower, GrowerState
 from .health import DivergenceWarning
-from .loop_warnings import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
 from .layers import DendriticLayer
+from .loop_warnings import PerforateWarning, ScoreDirectionWarning, StaleOptimizerWarning
 from .measure import (count_parameters, flops_per_sample, parameter_breakdown, peak_training_memory,
                       remaining_error_reduction)
 

@@ -54,12 +54,12 @@ from .checkpoint import apply_structure as rebuild_structure
 from .checkpoint import load_state as load_weights
 from .checkpoint import structure as dendrite_structure
 from .errors import require_extra
-from .trainable import LR_SCALE_KEY, OptimizerFactory, SchedulerFactory
-from .records import BASE_COLUMNS as HISTORY_BASE_COLUMNS
 from .growth_plot import plot_grower, plot_growth
 from .kinds import kind_of
 from .kinds.recurrent import RecurrentStack
 from .modules import replace_module
+from .records import BASE_COLUMNS as HISTORY_BASE_COLUMNS
+from .trainable import LR_SCALE_KEY, OptimizerFactory, SchedulerFactory
 from .validation import score_problem as invalid_score_reason
 from .writer import load_grower_state, save_grower_state
 
