@@ -251,7 +251,7 @@ def bench(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Dataset: mnist1d, digits, mnist5k, spirals, "
                                          "breast_cancer, wine, diabetes (all offline).")] = "mnist1d",
-    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, lstm, transformer.")] = "mlp",
+    model: Annotated[str, typer.Option(help="Standard model: mlp, cnn1d, cnn2d, gru, lstm, transformer.")] = "mlp",
     width: Annotated[int, typer.Option(min=1, help="Width of the baseline, gd and pb arms.")] = 100,
     arms: Annotated[str, typer.Option(help="Comma-separated arms: baseline, gd, pb, compressed, "
                                       "control, pruned (control and pruned also run what they "

@@ -99,7 +99,7 @@ def _ints(text: str, what: str) -> list[int]:
 def frontier_command(
     dataset: Annotated[str, typer.Option(help="Dataset (offline): mnist1d, digits, mnist5k, spirals, "
                                          "breast_cancer, wine, diabetes.")] = "mnist1d",
-    model: Annotated[str, typer.Option(help="Reference model: mlp, cnn1d, cnn2d, gru, lstm, "
+    model: Annotated[str, typer.Option(help="Standard model: mlp, cnn1d, cnn2d, gru, lstm, "
                                        "transformer; or your factory as an import string, "
                                        "mypkg.models:make_model (make_model(width) -> nn.Module; "
                                        "needs --data).")] = "mlp",
