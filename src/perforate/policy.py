@@ -48,10 +48,12 @@ NO_SHADOW = object()
 
 
 def mean(values: list) -> float:
+    """The arithmetic mean of a non-empty list (a smoothed score)."""
     return sum(values) / len(values)
 
 
 def fmt(value: float | None) -> str:
+    """A score as reasons show it: 4 significant digits, "none" for None."""
     return "none" if value is None else f"{value:.4g}"
 
 
