@@ -63,10 +63,10 @@ def neuron_step(g: Grower, score: float, train: float | None) -> Decision:
         s.best_smoothed = s.plateau.best
     if not policy.at_plateau(s.plateau, cfg):
         return Decision(restructured=False, done=False, phase="neuron", improved=improved, epoch=s.epoch)
-    return plateau(g, improved)
+    return on_plateau(g, improved)
 
 
-def plateau(g: Grower, improved: bool = False) -> Decision:
+def on_plateau(g: Grower, improved: bool = False) -> Decision:
     """``patience`` epochs without a smoothed gain: judge the trial, then grow, roll back, hold
     or finish as :func:`perforate.policy.decide` says."""
     s, cfg = g.state, g.config
@@ -191,7 +191,7 @@ def join(g: Grower, why: str) -> Decision:
         record(g, "join", f"{why}: no layer's candidates reached min_correlation "
                           f"{cfg.join_min_correlation} (|correlation| {corr}): nothing joined")
         s.cycle = "growth"
-        return plateau(g)
+        return on_plateau(g)
     s.dendrites += 1
     skipped = sorted(set(scores) - set(joined))
     reason = f"{why}: joined dendrite {s.dendrites} (candidates' |correlation| {corr})"
