@@ -229,10 +229,12 @@ def accept_trial(g: Grower) -> None:
 
 
 def growth_paid(g: Grower) -> bool:
+    """:func:`perforate.policy.trial_paid` for the grower now (with its shadow's best)."""
     return policy.trial_paid(g.state, g.config, shadow_best(g))
 
 
 def shadow_best(g: Grower) -> object:
+    """The shadow run's best smoothed score, or :data:`perforate.policy.NO_SHADOW`."""
     return g._shadow.best_smoothed if g._shadow is not None else policy.NO_SHADOW
 
 
@@ -265,6 +267,7 @@ def restore(g: Grower, snap: dict[str, Any]) -> None:
 
 
 def restore_best(g: Grower) -> None:
+    """Put back the best model (when there is a snapshot of it)."""
     if g.snaps.best is not None:
         restore(g, g.snaps.best)
 

@@ -27,6 +27,7 @@ log = logging.getLogger("perforate")
 
 # ------------------------------------------------------------------ step's inputs
 def number(value: Any, what: str) -> float:
+    """``value`` as a float; GrowthError naming ``what`` when it is not a number."""
     try:
         return float(value)
     except (TypeError, ValueError) as exc:

@@ -49,10 +49,12 @@ class DendritePhase(Plateau):
     """A pb dendrite phase: its epochs, and the plateau of the candidates' summed score."""
 
     epochs: int = 0
+    """Epochs of the phase running now."""
     last_epochs: int = 0
     """Epochs of the last finished dendrite phase (what the next one is expected to take)."""
 
     def start(self) -> None:
+        """A new dendrite phase: no epochs, no best, no stale count."""
         self.epochs = 0
         self.reset()
 
@@ -114,7 +116,8 @@ class GrowerState:
     cycle_from: float | None = None
     """``best_smoothed`` when the cycle started (what a growth cycle must beat)."""
     plateau: Plateau = dataclasses.field(default_factory=Plateau)
-    """The current cycle's smoothed scores (``window``, ``cycle_best``, ``stale``)."""
+    """The current cycle's smoothed scores (``window``, ``best``, ``stale``; saved as ``window``,
+    ``cycle_best``, ``stale``)."""
     train_window: list = dataclasses.field(default_factory=list)
     train_trace: list = dataclasses.field(default_factory=list)
     """Smoothed training scores of this cycle's last ``patience + 1`` epochs."""

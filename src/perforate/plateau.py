@@ -47,7 +47,9 @@ class Plateau:
         self.window, self.best, self.stale = [], best, 0
 
     def state_dict(self) -> dict[str, Any]:
+        """``window``, ``best`` and ``stale`` as plain values."""
         return {"window": list(self.window), "best": self.best, "stale": self.stale}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned."""
         self.window, self.best, self.stale = list(state["window"]), state["best"], state["stale"]

@@ -156,6 +156,7 @@ class Snapshots:
         self.version = 0
 
     def set_best(self, snap: dict[str, Any] | None) -> None:
+        """``snap`` becomes the best model (``version`` counts the change)."""
         self.best = snap
         self.version += 1
 
@@ -170,5 +171,6 @@ class Snapshots:
                 "trial": in_memory(self.trial), "before": in_memory(self.before)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned (``trial`` and ``before`` may be absent)."""
         self.best, self.version = state["best"], state["best_version"]
         self.trial, self.before = state.get("trial"), state.get("before")
