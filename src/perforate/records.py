@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .measure import count_parameters
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .grower import Decision, Grower
+    from .grower import Grower
+    from .grower_state import Decision
     from .writer import RunWriter
 
 BASE_COLUMNS = ["epoch", "phase", "score", "lr", "params", "dendrites", "seconds", "event", "reason"]
@@ -105,8 +108,6 @@ def growth_graph(grower: Grower) -> GrowthGraph:
     better = "higher" if cfg.score_mode == "max" else "lower"
     final = None
     if grower.done:
-        from .measure import count_parameters
-
         final = count_parameters(grower.model)
     return GrowthGraph(title=f"{grower.name or 'perforate'} — dendrites trained by {cfg.mode}",
                        score_label=f"{cfg.score_name} ({better} is better)", final_params=final,
