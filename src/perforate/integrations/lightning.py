@@ -250,7 +250,7 @@ class DendriteCallback(pl.Callback):
         grower = self.grower
         p = self.log_prefix
         values = {
-            p + "dendrites": float(grower.state.level),
+            p + "dendrites": float(grower.state.dendrites),
             p + "dendrite_phase": 1.0 if grower.phase == "dendrite" else 0.0,
             p + "params": float(count_parameters(grower.model)),
         }

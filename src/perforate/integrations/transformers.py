@@ -226,7 +226,7 @@ class DendriteTrainerCallback(transformers.TrainerCallback):
         if decision.done:
             control.should_training_stop = True
         p = self.log_prefix
-        logs = {p + "dendrites": grower.state.level, p + "dendrite_phase": int(grower.phase == "dendrite"),
+        logs = {p + "dendrites": grower.state.dendrites, p + "dendrite_phase": int(grower.phase == "dendrite"),
                 p + "params": count_parameters(grower.model)}
         if grower.best_score is not None:
             logs[p + "best_score"] = grower.best_score
