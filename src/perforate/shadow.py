@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from . import trainable
 from .config import Config
 from .errors import GrowthError
 from .plateau import Plateau
@@ -101,10 +102,7 @@ class ShadowRun:
         if best:
             self.best_score, self.best_epoch = score, epoch
         if step_scheduler and self.scheduler is not None:
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(score)
-            else:
-                self.scheduler.step()
+            trainable.step_scheduler(self.scheduler, score)
         return best
 
     @property
@@ -121,10 +119,6 @@ class ShadowRun:
     def smoothed(self) -> float | None:
         """Mean of the shadow's last ``smoothing`` scores (None before its first)."""
         return self.plateau.smoothed
-
-    def beaten_by(self, grown_smoothed: float | None, config: Config) -> bool:
-        """The grown model's best smoothed score of the trial beat the shadow's."""
-        return grown_smoothed is not None and config.better(grown_smoothed, self.best_smoothed)
 
     def hand_over(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Give the live ``optimizer`` and ``scheduler`` (built for ``model``, which already holds
