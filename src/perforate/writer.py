@@ -407,7 +407,7 @@ def save_grower_state(folder: str | Path, state_dict: dict[str, Any], stem: str 
     best_name = f"{stem}.best-{version}.safetensors" if best is not None else None
     if best_name is not None and not (best_written and (folder / best_name).is_file()):
         ckpt.write_tensors(folder / best_name, best["state"], {"structure": best["structure"]})
-    # a grown model on trial and the model from before its growth (see Grower): small, and
+    # a grown model on trial and the model from before its growth (perforate.snapshots): small, and
     # present only during a growth cycle
     names = {}
     for key in ("trial", "before"):

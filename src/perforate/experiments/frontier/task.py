@@ -321,7 +321,7 @@ def fit(task: Task, width: float, seed: int, *, mode: str | None = None,
         epoch_callback: Callable[[int, float], None] | None = None, name: str = "",
         model: nn.Module | None = None, restart_epochs: Sequence[int] = ()):
     """Train one (width, seed) of ``task``; returns a
-    :class:`~perforate.experiments.train.TrainResult` whose test score is read once, at the end.
+    :class:`~perforate.experiments.harness.train.TrainResult` whose test score is read once, at the end.
 
     ``mode`` None trains the plain model (early stopping by ``config.patience`` unless
     ``early_stopping`` is False); ``"gd"``/``"pb"`` grows dendrites with :class:`pf.Grower`.

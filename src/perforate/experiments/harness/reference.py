@@ -42,7 +42,7 @@ def train_reference(dataset: str, model_name: str, width: int, *, seed: int, max
                     train_fraction: float = 1.0, folder: str | Path, threads: int = 1,
                     timeout: float | None = None):
     """Train ``model_name`` at ``width`` on ``dataset`` with perforatedai's growth in a child
-    process working in ``folder``; returns a :class:`~perforate.experiments.train.TrainResult`
+    process working in ``folder``; returns a :class:`~perforate.experiments.harness.train.TrainResult`
     (without the model). Raises ExperimentError when perforatedai is missing or the run fails
     (its output is kept in ``folder/reference.log``)."""
     from perforate.experiments.harness.train import TrainResult

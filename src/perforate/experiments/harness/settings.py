@@ -1,7 +1,7 @@
 """What every training run of the harness is made of: the data, the model and how it trains.
 
 :class:`RunSettings` holds these settings and their checks once. The bench protocol
-(:class:`perforate.experiments.arms.Protocol`) and a sweep's fixed experiment
+(:class:`perforate.experiments.bench.arms.Protocol`) and a sweep's fixed experiment
 (:class:`perforate.sweeps.Experiment`) extend it with what only they need.
 """
 from __future__ import annotations
