@@ -52,7 +52,6 @@ class ShadowRun:
         self.plateau = Plateau()
         self.best_score: float | None = None
         self.best_epoch = -1
-        self.scores = 0
         self.steps = 0
 
     @classmethod
@@ -96,7 +95,6 @@ class ShadowRun:
         single score so far. Steps the shadow's scheduler as the grower steps its own."""
         if math.isnan(score):
             raise GrowthError("shadow_score is NaN; check the shadow's training (diverged loss?)")
-        self.scores += 1
         self.plateau.update(score, config.smoothing, config.better)
         best = config.better(score, self.best_score)
         if best:
