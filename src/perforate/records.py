@@ -40,8 +40,7 @@ class Needs:
     history row to carry (every row after it comes too); ``submit``: an ordinary epoch's files
     are handed to the background now; ``state``: the grower's full ``state_dict()``
     (``state_due``: the resume state fell due, to be written with the next files handed over);
-    ``best``:
-    the best model, unless its version is ``best_held``; ``summary``: ``Grower.summary()``;
+    ``best``: the best model, unless its version is ``best_held``; ``summary``: ``Grower.summary()``;
     ``graph``: the data growth.png needs beside the rows.
     """
 
