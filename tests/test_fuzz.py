@@ -18,6 +18,7 @@ from torch import nn
 
 import perforate as pf
 from perforate.checkpoint import DIGEST_KEY, DOC_KEY, _digest
+from perforate.config import RENAMED_VALUES
 from perforate.errors import MAX_MESSAGE
 
 COUNTS: Counter = Counter()
@@ -106,6 +107,8 @@ def check_assignment(name, value):
         assert str(exc).startswith(name) and cfg.to_dict() == before
         return
     cfg.validate()
+    if isinstance(value, str) and value in RENAMED_VALUES.get(name, {}):
+        value = RENAMED_VALUES[name][value]  # an old value reads back under its new name
     assert getattr(cfg, name) == ([value] if isinstance(value, str) and name in ("include", "exclude")
                                   else value) or value != value
 
