@@ -237,9 +237,9 @@ class Grower:
                 decision = act.dendrite_step(self, row)
             else:
                 decision = act.neuron_step(self, score, grower_io.train_score(cfg, extra))
-            if not decision.done and cfg.max_epochs and s.epoch + 1 >= cfg.max_epochs:
-                decision = act.finish(self, f"the budget of {cfg.max_epochs} epochs is spent",
-                                      decision.improved)
+            spent = "" if decision.done else policy.budget_spent(s, cfg)
+            if spent:
+                decision = act.finish(self, spent, decision.improved)
         finally:
             self._row = None
             self.history.append(row)  # complete: never edited after this

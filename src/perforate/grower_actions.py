@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -111,17 +112,15 @@ def dendrite_step(g: Grower, row: dict[str, Any]) -> Decision:
                       cfg.candidate_lr * CANDIDATE_FLAT_LR_SCALE if auto else None)
         for name, layer in g.layers.items():
             row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
-        steps = (f"{CANDIDATE_FLAT_STEPS} full-batch steps (flat layers) or {CANDIDATE_SLICED_STEPS}"
-                 if auto else f"{cfg.candidate_steps}")
-        return join(g, f"candidates trained on the cached epoch ({steps} steps at most), "
-                       "scored on the whole epoch")
+        return join(g, policy.cached_phase_end(cfg))
     total = 0.0
     for name, layer in g.layers.items():
         pool = layer.candidate_pool
         pool.remember_best()
         total += pool.layer_score()
         row[f"corr/{name}"] = round(pool.layer_correlation(), 6)
-    s.dendrite.update_candidates(total, cfg.dendrite_improvement_threshold)
+    s.dendrite.update_candidates(total, partial(policy.candidates_improved,
+                                                threshold=cfg.dendrite_improvement_threshold))
     ended = policy.dendrite_phase_end(s.dendrite, cfg)
     if ended:
         return join(g, ended)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import CheckpointError
 from .plateau import Plateau
@@ -58,10 +58,10 @@ class DendritePhase(Plateau):
         self.epochs = 0
         self.reset()
 
-    def update_candidates(self, total: float, improvement: float) -> bool:
-        """Take the candidates' summed score of an epoch; it counts as an improvement when it
-        beat the best by more than the share ``improvement`` (unsmoothed: no window is kept)."""
-        improved = self.update(total, 1, lambda new, best: best is None or new > best * (1 + improvement))
+    def update_candidates(self, total: float, better: Callable[[float, float | None], bool]) -> bool:
+        """Take the candidates' summed score of an epoch; ``better(new, best)`` says whether it
+        improved (:func:`perforate.policy.candidates_improved`; unsmoothed: no window is kept)."""
+        improved = self.update(total, 1, better)
         self.window = []
         return improved
 

@@ -8,7 +8,8 @@ and carries out the action::
 
     plateau ──> judge_trial ──> "paid" | "failed" | ""  (the grower accepts or rolls back)
             └─> decide ──> ("grow" | "retry" | "finish" | "continue" | "hold", reason)
-    pb dendrite phase epoch ──> dendrite_phase_end ──> reason | ""  (the grower joins or trains on)
+    pb dendrite phase epoch ──> dendrite_phase_end | cached_phase_end ──> reason | ""  (join or train on)
+    after every epoch ──> budget_spent ──> reason | ""  (the grower finishes)
 
 Rules (both modes):
 - A score counts as an improvement when ``Config.better`` says so (relative and absolute
@@ -39,7 +40,7 @@ Rules (both modes):
 """
 from __future__ import annotations
 
-from .config import Config
+from .config import CANDIDATE_FLAT_STEPS, CANDIDATE_SLICED_STEPS, Config
 from .grower_state import DendritePhase, GrowerState
 from .plateau import Plateau
 
@@ -171,6 +172,28 @@ def dendrite_phase_end(phase: DendritePhase, cfg: Config) -> str:
         return f"candidates stopped improving for {cfg.dendrite_patience} epochs"
     if phase.epochs >= cfg.dendrite_max_epochs:
         return f"dendrite_max_epochs ({cfg.dendrite_max_epochs}) reached"
+    return ""
+
+
+def candidates_improved(new: float, best: float | None, threshold: float) -> bool:
+    """A dendrite phase's summed candidate score ``new`` beat ``best`` by more than the share
+    ``threshold`` (``Config.dendrite_improvement_threshold``; the first score always does)."""
+    return best is None or new > best * (1 + threshold)
+
+
+def cached_phase_end(cfg: Config) -> str:
+    """Why a cached pb dendrite phase (``candidate_training="cached"``) ends after its one
+    epoch: the candidates were fitted on the cached epoch."""
+    auto = cfg.candidate_steps == "auto"  # flat layers: 20 full-batch steps at 5 x lr
+    steps = (f"{CANDIDATE_FLAT_STEPS} full-batch steps (flat layers) or {CANDIDATE_SLICED_STEPS}"
+             if auto else f"{cfg.candidate_steps}")
+    return f"candidates trained on the cached epoch ({steps} steps at most), scored on the whole epoch"
+
+
+def budget_spent(s: GrowerState, cfg: Config) -> str:
+    """Why the run finishes after this epoch: ``Config.max_epochs`` is spent ("" = it goes on)."""
+    if cfg.max_epochs and s.epoch + 1 >= cfg.max_epochs:
+        return f"the budget of {cfg.max_epochs} epochs is spent"
     return ""
 
 

@@ -169,7 +169,8 @@ def dendrite_phase(totals, config) -> tuple[int, str]:
     phase.start()
     for total in totals:
         phase.epochs += 1
-        phase.update_candidates(total, config.dendrite_improvement_threshold)
+        phase.update_candidates(total, lambda new, best: policy.candidates_improved(
+            new, best, config.dendrite_improvement_threshold))
         why = policy.dendrite_phase_end(phase, config)
         if why:
             return phase.epochs, why
@@ -207,3 +208,28 @@ def test_the_early_stopper_stops_at_the_growers_plateau():
     grower = pf.Grower(nn.Sequential(nn.Linear(2, 1)), no_growth, sgd)
     assert [grower.step(x).done for x in scores[:expected + 1]] == [False] * expected + [True]
     assert grower.state.best_smoothed == stopper.state.plateau.best == pytest.approx(0.57)
+
+
+def test_the_budget_is_spent_after_the_epoch_max_epochs_counts_and_never_without_one():
+    s = GrowerState(epoch=8)
+    assert policy.budget_spent(s, cfg(max_epochs=10)) == ""  # epoch 8 is the 9th of 10
+    s.epoch = 9
+    assert policy.budget_spent(s, cfg(max_epochs=10)) == "the budget of 10 epochs is spent"
+    assert policy.budget_spent(GrowerState(epoch=12), cfg(max_epochs=10)) == "the budget of 10 epochs is spent"
+    assert policy.budget_spent(GrowerState(epoch=10_000), cfg()) == ""  # no budget: never spent
+
+
+def test_candidates_improve_only_by_more_than_the_threshold_share():
+    assert policy.candidates_improved(0.5, None, 0.1)  # the first score always counts
+    assert policy.candidates_improved(1.11, 1.0, 0.1)
+    assert not policy.candidates_improved(1.1, 1.0, 0.1)  # exactly 10% more is not more than 10%
+    assert not policy.candidates_improved(1.05, 1.0, 0.1)
+    assert policy.candidates_improved(1.0001, 1.0, 0.0)
+
+
+def test_a_cached_dendrite_phase_ends_after_its_epoch_and_says_how_it_was_fitted():
+    auto = policy.cached_phase_end(cfg(mode="pb", candidate_training="cached"))
+    assert auto == ("candidates trained on the cached epoch (20 full-batch steps (flat layers) or "
+                    "100 steps at most), scored on the whole epoch")
+    fixed = policy.cached_phase_end(cfg(mode="pb", candidate_training="cached", candidate_steps=7))
+    assert fixed == "candidates trained on the cached epoch (7 steps at most), scored on the whole epoch"
