@@ -154,6 +154,10 @@ class Grower:
         ``optimizer.param_groups[:] = grower.param_groups(optimizer.param_groups)``."""
         return trainable.param_groups(self.model, groups, self.lr_scale)
 
+    def _retrain(self) -> None:  # after a restructure or reload: what trains, an optimizer over it
+        self.apply_trainable()
+        self._rebuild_optimizer()
+
     def _rebuild_optimizer(self) -> None:
         # a dendrite phase may train candidates outside the user's optimizer steps
         self.optimizer, self.scheduler = trainable.build_optimizer(

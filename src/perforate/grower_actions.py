@@ -164,8 +164,7 @@ def grow(g: Grower, event: str, reason: str, improved: bool = False) -> Decision
         event = "dendrite_start" if event == "grow" else event
         reason += (f"; candidates for dendrite {s.dendrites + 1} train while the rest of the model "
                    "is frozen")
-        g.apply_trainable()
-        g._rebuild_optimizer()
+        g._retrain()
     record(g, event, reason)
     return Decision(restructured=True, done=False, phase=s.phase, event=event, improved=improved,
                     epoch=s.epoch, reason=reason)
@@ -213,8 +212,7 @@ def start_cycle(g: Grower, cycle: str) -> None:
     s.train_window, s.train_trace = [], []
     s.trial_score, s.trial_epoch, g.snaps.trial = None, -1, None
     g._params = count_parameters(g.model)
-    g.apply_trainable()
-    g._rebuild_optimizer()
+    g._retrain()
 
 
 def accept_trial(g: Grower) -> None:

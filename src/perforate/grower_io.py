@@ -131,8 +131,7 @@ def load_state_dict(g: Grower, sd: Mapping[str, Any]) -> None:
     g.history = [dict(row) for row in sd["history"]]
     g.snaps.load_state_dict(sd)
     g._params = count_parameters(g.model)
-    g.apply_trainable()
-    g._rebuild_optimizer()
+    g._retrain()
     if sd.get("optimizer") is not None:
         factory_lrs = resuming.learning_rates(g.optimizer)
         saved = ckpt.match_optimizer_state(sd["optimizer"], sd.get("optimizer_params"), g.optimizer, g.model)
