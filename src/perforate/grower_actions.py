@@ -64,12 +64,13 @@ def neuron_step(g: Grower, score: float, train: float | None) -> Decision:
         s.best_smoothed = s.plateau.best
     if not policy.at_plateau(s.plateau, cfg):
         return Decision(restructured=False, done=False, phase="neuron", improved=improved, epoch=s.epoch)
-    return on_plateau(g, improved)
+    return on_plateau(g, score, improved)
 
 
-def on_plateau(g: Grower, improved: bool = False) -> Decision:
+def on_plateau(g: Grower, score: float | None, improved: bool = False) -> Decision:
     """``patience`` epochs without a smoothed gain: judge the trial, then grow, roll back, hold
-    or finish as :func:`perforate.policy.decide` says."""
+    or finish as :func:`perforate.policy.decide` says. ``score``: this epoch's (for the shadow's
+    scheduler)."""
     s, cfg = g.state, g.config
     verdict, s.failures, note = policy.judge_trial(s, cfg, shadow_best(g))
     notes = [note] if note else []
@@ -83,7 +84,7 @@ def on_plateau(g: Grower, improved: bool = False) -> Decision:
     if action in ("grow", "retry"):
         if s.cycle != "growth":  # a retry keeps the first growth's starting point
             g.snaps.before = snapshots.take(g.model, cfg.snapshot_device)
-        shadow_note = start_shadow(g, g._row["score"] if g._row is not None else None)
+        shadow_note = start_shadow(g, score)
         restore_best(g)
         return grow(g, action, f"{reason}; {shadow_note}" if shadow_note else reason, improved)
     if action == "finish":
@@ -112,7 +113,7 @@ def dendrite_step(g: Grower, row: dict[str, Any]) -> Decision:
                       cfg.candidate_lr * CANDIDATE_FLAT_LR_SCALE if auto else None)
         for name, layer in g.layers.items():
             row[f"corr/{name}"] = round(layer.candidate_pool.layer_correlation(), 6)
-        return join(g, policy.cached_phase_end(cfg))
+        return join(g, policy.cached_phase_end(cfg), row["score"])
     total = 0.0
     for name, layer in g.layers.items():
         pool = layer.candidate_pool
@@ -123,7 +124,7 @@ def dendrite_step(g: Grower, row: dict[str, Any]) -> Decision:
                                                 threshold=cfg.dendrite_improvement_threshold))
     ended = policy.dendrite_phase_end(s.dendrite, cfg)
     if ended:
-        return join(g, ended)
+        return join(g, ended, row["score"])
     return Decision(restructured=False, done=False, phase="dendrite", epoch=s.epoch)
 
 
@@ -170,8 +171,9 @@ def grow(g: Grower, event: str, reason: str, improved: bool = False) -> Decision
                     epoch=s.epoch, reason=reason)
 
 
-def join(g: Grower, why: str) -> Decision:
-    """End a dendrite phase: join the candidates that reached ``Config.join_min_correlation``."""
+def join(g: Grower, why: str, score: float | None = None) -> Decision:
+    """End a dendrite phase: join the candidates that reached ``Config.join_min_correlation``
+    (``score``: this epoch's, for :func:`on_plateau` when none did)."""
     s, cfg = g.state, g.config
     scores = pb.join_candidates(g.layers, cfg.join_min_correlation)
     s.dendrite.last_epochs = s.dendrite.epochs
@@ -189,7 +191,7 @@ def join(g: Grower, why: str) -> Decision:
         record(g, "join", f"{why}: no layer's candidates reached min_correlation "
                           f"{cfg.join_min_correlation} (|correlation| {corr}): nothing joined")
         s.cycle = "growth"
-        return on_plateau(g)
+        return on_plateau(g, score)
     s.dendrites += 1
     skipped = sorted(set(scores) - set(joined))
     reason = f"{why}: joined dendrite {s.dendrites} (candidates' |correlation| {corr})"
