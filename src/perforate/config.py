@@ -20,6 +20,7 @@ from .validation import check_fields, show
 MODES = ("gd", "pb")
 SCORE_MODES = ("max", "min")
 CANDIDATE_TRAINING = ("cached", "online")
+SNAPSHOT_PLACES = ("auto", "model", "cpu", "disk")
 CHECKPOINT_POLICIES = ("events", "every_best")
 TRIALS = ("rollback", "shadow")
 INPUT_CHOICES = ("local", "random")
@@ -542,7 +543,7 @@ _BOUNDS: tuple[tuple[str, Callable[[str, Any], None]], ...] = (
     ("dendrite_input_choice", partial(_choice, allowed=INPUT_CHOICES)),
     ("dendrite_inputs", _input_counts),
     ("candidate_training", partial(_choice, allowed=CANDIDATE_TRAINING)),
-    ("snapshot_device", partial(_choice, allowed=("auto", "model", "cpu", "disk"))),
+    ("snapshot_device", partial(_choice, allowed=SNAPSHOT_PLACES)),
     ("smoothing", partial(_int, minimum=1)),
     ("candidate_steps", _unless("auto", _int_or_auto)),
     ("max_epochs", partial(_int, minimum=0)),

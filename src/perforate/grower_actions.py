@@ -318,7 +318,7 @@ def take_shadow_score(g: Grower, shadow_score: Any) -> None:
     except (TypeError, ValueError) as exc:
         raise GrowthError(f"step() needs a number as shadow_score; got {shadow_score!r}") from exc
     g._row["shadow_score"] = score
-    if shadow.record(score, cfg, s.epoch, g.step_scheduler) and cfg.better(score, s.best_score):
+    if shadow.record(score, cfg, g.step_scheduler) and cfg.better(score, s.best_score):
         s.best_score, s.best_epoch = score, s.epoch
         g.snaps.set_best(snapshots.take(shadow.model, cfg.snapshot_device))
     if shadow.smoothed is not None and cfg.better(shadow.smoothed, s.best_smoothed):

@@ -51,7 +51,6 @@ class ShadowRun:
         self.started = epoch
         self.plateau = Plateau()
         self.best_score: float | None = None
-        self.best_epoch = -1
         self.steps = 0
 
     @classmethod
@@ -90,7 +89,7 @@ class ShadowRun:
         self.steps += 1
         return loss.detach()
 
-    def record(self, score: float, config: Config, epoch: int, step_scheduler: bool) -> bool:
+    def record(self, score: float, config: Config, step_scheduler: bool) -> bool:
         """Take the shadow's validation score of this epoch; True when it is the trial's best
         single score so far. Steps the shadow's scheduler as the grower steps its own."""
         if math.isnan(score):
@@ -98,7 +97,7 @@ class ShadowRun:
         self.plateau.update(score, config.smoothing, config.better)
         best = config.better(score, self.best_score)
         if best:
-            self.best_score, self.best_epoch = score, epoch
+            self.best_score = score
         if step_scheduler and self.scheduler is not None:
             trainable.step_scheduler(self.scheduler, score)
         return best

@@ -26,8 +26,6 @@ from torch import nn
 from . import checkpoint as ckpt
 from .errors import CheckpointError
 
-PLACES = ("auto", "model", "cpu", "disk")
-
 AUTO_DISK_BYTES = 64 * 2**20
 """From this size of a CPU model's state, ``"auto"`` snapshots go to disk."""
 
