@@ -36,6 +36,7 @@ from .validation import score_problem
 from .writer import RunWriter
 
 log = logging.getLogger("perforate")
+__getattr__ = grower_io.moved_name  # PHASES, RESUME_STEM, ... moved out in the split: they warn
 
 
 class Grower:

@@ -3,7 +3,9 @@ to ``step``, ``summary()``, and the grower's state (``state_dict`` / ``load_stat
 resume path)."""
 from __future__ import annotations
 
+import importlib
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -23,6 +25,20 @@ if TYPE_CHECKING:
     from .grower import Grower
 
 log = logging.getLogger("perforate")
+
+MOVED = {"PHASES": "grower_state", "STATE_FORMAT": "writer", "RESUME_STEM": "writer",
+         "BASE_COLUMNS": "records", "budget_log": "grower_actions"}
+"""Names of ``perforate.grower`` that moved out when it was split -> their ``perforate`` modules."""
+
+
+def moved_name(name: str) -> Any:
+    """``perforate.grower``'s module ``__getattr__``: a :data:`MOVED` name from its new module,
+    with a DeprecationWarning naming the import to use."""
+    if name not in MOVED:
+        raise AttributeError(f"module 'perforate.grower' has no attribute {name!r}")
+    warnings.warn(f"perforate.grower.{name} is deprecated: use "
+                  f"'from perforate.{MOVED[name]} import {name}'", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(f"perforate.{MOVED[name]}"), name)
 
 
 # ------------------------------------------------------------------ step's inputs
