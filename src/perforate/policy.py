@@ -8,7 +8,7 @@ and carries out the action::
 
     plateau ──> judge_trial ──> "paid" | "failed" | ""  (the grower accepts or rolls back)
             └─> decide ──> ("grow" | "retry" | "finish" | "continue" | "hold", reason)
-    pb dendrite phase epoch ──> dendrite_phase_end | cached_phase_end ──> reason | ""  (join or train on)
+    pb dendrite phase epoch ──> dendrite_phase_end | cached_phase_end ──> reason | ""  (join?)
     after every epoch ──> budget_spent ──> reason | ""  (the grower finishes)
 
 Rules (both modes):

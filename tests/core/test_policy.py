@@ -215,7 +215,8 @@ def test_the_budget_is_spent_after_the_epoch_max_epochs_counts_and_never_without
     assert policy.budget_spent(s, cfg(max_epochs=10)) == ""  # epoch 8 is the 9th of 10
     s.epoch = 9
     assert policy.budget_spent(s, cfg(max_epochs=10)) == "the budget of 10 epochs is spent"
-    assert policy.budget_spent(GrowerState(epoch=12), cfg(max_epochs=10)) == "the budget of 10 epochs is spent"
+    assert policy.budget_spent(GrowerState(epoch=12), cfg(max_epochs=10)) == (
+        "the budget of 10 epochs is spent")
     assert policy.budget_spent(GrowerState(epoch=10_000), cfg()) == ""  # no budget: never spent
 
 
