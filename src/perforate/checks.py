@@ -4,11 +4,8 @@ Importing ``perforate.checks`` issues a DeprecationWarning and gives the very mo
 ``perforate.validation`` (the same object: patching one patches the other).
 Import ``perforate.validation`` instead.
 """
-import sys
-import warnings
 
 from . import validation
+from .renamed import alias_module
 
-warnings.warn("perforate.checks is renamed perforate.validation; import perforate.validation instead",
-              DeprecationWarning, stacklevel=2)
-sys.modules[__name__] = validation
+alias_module(__name__, validation)

@@ -4,11 +4,8 @@ Importing ``perforate.exported`` issues a DeprecationWarning and gives the very 
 ``perforate.inference`` (the same object: patching one patches the other).
 Import ``perforate.inference`` instead.
 """
-import sys
-import warnings
 
 from . import inference
+from .renamed import alias_module
 
-warnings.warn("perforate.exported is renamed perforate.inference; import perforate.inference instead",
-              DeprecationWarning, stacklevel=2)
-sys.modules[__name__] = inference
+alias_module(__name__, inference)

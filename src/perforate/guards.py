@@ -4,11 +4,8 @@ Importing ``perforate.guards`` issues a DeprecationWarning and gives the very mo
 ``perforate.loop_warnings`` (the same object: patching one patches the other).
 Import ``perforate.loop_warnings`` instead.
 """
-import sys
-import warnings
 
 from . import loop_warnings
+from .renamed import alias_module
 
-warnings.warn("perforate.guards is renamed perforate.loop_warnings; import perforate.loop_warnings instead",
-              DeprecationWarning, stacklevel=2)
-sys.modules[__name__] = loop_warnings
+alias_module(__name__, loop_warnings)

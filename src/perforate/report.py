@@ -4,11 +4,8 @@ Importing ``perforate.report`` issues a DeprecationWarning and gives the very mo
 ``perforate.growth_plot`` (the same object: patching one patches the other).
 Import ``perforate.growth_plot`` instead.
 """
-import sys
-import warnings
 
 from . import growth_plot
+from .renamed import alias_module
 
-warnings.warn("perforate.report is renamed perforate.growth_plot; import perforate.growth_plot instead",
-              DeprecationWarning, stacklevel=2)
-sys.modules[__name__] = growth_plot
+alias_module(__name__, growth_plot)

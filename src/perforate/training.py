@@ -6,14 +6,9 @@ and gives the very modules of ``perforate.growth`` (the same objects: patching o
 other). A module, not a package: importing it registers the old submodule paths. Import
 ``perforate.growth`` instead.
 """
-import sys
-import warnings
 
 from . import growth
-from .growth import cached, gd, pb
+from .growth import cached, gd, pb  # noqa: F401 (registered as perforate.training.<name>)
+from .renamed import alias_module
 
-warnings.warn("perforate.training is renamed perforate.growth; import perforate.growth instead",
-              DeprecationWarning, stacklevel=2)
-for _name, _module in (("cached", cached), ("gd", gd), ("pb", pb)):
-    sys.modules[f"{__name__}.{_name}"] = _module
-sys.modules[__name__] = growth
+alias_module(__name__, growth, submodules=("cached", "gd", "pb"))
