@@ -243,10 +243,10 @@ class Config:
         ``maximize`` and the old field names (:data:`RENAMED_FIELDS`) set the setting they name.
         """
         if name == "maximize" or name in RENAMED_FIELDS:
-            _warn_renamed(name)
+            _warn_if_old(name, value)
             name = RENAMED_FIELDS.get(name, name)
         elif self.__dict__.get("_built") and _old_value(name, value):
-            _warn_renamed_value(name, value)
+            _warn_if_old(name, value)
             value = RENAMED_VALUES[name][value]
         elif not self.__dict__.get("_built") or name not in self.__dataclass_fields__:
             object.__setattr__(self, name, value)
@@ -355,11 +355,8 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated); ``maximize`` changes ``score_mode``."""
-        for name in changes:
-            if name == "maximize" or name in RENAMED_FIELDS:
-                _warn_renamed(name)
-            elif _old_value(name, changes[name]):
-                _warn_renamed_value(name, changes[name])
+        for name, value in changes.items():
+            _warn_if_old(name, value)
         data = dataclasses.asdict(self)
         if "maximize" in changes and "score_mode" not in changes:
             data.pop("score_mode")
@@ -405,11 +402,9 @@ _dataclass_init = Config.__init__
 
 
 def _init(self: Config, *args: Any, **kwargs: Any) -> None:
-    for name in kwargs:
-        if (name == "maximize" and kwargs[name] is not None) or name in RENAMED_FIELDS:
-            _warn_renamed(name, stacklevel=3)
-        elif _old_value(name, kwargs[name]):
-            _warn_renamed_value(name, kwargs[name], stacklevel=3)
+    for name, value in kwargs.items():
+        if not (name == "maximize" and value is None):  # None: "not given", as score_mode's
+            _warn_if_old(name, value)
     _fill(self, args, kwargs)
 
 
@@ -446,21 +441,24 @@ def _build(cls: type[Config], data: dict[str, Any]) -> Config:
     return config
 
 
-def _warn_renamed(name: str, stacklevel: int = 3) -> None:
-    new = "score_mode" if name == "maximize" else RENAMED_FIELDS[name]
-    warnings.warn(f"Config field {name!r} is renamed {new!r}" + (
-        " ('max' or 'min')" if name == "maximize" else "") + "; the old name will be removed",
-        DeprecationWarning, stacklevel=stacklevel)
+def _warn_if_old(name: str, value: Any) -> None:
+    """A DeprecationWarning, at the line that called the caller, when ``name`` is an old field
+    name (``maximize``, :data:`RENAMED_FIELDS`) or ``value`` an old value of the field ``name``."""
+    if name == "maximize" or name in RENAMED_FIELDS:
+        new = "score_mode" if name == "maximize" else RENAMED_FIELDS[name]
+        message = (f"Config field {name!r} is renamed {new!r}" + (" ('max' or 'min')" if name == "maximize"
+                                                                  else "") + "; the old name will be removed")
+    elif _old_value(name, value):
+        message = (f"Config {name}={value!r} is renamed {name}={RENAMED_VALUES[name][value]!r}; "
+                   "the old value will be removed")
+    else:
+        return
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
 
 
 def _old_value(name: str, value: Any) -> bool:
     """Whether ``value`` is an old value of field ``name`` (:data:`RENAMED_VALUES`)."""
     return isinstance(value, str) and value in RENAMED_VALUES.get(name, {})
-
-
-def _warn_renamed_value(name: str, value: str, stacklevel: int = 3) -> None:
-    warnings.warn(f"Config {name}={value!r} is renamed {name}={RENAMED_VALUES[name][value]!r}; "
-                  "the old value will be removed", DeprecationWarning, stacklevel=stacklevel)
 
 
 def _renamed_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
