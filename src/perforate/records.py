@@ -113,8 +113,9 @@ def growth_graph(grower: Grower) -> GrowthGraph:
                        best_epoch=grower.state.best_epoch)
 
 
-def epoch_record(grower: Grower, needs: Needs, decision: Decision | None = None) -> EpochRecord:
-    """The record of ``grower`` now, carrying what ``needs`` asks for."""
+def epoch_record(grower: Grower, needs: Needs, event: str = "", done: bool = False) -> EpochRecord:
+    """The record of ``grower`` now, carrying what ``needs`` asks for (``event`` and ``done``:
+    the decision of an epoch's end)."""
     state = grower.state_dict() if needs.state else None
     best = None
     if needs.best and grower.best_version != needs.best_held:
@@ -122,8 +123,7 @@ def epoch_record(grower: Grower, needs: Needs, decision: Decision | None = None)
         best = BestModel(parts["best"], grower.best_version, grower.best_score)
     return EpochRecord(
         needs=needs, epoch=grower.state.epoch, rows=frozen_rows(grower.history[needs.rows_from:]),
-        event=(decision.event or "") if decision is not None else "",
-        done=decision.done if decision is not None else False, state=state, best=best,
+        event=event, done=done, state=state, best=best,
         summary=copy.deepcopy(grower.summary()) if needs.summary else None,
         graph=growth_graph(grower) if needs.graph else None)
 
@@ -131,7 +131,6 @@ def epoch_record(grower: Grower, needs: Needs, decision: Decision | None = None)
 def hand_over(grower: Grower, writer: RunWriter, moment: str, decision: Decision | None = None) -> None:
     """Ask ``writer`` what it needs at ``moment`` (one of :data:`MOMENTS`) and hand it the
     record (``decision``: the one an epoch's end took)."""
-    needs = writer.needs(moment, grower.state.epoch, grower.config,
-                         event=(decision.event or "") if decision is not None else "",
-                         done=decision.done if decision is not None else False)
-    writer.write(epoch_record(grower, needs, decision))
+    event, done = (decision.event, decision.done) if decision is not None else ("", False)
+    needs = writer.needs(moment, grower.state.epoch, grower.config, event=event, done=done)
+    writer.write(epoch_record(grower, needs, event, done))
