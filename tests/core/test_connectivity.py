@@ -87,6 +87,14 @@ def test_gd_training_steps_keep_masked_weights_zero(make, x, dendrites):
         assert not torch.equal(layer.dendrite_weight.detach(), start[name])  # the kept ones trained
 
 
+def _mse_epoch(grower, model, x, y, batch=32):
+    """One epoch of minibatch MSE steps with the grower's current optimizer."""
+    for i in range(0, len(x), batch):
+        grower.optimizer.zero_grad()
+        F.mse_loss(model(x[i:i + batch]), y[i:i + batch]).backward()
+        grower.optimizer.step()
+
+
 @pytest.mark.parametrize("training", ["cached", "online"])
 def test_pb_candidates_and_the_joined_dendrite_keep_their_masks(training):
     torch.manual_seed(0)
@@ -98,10 +106,7 @@ def test_pb_candidates_and_the_joined_dendrite_keep_their_masks(training):
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=3e-2))
 
     def epoch():
-        for i in range(0, 256, 32):
-            grower.optimizer.zero_grad()
-            F.mse_loss(model(x[i:i + 32]), y[i:i + 32]).backward()
-            grower.optimizer.step()
+        _mse_epoch(grower, model, x, y)
 
     epoch()
     grower.step(0.0)
@@ -264,10 +269,7 @@ def test_grower_state_keeps_the_masks_of_dendrites_and_live_candidates():
     grower = pf.Grower(model, cfg, lambda p: torch.optim.Adam(p, lr=1e-2))
 
     def epoch():
-        for i in range(0, 128, 32):
-            grower.optimizer.zero_grad()
-            F.mse_loss(model(x[i:i + 32]), y[i:i + 32]).backward()
-            grower.optimizer.step()
+        _mse_epoch(grower, model, x, y)
 
     grower.add_dendrites()
     epoch()

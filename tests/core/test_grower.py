@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import perforate as pf
-from tests.helpers.grower import X, adam, make_model, train_a_little
+from tests.helpers.grower import X, adam, events, make_model, train_a_little
 
 
 def run(scores, cfg, out_dir=None, grower=None, start=0, outputs=None):
@@ -23,10 +23,6 @@ def run(scores, cfg, out_dir=None, grower=None, start=0, outputs=None):
         if d.done:
             break
     return grower, decisions
-
-
-def events(decisions):
-    return [(e, ev) for e, ev, _, _ in decisions if ev]
 
 
 def test_improve_plateau_grow_fail_retry_done_restores_best():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import perforate as pf
-from tests.helpers.grower import X, adam, make_model, train_a_little
+from tests.helpers.grower import X, adam, events, make_model, train_a_little
 
 
 def drive(cfg, scores, train=None, grower=None):
@@ -22,10 +22,6 @@ def drive(cfg, scores, train=None, grower=None):
         if d.done:
             break
     return grower, out
-
-
-def events(out):
-    return [(e, ev) for e, ev, _, _ in out if ev]
 
 
 def outputs(grower):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import perforate as pf
-from tests.helpers.grower import X, adam, make_model, train_a_little
+from tests.helpers.grower import X, adam, events, make_model, train_a_little
 
 
 def shadow_loss(model):
@@ -29,10 +29,6 @@ def drive(cfg, scores, shadow_scores, steps=2, on_epoch=None):
         if d.done:
             break
     return grower, out
-
-
-def events(out):
-    return [(e, ev) for e, ev, _ in out if ev]
 
 
 CFG = dict(smoothing=1, patience=2, max_growth_retries=0, max_epochs=14, trial="shadow")

@@ -23,3 +23,8 @@ def train_a_little(grower, steps=2):
         loss = model(X).pow(2).mean() + sum((p - 0.3).pow(2).sum() for p in model.parameters()) * 1e-2
         loss.backward()
         grower.optimizer.step()
+
+
+def events(decisions):
+    """``(epoch, event)`` of the epochs that had an event, from ``(epoch, event, ...)`` tuples."""
+    return [(epoch, event) for epoch, event, *_ in decisions if event]
